@@ -1,0 +1,39 @@
+"""The ``dask-platform`` command: one entry point, a subcommand per runtime job.
+
+Each subcommand lives in its own module and exposes ``main(argv) -> int``; it is
+imported only when chosen, so a worker host never imports JupyterHub.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "local": ("daskplatform.local", "the whole platform on this machine"),
+    "agent": ("daskplatform.node.agent", "the node agent of a scheduler/worker host"),
+    "gateway": ("daskplatform.gateway.server", "dask-gateway-server with the pool backend"),
+    "pipeline": ("daskplatform.appsflyer.cli", "the AppsFlyer event pipeline"),
+}
+
+
+def _usage() -> str:
+    rows = "\n".join(f"  {name:<10} {help_}" for name, (_, help_) in SUBCOMMANDS.items())
+    return f"usage: dask-platform <command> [options]\n\ncommands:\n{rows}\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        sys.stdout.write(_usage())
+        return 0 if args else 2
+    command, rest = args[0], args[1:]
+    if command not in SUBCOMMANDS:
+        sys.stderr.write(f"dask-platform: unknown command {command!r}\n\n{_usage()}")
+        return 2
+    module = importlib.import_module(SUBCOMMANDS[command][0])
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

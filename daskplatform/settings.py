@@ -1,0 +1,567 @@
+"""The one settings schema, shared by the cloud layer and the runtime.
+
+Stack config (``dask-platform:<key>``) is validated into :class:`PlatformSettings`
+before any resource is registered. The part the hosts need at run time
+(:class:`RuntimeSettings`) is published by the stack as an SSM parameter and read
+back by the gateway and the node agents; local mode reads it from
+``Pulumi.dev.yaml`` so both modes share one source.
+
+Every default is written once, here, with its meaning. Cross-field rules are pure
+functions (``check_*``) so they can be tested directly; each raises
+:class:`SettingsError` naming the config key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+CONFIG_NAMESPACE = "dask-platform"
+
+PLATFORM_GROUPS = ("admins", "data_engineers", "data_analysts")
+"""Platform groups, highest priority first by default."""
+
+
+class SettingsError(ValueError):
+    """Invalid settings; the message names each offending key and what is allowed."""
+
+
+def config_key(*parts: str) -> str:
+    """The user-facing name of a setting, e.g. ``dask-platform:workers.min``."""
+    return f"{CONFIG_NAMESPACE}:" + ".".join(parts)
+
+
+class _Model(BaseModel):
+    """Config keys are camelCase; unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+
+# --------------------------------------------------------------------------- hosts
+
+_SIZE_VCPUS = {"large": 2, "xlarge": 4, "2xlarge": 8, "4xlarge": 16, "8xlarge": 32}
+_FAMILY_GIB_PER_VCPU = {
+    "c5": 2, "c6i": 2, "c7i": 2, "c6a": 2, "c7a": 2,
+    "m5": 4, "m6i": 4, "m7i": 4, "m6a": 4, "m7a": 4,
+    "r5": 8, "r6i": 8, "r7i": 8,
+}
+_BURSTABLE = {  # t3: (vCPUs, GiB)
+    "t3.medium": (2, 4), "t3.large": (2, 8), "t3.xlarge": (4, 16), "t3.2xlarge": (8, 32)
+}
+INSTANCE_SHAPES: dict[str, tuple[int, int]] = {
+    **_BURSTABLE,
+    **{
+        f"{family}.{size}": (vcpus, vcpus * gib)
+        for family, gib in _FAMILY_GIB_PER_VCPU.items()
+        for size, vcpus in _SIZE_VCPUS.items()
+    },
+}
+"""Instance types the platform knows: type -> (vCPUs, memory GiB). Quota checks need
+the shape, so an unknown type is an error rather than a guess."""
+
+
+def _check_instance_type(value: str) -> str:
+    if value not in INSTANCE_SHAPES:
+        families = sorted({t.split(".")[0] for t in INSTANCE_SHAPES})
+        raise ValueError(
+            f"unknown instance type {value!r}; allowed families {', '.join(families)} "
+            f"in sizes {', '.join(_SIZE_VCPUS)} (t3: medium..2xlarge)"
+        )
+    return value
+
+
+class HostSettings(_Model):
+    """A single host (scheduler or gateway)."""
+
+    instance_type: str
+
+    _valid_type = field_validator("instance_type")(_check_instance_type)
+
+    @property
+    def vcpus(self) -> int:
+        return INSTANCE_SHAPES[self.instance_type][0]
+
+    @property
+    def memory_gib(self) -> int:
+        return INSTANCE_SHAPES[self.instance_type][1]
+
+
+class SchedulerHostSettings(HostSettings):
+    instance_type: str = "c5.xlarge"
+    """Per-user Dask schedulers share this host."""
+
+
+class GatewayHostSettings(HostSettings):
+    instance_type: str = "t3.medium"
+    """JupyterHub + dask-gateway-server; light load."""
+
+
+class WorkerPoolSettings(HostSettings):
+    """The worker Auto Scaling group."""
+
+    instance_type: str = "c5.large"
+    min: int = Field(5, ge=0, le=100)
+    """Warm nodes kept even when idle, so clusters start in seconds."""
+    max: int = Field(20, ge=1, le=100)
+    """Hard ceiling on pool size (cost bound)."""
+    scale_out_cpu: float = Field(70, gt=0, lt=100)
+    """Average CPU % above which a node is added."""
+    scale_in_cpu: float = Field(30, gt=0, lt=100)
+    """Average CPU % below which an empty node is removed."""
+    cooldown_seconds: int = Field(300, ge=60, le=3600)
+    """Wait between scaling actions."""
+
+
+# --------------------------------------------------------------------------- quotas
+
+
+class GroupQuota(_Model):
+    """Limits for one platform group. Cores and GB count worker resources."""
+
+    priority: int = Field(ge=1, le=100)
+    """Higher is served first when the pool is full."""
+    cluster_max_cores: float = Field(gt=0)
+    cluster_max_memory_gb: float = Field(gt=0)
+    user_max_cores: float = Field(gt=0)
+    """Total over all of one user's clusters (enforced by the pool backend)."""
+    user_max_memory_gb: float = Field(gt=0)
+    ldap_groups: tuple[str, ...] = ()
+    """LDAP/FreeIPA group names granting this platform group; empty means the same name."""
+
+
+DEFAULT_QUOTAS: dict[str, dict[str, Any]] = {
+    "admins": dict(priority=3, cluster_max_cores=16, cluster_max_memory_gb=32,
+                   user_max_cores=32, user_max_memory_gb=64),
+    "data_engineers": dict(priority=2, cluster_max_cores=4, cluster_max_memory_gb=8,
+                           user_max_cores=4, user_max_memory_gb=8),
+    "data_analysts": dict(priority=1, cluster_max_cores=2, cluster_max_memory_gb=4,
+                          user_max_cores=2, user_max_memory_gb=4),
+}
+"""From the brief: data_engineers 4 cores / 8 GB, data_analysts 2 cores / 4 GB per user,
+admins larger."""
+
+
+class QuotaSettings(_Model):
+    groups: dict[str, GroupQuota] = Field(
+        default_factory=lambda: {k: GroupQuota(**v) for k, v in DEFAULT_QUOTAS.items()}
+    )
+    idle_timeout_minutes: int = Field(120, ge=1)
+    """Clusters with no activity stop after this long."""
+    max_pending_per_user: int = Field(50, ge=1, le=50)
+    """Worker requests one user may have waiting for room in the pool."""
+
+    @field_validator("groups")
+    @classmethod
+    def _known_groups(cls, groups: dict[str, GroupQuota]) -> dict[str, GroupQuota]:
+        unknown = sorted(set(groups) - set(PLATFORM_GROUPS))
+        if unknown:
+            raise ValueError(
+                f"unknown group(s) {', '.join(unknown)}; allowed: {', '.join(PLATFORM_GROUPS)}"
+            )
+        missing = [g for g in PLATFORM_GROUPS if g not in groups]
+        if missing:
+            raise ValueError(f"missing group(s) {', '.join(missing)}; each of "
+                             f"{', '.join(PLATFORM_GROUPS)} needs a quota")
+        return groups
+
+    def group_for_ldap(self, ldap_groups: set[str] | frozenset[str]) -> str | None:
+        """The highest-priority platform group the given LDAP groups grant, if any."""
+        granted = [
+            (quota.priority, name)
+            for name, quota in self.groups.items()
+            if ldap_groups & set(quota.ldap_groups or (name,))
+        ]
+        return max(granted)[1] if granted else None
+
+    def granting_ldap_groups(self) -> list[str]:
+        """Every LDAP group that grants access, for error messages."""
+        return sorted({g for n, q in self.groups.items() for g in (q.ldap_groups or (n,))})
+
+
+# --------------------------------------------------------------------------- clusters
+
+
+class ClusterSettings(_Model):
+    """Shapes of the Dask processes the gateway starts."""
+
+    scheduler_cores: float = Field(1, gt=0)
+    scheduler_memory_gb: float = Field(1, gt=0)
+    worker_cores: float = Field(1, gt=0)
+    """Default cores per worker; users may choose up to their group's cluster limit."""
+    worker_memory_gb: float = Field(1.5, gt=0)
+    """Default memory per worker (a c5.large holds two after the node reserve)."""
+    node_reserved_memory_gb: float = Field(0.5, ge=0)
+    """Memory kept for the OS and the node agent on every node."""
+
+
+class PortSettings(_Model):
+    """The only ports in the platform (DESIGN.md, Ports)."""
+
+    https: int = 443
+    http: int = 80
+    gateway_http: int = 8000
+    """ALB -> gateway host: JupyterHub proxy / gateway HTTP."""
+    gateway_tls: int = 8786
+    """VPC -> gateway host: the gateway's scheduler TLS proxy."""
+    node_agent: int = 8790
+    """Gateway -> node agents."""
+    scheduler_range: tuple[int, int] = (9000, 9199)
+    """Scheduler comm and dashboard ports on the scheduler host."""
+    worker_range: tuple[int, int] = (9200, 9999)
+    """Worker and nanny ports on worker hosts (peer to peer)."""
+    nfs: int = 2049
+    ldaps: int = 636
+
+    @field_validator("scheduler_range", "worker_range")
+    @classmethod
+    def _ordered(cls, value: tuple[int, int]) -> tuple[int, int]:
+        low, high = value
+        if not 1024 <= low <= high <= 65535:
+            raise ValueError(f"range {low}-{high} must satisfy 1024 <= low <= high <= 65535")
+        return value
+
+
+class TimeoutSettings(_Model):
+    cluster_start_seconds: float = Field(60, gt=0)
+    """How long the gateway waits for a scheduler to come up."""
+    worker_start_seconds: float = Field(60, gt=0)
+    agent_request_seconds: float = Field(10, gt=0)
+    """One HTTP call to a node agent."""
+    stop_grace_seconds: float = Field(10, ge=0)
+    """SIGTERM, then SIGKILL after this long."""
+    ldap_cache_seconds: float = Field(300, ge=0)
+    """How long a successful LDAP login and its groups are reused."""
+
+
+class RuntimeSettings(_Model):
+    """What the hosts read at run time (published as an SSM parameter)."""
+
+    quotas: QuotaSettings = Field(default_factory=QuotaSettings)
+    clusters: ClusterSettings = Field(default_factory=ClusterSettings)
+    ports: PortSettings = Field(default_factory=PortSettings)
+    timeouts: TimeoutSettings = Field(default_factory=TimeoutSettings)
+    scheduler: SchedulerHostSettings = Field(default_factory=SchedulerHostSettings)
+    workers: WorkerPoolSettings = Field(default_factory=WorkerPoolSettings)
+    ldap_url: str = ""
+    ldap_base_dn: str = ""
+    ldap_bind_dn: str = ""
+    ldap_bind_password_secret_arn: str = ""
+    """Secrets Manager ARN of the bind password; never the password itself."""
+
+    def to_json(self) -> str:
+        return self.model_dump_json(by_alias=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> RuntimeSettings:
+        return cls.model_validate_json(text)
+
+
+# --------------------------------------------------------------------------- platform
+
+
+def _cidr(value: str) -> str:
+    try:
+        return str(ipaddress.ip_network(value, strict=True))
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a valid CIDR block like 10.0.0.0/16 ({exc})") from None
+
+
+_SUBNET_ID = re.compile(r"^subnet-[0-9a-f]{8,17}$")
+_VPC_ID = re.compile(r"^vpc-[0-9a-f]{8,17}$")
+_ACM_ARN = re.compile(r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[0-9a-f-]+$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+class PlatformSettings(_Model):
+    """All stack config, validated. Required keys have no default."""
+
+    vpc_id: str | None = None
+    """Adopt this existing VPC instead of creating one (needs both subnet lists)."""
+    private_subnet_ids: tuple[str, ...] = ()
+    public_subnet_ids: tuple[str, ...] = ()
+    vpc_cidr: str = "10.0.0.0/16"
+    """CIDR of the VPC the stack creates when vpcId is not set."""
+    allowed_cidrs: tuple[str, ...] = Field(min_length=1)
+    """Who may reach the ALB on 443/80. Required: there is no open default."""
+    certificate_arn: str
+    """ACM certificate for the HTTPS listener."""
+    ldap_url: str
+    """FreeIPA LDAP, ldaps://host:636 (or ldap:// with StartTLS)."""
+    ldap_base_dn: str
+    ldap_bind_dn: str
+    ldap_bind_password: SecretStr | None = None
+    """Service bind password; stored in Secrets Manager. Unset: the secret is created
+    empty and filled out of band, so the password never enters stack state."""
+    scheduler: SchedulerHostSettings = Field(default_factory=SchedulerHostSettings)
+    gateway: GatewayHostSettings = Field(default_factory=GatewayHostSettings)
+    workers: WorkerPoolSettings = Field(default_factory=WorkerPoolSettings)
+    quotas: QuotaSettings = Field(default_factory=QuotaSettings)
+    clusters: ClusterSettings = Field(default_factory=ClusterSettings)
+    ports: PortSettings = Field(default_factory=PortSettings)
+    timeouts: TimeoutSettings = Field(default_factory=TimeoutSettings)
+    alert_emails: tuple[str, ...] = ()
+    tags: dict[str, str] = Field(default_factory=dict)
+    """Added to the common tags on every taggable resource."""
+
+    _valid_vpc_cidr = field_validator("vpc_cidr")(_cidr)
+
+    @field_validator("allowed_cidrs")
+    @classmethod
+    def _valid_cidrs(cls, values: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_cidr(v) for v in values)
+
+    @field_validator("vpc_id")
+    @classmethod
+    def _valid_vpc_id(cls, value: str | None) -> str | None:
+        if value is not None and not _VPC_ID.match(value):
+            raise ValueError(f"{value!r} is not a VPC id like vpc-0123456789abcdef0")
+        return value
+
+    @field_validator("private_subnet_ids", "public_subnet_ids")
+    @classmethod
+    def _valid_subnet_ids(cls, values: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [v for v in values if not _SUBNET_ID.match(v)]
+        if bad:
+            raise ValueError(f"{', '.join(map(repr, bad))} not subnet ids like subnet-0123abcd")
+        return values
+
+    @field_validator("certificate_arn")
+    @classmethod
+    def _valid_certificate(cls, value: str) -> str:
+        if not _ACM_ARN.match(value):
+            raise ValueError(
+                f"{value!r} is not an ACM certificate ARN like "
+                "arn:aws:acm:<region>:<account>:certificate/<id>"
+            )
+        return value
+
+    @field_validator("ldap_url")
+    @classmethod
+    def _valid_ldap_url(cls, value: str) -> str:
+        if not re.match(r"^ldaps?://[^/\s]+$", value):
+            raise ValueError(f"{value!r} must look like ldaps://host:636 or ldap://host:389")
+        return value
+
+    @field_validator("alert_emails")
+    @classmethod
+    def _valid_emails(cls, values: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [v for v in values if not _EMAIL.match(v)]
+        if bad:
+            raise ValueError(f"not e-mail addresses: {', '.join(map(repr, bad))}")
+        return values
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> PlatformSettings:
+        check_network(self)
+        check_worker_pool(self.workers)
+        check_quotas(self.quotas, self.clusters, self.workers, self.scheduler)
+        check_ports(self.ports)
+        return self
+
+    @property
+    def adopts_vpc(self) -> bool:
+        return self.vpc_id is not None
+
+    def runtime(self, ldap_bind_password_secret_arn: str = "") -> RuntimeSettings:
+        """The host-facing part of the settings (no secrets)."""
+        return RuntimeSettings(
+            quotas=self.quotas,
+            clusters=self.clusters,
+            ports=self.ports,
+            timeouts=self.timeouts,
+            scheduler=self.scheduler,
+            workers=self.workers,
+            ldap_url=self.ldap_url,
+            ldap_base_dn=self.ldap_base_dn,
+            ldap_bind_dn=self.ldap_bind_dn,
+            ldap_bind_password_secret_arn=ldap_bind_password_secret_arn,
+        )
+
+
+# --------------------------------------------------------------------------- cross-field checks
+
+
+def check_network(settings: PlatformSettings) -> None:
+    """Adopting a VPC needs private and public subnets in at least two AZs each."""
+    subnet_keys = {"privateSubnetIds": settings.private_subnet_ids,
+                   "publicSubnetIds": settings.public_subnet_ids}
+    if settings.vpc_id is None:
+        given = [key for key, ids in subnet_keys.items() if ids]
+        if given:
+            raise SettingsError(
+                f"{config_key(given[0])} is set but {config_key('vpcId')} is not; "
+                "set vpcId to adopt an existing VPC, or leave all three unset to create one"
+            )
+        return
+    for key, ids in subnet_keys.items():
+        if len(ids) < 2:
+            raise SettingsError(
+                f"{config_key(key)} needs at least 2 subnets (one per AZ) when "
+                f"{config_key('vpcId')} is set; got {len(ids)}"
+            )
+
+
+def check_worker_pool(workers: WorkerPoolSettings) -> None:
+    """Bounds ordered and scale-in threshold below scale-out."""
+    if workers.min > workers.max:
+        raise SettingsError(
+            f"{config_key('workers', 'min')} ({workers.min}) must be <= "
+            f"{config_key('workers', 'max')} ({workers.max})"
+        )
+    if workers.scale_in_cpu >= workers.scale_out_cpu:
+        raise SettingsError(
+            f"{config_key('workers', 'scaleInCpu')} ({workers.scale_in_cpu:g}) must be below "
+            f"{config_key('workers', 'scaleOutCpu')} ({workers.scale_out_cpu:g}), "
+            "otherwise the pool would flap"
+        )
+
+
+def node_capacity(host: HostSettings, clusters: ClusterSettings) -> tuple[float, float]:
+    """(cores, GB) one node offers to Dask processes after the node reserve."""
+    return float(host.vcpus), host.memory_gib - clusters.node_reserved_memory_gb
+
+
+def check_quotas(
+    quotas: QuotaSettings,
+    clusters: ClusterSettings,
+    workers: WorkerPoolSettings,
+    scheduler: HostSettings,
+) -> None:
+    """Quotas the pool can actually serve, and an unambiguous priority order."""
+    node_cores, node_memory = node_capacity(workers, clusters)
+    if clusters.worker_cores > node_cores or clusters.worker_memory_gb > node_memory:
+        raise SettingsError(
+            f"{config_key('clusters')}: a default worker ({clusters.worker_cores:g} cores, "
+            f"{clusters.worker_memory_gb:g} GB) does not fit a {workers.instance_type} node "
+            f"({node_cores:g} cores, {node_memory:g} GB after the reserve)"
+        )
+    sched_cores, sched_memory = node_capacity(scheduler, clusters)
+    if clusters.scheduler_cores > sched_cores or clusters.scheduler_memory_gb > sched_memory:
+        raise SettingsError(
+            f"{config_key('clusters')}: a scheduler ({clusters.scheduler_cores:g} cores, "
+            f"{clusters.scheduler_memory_gb:g} GB) does not fit a {scheduler.instance_type} "
+            f"scheduler host ({sched_cores:g} cores, {sched_memory:g} GB)"
+        )
+    pool_cores, pool_memory = node_cores * workers.max, node_memory * workers.max
+    priorities: dict[int, str] = {}
+    for name, quota in quotas.groups.items():
+        key = config_key("quotas", "groups", name)
+        if quota.cluster_max_cores > quota.user_max_cores:
+            raise SettingsError(
+                f"{key}.clusterMaxCores ({quota.cluster_max_cores:g}) must be <= "
+                f"{key}.userMaxCores ({quota.user_max_cores:g})"
+            )
+        if quota.cluster_max_memory_gb > quota.user_max_memory_gb:
+            raise SettingsError(
+                f"{key}.clusterMaxMemoryGb ({quota.cluster_max_memory_gb:g}) must be <= "
+                f"{key}.userMaxMemoryGb ({quota.user_max_memory_gb:g})"
+            )
+        if quota.user_max_cores > pool_cores or quota.user_max_memory_gb > pool_memory:
+            raise SettingsError(
+                f"{key}: per-user quota ({quota.user_max_cores:g} cores, "
+                f"{quota.user_max_memory_gb:g} GB) exceeds what the pool can ever hold at "
+                f"{config_key('workers', 'max')}={workers.max} x {workers.instance_type} "
+                f"({pool_cores:g} cores, {pool_memory:g} GB)"
+            )
+        if quota.cluster_max_cores < clusters.worker_cores or (
+            quota.cluster_max_memory_gb < clusters.worker_memory_gb
+        ):
+            raise SettingsError(
+                f"{key}: per-cluster quota ({quota.cluster_max_cores:g} cores, "
+                f"{quota.cluster_max_memory_gb:g} GB) cannot hold one default worker "
+                f"({clusters.worker_cores:g} cores, {clusters.worker_memory_gb:g} GB)"
+            )
+        if quota.priority in priorities:
+            raise SettingsError(
+                f"{key}.priority ({quota.priority}) is the same as "
+                f"{config_key('quotas', 'groups', priorities[quota.priority])}.priority; "
+                "priorities must be distinct"
+            )
+        priorities[quota.priority] = name
+
+
+def check_ports(ports: PortSettings) -> None:
+    """Scheduler and worker ranges must not overlap each other or the fixed ports."""
+    s_low, s_high = ports.scheduler_range
+    w_low, w_high = ports.worker_range
+    if s_low <= w_high and w_low <= s_high:
+        raise SettingsError(
+            f"{config_key('ports', 'schedulerRange')} {s_low}-{s_high} overlaps "
+            f"{config_key('ports', 'workerRange')} {w_low}-{w_high}"
+        )
+    fixed = {"gatewayHttp": ports.gateway_http, "gatewayTls": ports.gateway_tls,
+             "nodeAgent": ports.node_agent}
+    for name, port in fixed.items():
+        for range_name, (low, high) in (("schedulerRange", ports.scheduler_range),
+                                        ("workerRange", ports.worker_range)):
+            if low <= port <= high:
+                raise SettingsError(
+                    f"{config_key('ports', name)} ({port}) falls inside "
+                    f"{config_key('ports', range_name)} {low}-{high}"
+                )
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _format_validation_error(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"] if not str(p).startswith("function-")]
+        message = err["msg"].removeprefix("Value error, ")
+        if not loc:  # a cross-field check: its message already names the keys
+            lines.append(message)
+            continue
+        key = config_key(*loc)
+        if err["type"] == "missing":
+            message = "is required but not set (pulumi config set " + ".".join(loc) + " ...)"
+        elif err["type"] == "extra_forbidden":
+            message = "is not a known setting; see the config reference in README.md"
+        lines.append(f"{key}: {message}")
+    return "invalid stack settings:\n  " + "\n  ".join(lines)
+
+
+def load_settings(raw: Mapping[str, Any]) -> PlatformSettings:
+    """Validate raw config (keys without the namespace) into settings.
+
+    Raises SettingsError whose message names each offending key.
+    """
+    try:
+        return PlatformSettings.model_validate(dict(raw))
+    except ValidationError as exc:
+        # pydantic wraps a SettingsError raised in a model validator as a value error.
+        raise SettingsError(_format_validation_error(exc)) from None
+
+
+def strip_namespace(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Keep ``dask-platform:*`` keys without the prefix; other namespaces (aws:) are not ours."""
+    prefix = CONFIG_NAMESPACE + ":"
+    return {k[len(prefix):]: v for k, v in config.items() if k.startswith(prefix)}
+
+
+def load_stack_file(path: str) -> PlatformSettings:
+    """Settings from a ``Pulumi.<stack>.yaml`` file (local mode and the offline plan).
+
+    ``secure:`` values cannot be decrypted without Pulumi; they are left unset here.
+    """
+    with open(path, encoding="utf-8") as fh:
+        document = yaml.safe_load(fh) or {}
+    raw = strip_namespace(document.get("config") or {})
+    raw = {k: v for k, v in raw.items() if not (isinstance(v, dict) and "secure" in v)}
+    return load_settings(raw)
