@@ -263,6 +263,9 @@ class RuntimeSettings(_Model):
     ldap_bind_dn: str = ""
     ldap_bind_password_secret_arn: str = ""
     """Secrets Manager ARN of the bind password; never the password itself."""
+    metrics_namespace: str = "DaskPlatform"
+    """CloudWatch namespace of the platform metrics (``*_METRIC`` below); the stack
+    publishes ``DaskPlatform/<stack>`` so stacks sharing an account stay apart."""
 
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True)
@@ -270,6 +273,19 @@ class RuntimeSettings(_Model):
     @classmethod
     def from_json(cls, text: str) -> RuntimeSettings:
         return cls.model_validate_json(text)
+
+
+# --------------------------------------------------------------------------- metrics
+
+PENDING_WORKERS_METRIC = "PendingWorkers"
+"""Worker requests waiting for room in the pool; the gateway publishes it and the
+worker pool scales out while it is above zero."""
+ACTIVE_WORKERS_METRIC = "ActiveWorkers"
+"""Dask workers running across the pool (gateway)."""
+ACTIVE_CLUSTERS_METRIC = "ActiveClusters"
+"""Dask clusters running (gateway); with ActiveWorkers at 0 this raises an alarm."""
+QUEUED_TASKS_METRIC = "QueuedTasks"
+"""Tasks waiting on all schedulers together (gateway); above 50 raises an alarm."""
 
 
 # --------------------------------------------------------------------------- platform
@@ -319,7 +335,16 @@ class PlatformSettings(_Model):
     tags: dict[str, str] = Field(default_factory=dict)
     """Added to the common tags on every taggable resource."""
 
-    _valid_vpc_cidr = field_validator("vpc_cidr")(_cidr)
+    @field_validator("vpc_cidr")
+    @classmethod
+    def _valid_vpc_cidr(cls, value: str) -> str:
+        network = ipaddress.ip_network(_cidr(value))
+        if not 16 <= network.prefixlen <= 24:
+            raise ValueError(
+                f"{value!r} must be a /16 to /24 block: the stack cuts it into four "
+                "subnets of a sixteenth each, and AWS subnets are at least /28"
+            )
+        return str(network)
 
     @field_validator("allowed_cidrs")
     @classmethod

@@ -1,0 +1,49 @@
+"""The launch template every host role shares, so the hardening is written once:
+IMDSv2 only (hop limit 1, so containers cannot reach the instance role), encrypted gp3
+root volume, no public IP, no key pair (admin shells through SSM Session Manager),
+detailed monitoring for the one-minute CPU alarms, and instance tags readable from
+IMDS so the runtime can learn its stack and role without extra API calls.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+
+import pulumi
+import pulumi_aws as aws
+
+AMI = "resolve:ssm:/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
+"""Amazon Linux 2023, resolved by EC2 at launch; an instance refresh picks up new AMIs."""
+ROOT_DEVICE = "/dev/xvda"
+ROOT_VOLUME_GIB = 30
+ROLE_TAG = "dask-platform:role"
+
+
+def launch_template(name: str, *, role: str, instance_type: str, user_data: pulumi.Output[str],
+                    security_group_id: pulumi.Input[str], instance_profile_arn: pulumi.Input[str],
+                    tags: Mapping[str, str], parent: pulumi.Resource,
+                    subnet_id: pulumi.Input[str] | None = None) -> aws.ec2.LaunchTemplate:
+    """A hardened launch template for ``role``; ``subnet_id`` pins a single host."""
+    instance_tags = {**tags, "Name": f"{tags.get('project')}-{tags.get('stack')}-{role}", ROLE_TAG: role}
+    return aws.ec2.LaunchTemplate(
+        name,
+        image_id=AMI,
+        instance_type=instance_type,
+        iam_instance_profile={"arn": instance_profile_arn},
+        user_data=user_data.apply(lambda text: base64.b64encode(text.encode()).decode()),
+        metadata_options={"http_endpoint": "enabled", "http_tokens": "required",
+                          "http_put_response_hop_limit": 1, "instance_metadata_tags": "enabled"},
+        block_device_mappings=[{"device_name": ROOT_DEVICE, "ebs": {
+            "volume_type": "gp3", "volume_size": ROOT_VOLUME_GIB, "encrypted": "true",
+            "delete_on_termination": "true"}}],
+        network_interfaces=[{"device_index": 0, "associate_public_ip_address": "false",
+                             "delete_on_termination": "true", "security_groups": [security_group_id],
+                             "subnet_id": subnet_id}],
+        monitoring={"enabled": True},
+        tag_specifications=[{"resource_type": kind, "tags": instance_tags}
+                            for kind in ("instance", "volume")],
+        update_default_version=True,
+        tags=dict(tags),
+        opts=pulumi.ResourceOptions(parent=parent),
+    )

@@ -1,0 +1,98 @@
+"""The whole platform composed in one stack: settings -> components -> outputs.
+
+Names other parts must agree on (the settings parameter, the worker group, the log
+groups, the metrics namespace) are fixed here from the project and stack names, so
+IAM policies can point at them before the resources exist and no dependency cycle forms.
+"""
+
+from __future__ import annotations
+
+import pulumi
+
+from components.aws_context import AwsContext
+from components.bootstrap import user_data
+from components.gateway_host import GatewayHost
+from components.identity import Identity, IdentityInputs
+from components.load_balancer import LoadBalancer
+from components.monitoring import Monitoring
+from components.network import Network
+from components.scheduler_host import SchedulerHost
+from components.security_groups import SecurityGroups
+from components.storage import Storage
+from components.worker_pool import WorkerPool
+from daskplatform.settings import PlatformSettings
+
+
+def common_tags(settings: PlatformSettings) -> dict[str, str]:
+    """Tags on every taggable resource: the user's, then ours (ours win)."""
+    return {**settings.tags, "project": pulumi.get_project(), "stack": pulumi.get_stack(),
+            "managed-by": "pulumi"}
+
+
+def build(settings: PlatformSettings) -> None:
+    """Declare every component and export the stack outputs."""
+    project, stack = pulumi.get_project(), pulumi.get_stack()
+    prefix = f"{project}-{stack}"
+    parameter_name = f"/{project}/{stack}/runtime-settings"
+    log_group_prefix = f"/{project}/{stack}/"
+    metrics_namespace = f"DaskPlatform/{stack}"
+    worker_asg_name = f"{prefix}-workers"
+    tags = common_tags(settings)
+    context = AwsContext.lookup()
+
+    network = Network("network", settings, context, tags)
+    groups = SecurityGroups("security", settings, network.vpc_id, tags)
+    storage = Storage("storage", context, network.private_subnet_ids, groups.ids["efs"], tags)
+    identity = Identity("identity", settings, context, IdentityInputs(
+        settings_parameter_name=parameter_name, worker_asg_name=worker_asg_name,
+        log_group_prefix=log_group_prefix, metrics_namespace=metrics_namespace,
+        artifacts_bucket_arn=storage.buckets["artifacts"].arn,
+        file_system_arn=storage.file_system.arn), tags)
+
+    def host(role: str) -> dict:
+        """The per-role arguments every host component takes."""
+        return {
+            "security_group_id": groups.ids[role],
+            "instance_profile_arn": identity.instance_profiles[role].arn,
+            "tags": tags,
+            "user_data": user_data(
+                role, region=context.region, settings_parameter_name=parameter_name,
+                artifacts_bucket=storage.buckets["artifacts"].bucket,
+                file_system_id=storage.file_system.id,
+                shared_access_point_id=storage.shared_access_point.id,
+                homes_access_point_id=storage.homes_access_point.id,
+                log_group_name=f"{log_group_prefix}{role}"),
+        }
+
+    gateway = GatewayHost("gateway", settings, parameter_name=parameter_name,
+                          metrics_namespace=metrics_namespace,
+                          ldap_secret_arn=identity.ldap_secret.arn,
+                          subnet_id=network.private_subnet_ids[0], **host("gateway"))
+    SchedulerHost("scheduler", settings, subnet_id=network.private_subnet_ids[0], **host("scheduler"))
+    workers = WorkerPool("workers", settings, asg_name=worker_asg_name,
+                         subnet_ids=network.private_subnet_ids, metrics_namespace=metrics_namespace,
+                         **host("worker"))
+    alb = LoadBalancer("alb", settings, vpc_id=network.vpc_id, subnet_ids=network.public_subnet_ids,
+                       security_group_id=groups.ids["alb"], gateway_instance_id=gateway.instance.id,
+                       access_log_bucket=storage.buckets["audit"].bucket, tags=tags)
+    monitoring = Monitoring("monitoring", dashboard_name=prefix, alert_emails=settings.alert_emails,
+                            region=context.region, log_group_prefix=log_group_prefix,
+                            metrics_namespace=metrics_namespace, worker_asg_name=workers.group.name,
+                            alb_arn_suffix=alb.alb.arn_suffix,
+                            target_group_arn_suffix=alb.target_group.arn_suffix, tags=tags)
+
+    pulumi.export("vpc_id", network.vpc_id)
+    pulumi.export("private_subnet_ids", network.private_subnet_ids)
+    pulumi.export("public_subnet_ids", network.public_subnet_ids)
+    pulumi.export("gateway_url", alb.url)
+    pulumi.export("gateway_scheduler_address", pulumi.Output.concat(
+        "gateway://", gateway.instance.private_ip, ":", str(settings.ports.gateway_tls)))
+    for kind, bucket in storage.buckets.items():
+        pulumi.export(f"{kind}_bucket_name", bucket.bucket)
+        pulumi.export(f"{kind}_bucket_arn", bucket.arn)
+    pulumi.export("efs_id", storage.file_system.id)
+    pulumi.export("worker_asg_name", workers.group.name)
+    pulumi.export("alert_topic_arn", monitoring.topic.arn)
+    pulumi.export("dashboard_name", monitoring.dashboard.dashboard_name)
+    pulumi.export("settings_parameter_name", gateway.settings_parameter.name)
+    pulumi.export("client_security_group_id", groups.ids["client"])

@@ -1,0 +1,547 @@
+"""The pool backend: dask-gateway clusters on a warm pool of nodes run by node agents.
+
+Schedulers go to scheduler-role nodes, workers to worker-role nodes, each by best fit
+(``placement``). A worker that finds no room waits in the priority queue (``queue``);
+a worker that would take its user past the group total (``quotas``) is capped. All
+state a stop needs (node, agent URL, process id) is checkpointed in the gateway's
+database, so a restarted gateway finds and stops what an earlier one started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections import defaultdict
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from dask_gateway_server.backends.base import ClusterConfig
+from dask_gateway_server.backends.db_base import Cluster, DBBackendBase, JobStatus, Worker
+from dask_gateway_server.routes import api_handler
+from dask_gateway_server.traitlets import MemoryLimit
+from traitlets import Dict, Float, Integer, List, Unicode, default
+
+from daskplatform.gateway.directory import NodeSpec, asg_worker_nodes
+from daskplatform.gateway.metrics import CloudWatchPublisher
+from daskplatform.gateway.placement import NodeRoom, best_fit
+from daskplatform.gateway.protection import ScaleInProtection
+from daskplatform.gateway.queue import PendingCapExceeded, PendingQueue
+from daskplatform.gateway.quotas import GIB, UserLedger, UserQuotaExceeded
+from daskplatform.node.client import NodeAgentClient, NodeAgentError, NodeUnreachable
+
+ALIVE = ("starting", "running")
+"""Agent process states that still hold resources."""
+
+
+class PoolClusterConfig(ClusterConfig):
+    """Cluster config with fractional cores and the user's group quota snapshot.
+
+    The group fields are set by the options handler (``quotas.cluster_overrides``) and
+    stored with the cluster, so a restarted gateway enforces the same totals.
+    """
+
+    worker_cores = Float(1, min=0.0, help="Cores per worker (default 1).", config=True)
+    scheduler_cores = Float(1, min=0.0, help="Cores per scheduler (default 1).",
+                            config=True)
+    platform_group = Unicode("", help="Platform group of the owner (default: none).",
+                             config=True)
+    priority = Integer(1, help="Queue priority of the owner's group (default 1).",
+                       config=True)
+    user_max_cores = Float(None, allow_none=True, config=True,
+                           help="Worker cores over all of the owner's clusters "
+                                "(default None: unlimited).")
+    user_max_memory = MemoryLimit(None, allow_none=True, config=True,
+                                  help="Worker memory over all of the owner's clusters "
+                                       "(default None: unlimited).")
+
+
+@dataclass
+class NodeState:
+    """What the backend knows about one node agent."""
+
+    spec: NodeSpec
+    client: NodeAgentClient
+    cores: float = 0.0
+    memory_gb: float = 0.0
+    known: bool = False
+    """Capacity fetched at least once."""
+    failures: int = 0
+    lost: bool = False
+    reserved: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """process id -> (cores, GB) of every process this backend placed here."""
+    agent_used: tuple[float, float] = (0.0, 0.0)
+    """(cores, GB) of live processes in the agent's last listing."""
+    alive_processes: int = 0
+
+    def room(self) -> NodeRoom:
+        ours = (sum(c for c, _ in self.reserved.values()),
+                sum(m for _, m in self.reserved.values()))
+        return NodeRoom(self.spec.node_id, self.spec.role,
+                        self.cores - max(ours[0], self.agent_used[0]),
+                        self.memory_gb - max(ours[1], self.agent_used[1]))
+
+    @property
+    def usable(self) -> bool:
+        return self.known and not self.lost
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.reserved) or self.alive_processes > 0
+
+
+class PoolBackend(DBBackendBase):
+    """Runs each cluster's scheduler and workers through the node agents of the pool."""
+
+    @default("cluster_config_class")
+    def _pool_cluster_config(self) -> type[PoolClusterConfig]:
+        return PoolClusterConfig
+
+    nodes = List(Dict(), help="""Static nodes: dicts with node_id, role (scheduler|worker)
+        and agent_url. Default: [] (then only Auto Scaling group nodes).""", config=True)
+    asg_name = Unicode("", help="""Worker Auto Scaling group: its InService instances are
+        worker nodes and get scale-in protection while they hold processes.
+        Default: "" (static nodes only).""", config=True)
+    agent_port = Integer(8790, help="Agent port on Auto Scaling group nodes (default 8790).",
+                         config=True)
+    agent_scheme = Unicode("http", help="Scheme for Auto Scaling group agents "
+                                        "(default http; https when agents have TLS).",
+                           config=True)
+    agent_ca_file = Unicode("", help="CA bundle that signs the agents' certificates "
+                                     "(default: system trust store).", config=True)
+    agent_token = Unicode("", help="Bearer token for the node agents (default: none).",
+                          config=True)
+    agent_timeout = Float(10, help="Seconds for one agent call (default 10).", config=True)
+    stop_grace = Float(10, help="Seconds between SIGTERM and SIGKILL on stop (default 10).",
+                       config=True)
+    node_check_period = Float(5, help="Seconds between node health rounds (default 5).",
+                              config=True)
+    node_lost_after = Integer(3, min=1, help="""Failed health rounds in a row after which a
+        node is lost and its processes are marked failed (default 3).""", config=True)
+    directory_refresh_period = Float(30, help="""Seconds between Auto Scaling group
+        listings (default 30).""", config=True)
+    max_pending_per_user = Integer(50, min=1, help="""Worker requests one user may have
+        waiting for room (default 50, quotas.maxPendingPerUser).""", config=True)
+    metrics_namespace = Unicode("", help="""CloudWatch namespace for PendingWorkers.
+        Default: "" (not published).""", config=True)
+    metrics_period = Float(60, help="Seconds between CloudWatch publications (default 60).",
+                           config=True)
+
+    # ------------------------------------------------------------------ setup / cleanup
+
+    async def setup(self, app: web.Application) -> None:
+        await super().setup(app)
+        app.add_routes([web.get("/api/v1/pool",
+                                api_handler(self._pool_route, user_authenticated=True))])
+
+    async def do_setup(self) -> None:
+        self._nodes: dict[str, NodeState] = {}
+        self._pending = PendingQueue(self.max_pending_per_user)
+        self._ledger = UserLedger()
+        self._waiting: dict[str, Worker] = {}
+        self._launches: dict[str, asyncio.Task[None]] = {}
+        self._ssl = ssl.create_default_context(cafile=self.agent_ca_file) \
+            if self.agent_ca_file else None
+        self._protection = ScaleInProtection(self.asg_name) if self.asg_name else None
+        self._capped_total = 0
+        static = [NodeSpec.from_dict(raw) for raw in self.nodes]
+        self._static_ids = {spec.node_id for spec in static}
+        for spec in static:
+            self._add_node(spec)
+        self._restore_checkpoints()
+        self._ready = asyncio.Event()
+        self._loop_task = asyncio.ensure_future(self._node_loop())
+        self._metrics_task = asyncio.ensure_future(self._metrics_loop()) \
+            if self.metrics_namespace else None
+        await asyncio.wait_for(self._ready.wait(), self.agent_timeout * 2)
+
+    async def do_cleanup(self) -> None:
+        for task in (self._loop_task, self._metrics_task, *self._launches.values()):
+            if task is not None:
+                task.cancel()
+        for node in self._nodes.values():
+            await node.client.close()
+
+    def _add_node(self, spec: NodeSpec) -> NodeState:
+        node = self._nodes.get(spec.node_id)
+        if node is None:
+            client = NodeAgentClient(spec.agent_url, self.agent_token,
+                                     timeout=self.agent_timeout, ssl=self._ssl)
+            node = self._nodes[spec.node_id] = NodeState(spec, client)
+        return node
+
+    def _restore_checkpoints(self) -> None:
+        """Rebuild reservations, holds and the queue from the database (gateway restart).
+
+        Runs before the first await of do_setup, so no start can race it.
+        """
+        for cluster in self.db.active_clusters():
+            state = cluster.state or {}
+            if "node_id" in state:
+                self._reserve(state, cluster.config.scheduler_cores,
+                              cluster.config.scheduler_memory)
+            cfg = cluster.config
+            for worker in cluster.active_workers():
+                wstate = worker.state or {}
+                if "node_id" in wstate or wstate.get("queued"):
+                    self._ledger.hold(worker.name, cluster.username, cfg.worker_cores,
+                                      cfg.worker_memory, None, None)
+                if "node_id" in wstate:
+                    self._reserve(wstate, cfg.worker_cores, cfg.worker_memory)
+                elif wstate.get("queued"):
+                    self._enqueue(worker)
+
+    def _reserve(self, state: dict[str, Any], cores: float, memory_bytes: int) -> None:
+        node = self._add_node(NodeSpec(state["node_id"], state["role"], state["agent_url"]))
+        node.reserved[state["process_id"]] = (cores, memory_bytes / GIB)
+
+    # ------------------------------------------------------------------ clusters
+
+    def get_scheduler_command(self, cluster: Cluster) -> list[str]:
+        """Arguments of ``dask scheduler``; the agent fills in {host} and {portN}."""
+        return [
+            "--protocol", "tls", "--host", "{host}", "--port", "{port0}",
+            "--dashboard-address", "{host}:{port1}",
+            "--preload", "dask_gateway.scheduler_preload",
+            "--dg-api-address", "{host}:{port2}",
+            "--dg-heartbeat-period", str(self.cluster_heartbeat_period),
+            "--dg-adaptive-period", str(cluster.config.adaptive_period),
+            "--dg-idle-timeout", str(cluster.config.idle_timeout),
+        ]
+
+    def get_worker_command(self, cluster: Cluster, worker_name: str,
+                           scheduler_address: str | None = None) -> list[str]:
+        """Arguments of ``dask worker``, on ports from the node's worker range."""
+        nthreads, memory_limit = self.worker_nthreads_memory_limit_args(cluster)
+        return [
+            scheduler_address or cluster.scheduler_address,
+            "--host", "{host}", "--worker-port", "{port0}", "--nanny-port", "{port1}",
+            "--no-dashboard", "--name", worker_name,
+            "--nthreads", nthreads, "--memory-limit", memory_limit,
+        ]
+
+    async def do_start_cluster(self, cluster: Cluster) -> AsyncIterator[dict[str, Any]]:
+        cfg = cluster.config
+        memory_gb = cfg.scheduler_memory / GIB
+        node_id = best_fit(self._rooms(), "scheduler", cfg.scheduler_cores, memory_gb)
+        if node_id is None:
+            raise RuntimeError(
+                f"no scheduler node has room for a scheduler ({cfg.scheduler_cores:g} cores, "
+                f"{memory_gb:g} GB); the scheduler host is full or unreachable")
+        node = self._nodes[node_id]
+        state = self._placement_state(node, f"{cluster.name}-scheduler")
+        node.reserved[state["process_id"]] = (cfg.scheduler_cores, memory_gb)
+        yield state
+        await node.client.spawn(self._spawn_spec(
+            state["process_id"], "scheduler", self.get_scheduler_command(cluster),
+            self.get_scheduler_env(cluster), cluster, cfg.scheduler_cores, memory_gb))
+
+    async def do_stop_cluster(self, cluster: Cluster) -> None:
+        await self._stop_process(cluster.state or {})
+        self._start_launches(self._dispatch())
+
+    async def do_check_clusters(self, clusters: list[Cluster]) -> list[bool]:
+        return await self._check([c.state or {} for c in clusters])
+
+    # ------------------------------------------------------------------ workers
+
+    async def do_start_worker(self, worker: Worker) -> AsyncIterator[dict[str, Any]]:
+        cluster, cfg = worker.cluster, worker.cluster.config
+        memory_gb = cfg.worker_memory / GIB
+        try:
+            self._check_fits_a_node(cfg.worker_cores, memory_gb)
+            self._ledger.hold(worker.name, cluster.username, cfg.worker_cores,
+                              cfg.worker_memory, cfg.user_max_cores, cfg.user_max_memory)
+            try:
+                self._enqueue(worker)
+            except PendingCapExceeded:
+                self._ledger.release(worker.name)
+                raise
+        except (UserQuotaExceeded, PendingCapExceeded, ValueError) as exc:
+            yield {"capped": str(exc)}
+            await self._cap(worker, str(exc))
+            return
+        placed = self._dispatch()
+        if worker.name not in placed:
+            yield {"queued": True}
+            return
+        _, node, state = placed.pop(worker.name)
+        self._start_launches(placed)
+        yield state
+        await self._spawn_worker(worker, node, state)
+
+    async def do_stop_worker(self, worker: Worker) -> None:
+        launch = self._launches.pop(worker.name, None)
+        if launch is not None:
+            await asyncio.gather(launch, return_exceptions=True)
+        self._pending.remove(worker.name)
+        self._waiting.pop(worker.name, None)
+        self._ledger.release(worker.name)
+        await self._stop_process(worker.state or {})
+        self._start_launches(self._dispatch())
+
+    async def do_check_workers(self, workers: list[Worker]) -> list[bool]:
+        return await self._check([w.state or {} for w in workers])
+
+    def _check_fits_a_node(self, cores: float, memory_gb: float) -> None:
+        """A worker larger than every worker node would block the queue forever."""
+        workers = [n for n in self._nodes.values() if n.spec.role == "worker" and n.known]
+        if workers and not any(n.cores >= cores and n.memory_gb >= memory_gb
+                               for n in workers):
+            largest = max(workers, key=lambda n: (n.memory_gb, n.cores))
+            raise ValueError(
+                f"a worker of {cores:g} cores and {memory_gb:g} GB is larger than any worker "
+                f"node (largest offers {largest.cores:g} cores, {largest.memory_gb:g} GB)")
+
+    def _enqueue(self, worker: Worker) -> None:
+        cfg = worker.cluster.config
+        self._pending.push(worker.name, worker.cluster.username, cfg.priority,
+                           cfg.worker_cores, cfg.worker_memory / GIB)
+        self._waiting[worker.name] = worker
+
+    async def _cap(self, worker: Worker, reason: str) -> None:
+        """Refuse one worker without failing its cluster.
+
+        Raising from do_start_worker would count as a start failure, and three of those
+        fail the whole cluster. Instead the scheduler is told to scale to the workers
+        the user is allowed, and this worker is stopped as expected.
+        """
+        cluster = worker.cluster
+        allowed = sum(1 for w in cluster.active_workers()
+                      if "node_id" in (w.state or {}) or (w.state or {}).get("queued"))
+        self._capped_total += 1
+        self.log.warning("Worker %s of cluster %s (user %s) not started: %s. Scaling the "
+                         "cluster to %d worker(s).", worker.name, cluster.name,
+                         cluster.username, reason, allowed)
+        self.db.update_worker(worker, target=JobStatus.STOPPED, close_expected=True)
+        self.queue.put(worker)
+        try:
+            await self.session.post(
+                cluster.api_address + "/api/comm", json={"op": "scale", "count": allowed},
+                headers={"Authorization": f"token {cluster.token}"}, raise_for_status=True)
+        except Exception as exc:  # the heartbeat caps it anyway; never fail the cluster
+            self.log.warning("Could not tell cluster %s to scale to %d: %s", cluster.name,
+                             allowed, exc)
+
+    def _dispatch(self) -> dict[str, tuple[Worker, NodeState, dict[str, Any]]]:
+        """Place waiting workers in service order; stop at the first that does not fit.
+
+        Stopping (rather than letting smaller requests jump ahead) keeps the order fair:
+        a large worker is never starved by a stream of small ones.
+        """
+        rooms = {room.node_id: room for room in self._rooms()}
+        placed: dict[str, tuple[Worker, NodeState, dict[str, Any]]] = {}
+        for request in self._pending.ordered():
+            node_id = best_fit(rooms.values(), "worker", request.cores, request.memory_gb)
+            if node_id is None:
+                break
+            node = self._nodes[node_id]
+            worker = self._waiting.pop(request.key)
+            self._pending.remove(request.key)
+            state = self._placement_state(node, f"{worker.cluster.name}-{worker.name}")
+            node.reserved[state["process_id"]] = (request.cores, request.memory_gb)
+            rooms[node_id] = node.room()
+            placed[request.key] = (worker, node, state)
+        return placed
+
+    def _start_launches(self,
+                        placed: dict[str, tuple[Worker, NodeState, dict[str, Any]]]) -> None:
+        """Start workers that waited in the queue (their do_start_worker has returned)."""
+        for name, (worker, node, state) in placed.items():
+            self.db.update_worker(worker, state=state)
+            self._launches[name] = asyncio.ensure_future(self._launch(worker, node, state))
+
+    async def _launch(self, worker: Worker, node: NodeState, state: dict[str, Any]) -> None:
+        try:
+            await self._spawn_worker(worker, node, state)
+        except Exception as exc:
+            self.log.warning("Worker %s failed to start on %s: %s", worker.name,
+                             node.spec.node_id, exc)
+            self.db.update_worker(worker, target=JobStatus.FAILED)
+            self.queue.put(worker)
+        finally:
+            self._launches.pop(worker.name, None)
+
+    async def _spawn_worker(self, worker: Worker, node: NodeState,
+                            state: dict[str, Any]) -> None:
+        cluster, cfg = worker.cluster, worker.cluster.config
+        if self._protection is not None:
+            await self._protection.set_busy(node.spec.node_id, True)
+        await node.client.spawn(self._spawn_spec(
+            state["process_id"], "worker", self.get_worker_command(cluster, worker.name),
+            self.get_worker_env(cluster), cluster, cfg.worker_cores,
+            cfg.worker_memory / GIB, worker=worker.name))
+
+    # ------------------------------------------------------------------ shared helpers
+
+    def _rooms(self) -> list[NodeRoom]:
+        return [node.room() for node in self._nodes.values() if node.usable]
+
+    @staticmethod
+    def _placement_state(node: NodeState, process_id: str) -> dict[str, Any]:
+        """The checkpoint a later stop (maybe by a restarted gateway) reads back."""
+        return {"node_id": node.spec.node_id, "role": node.spec.role,
+                "agent_url": node.spec.agent_url, "process_id": process_id}
+
+    @staticmethod
+    def _spawn_spec(process_id: str, kind: str, argv: list[str], env: dict[str, str],
+                    cluster: Cluster, cores: float, memory_gb: float,
+                    **labels: str) -> dict[str, Any]:
+        return {
+            "id": process_id, "kind": kind, "argv": argv, "env": env,
+            "files": {"dask.crt": cluster.tls_cert.decode(),
+                      "dask.pem": cluster.tls_key.decode()},
+            "cores": cores, "memory_gb": memory_gb,
+            "labels": {"cluster": cluster.name, "user": cluster.username, **labels},
+        }
+
+    async def _stop_process(self, state: dict[str, Any]) -> None:
+        if "node_id" not in state:
+            return
+        node = self._add_node(NodeSpec(state["node_id"], state["role"], state["agent_url"]))
+        try:
+            if not node.lost:
+                await node.client.stop(state["process_id"], self.stop_grace)
+        except NodeAgentError as exc:
+            if exc.status != 404:
+                raise
+        except NodeUnreachable as exc:
+            self.log.warning("Node %s unreachable while stopping %s: %s",
+                             node.spec.node_id, state["process_id"], exc)
+        finally:
+            node.reserved.pop(state["process_id"], None)
+        await self._update_protection(node)
+
+    async def _check(self, states: list[dict[str, Any]]) -> list[bool]:
+        """One ``processes()`` call per node for the whole batch."""
+        by_node: dict[str, list[int]] = defaultdict(list)
+        results = [True] * len(states)
+        for index, state in enumerate(states):
+            if "node_id" in state:
+                by_node[state["node_id"]].append(index)
+
+        async def check_node(node_id: str, indexes: list[int]) -> None:
+            node = self._nodes.get(node_id)
+            if node is None or node.lost:
+                for i in indexes:
+                    results[i] = False
+                return
+            try:
+                listing = {p["id"]: p for p in await node.client.processes()}
+            except NodeUnreachable:
+                return  # the node loop decides when a node is lost
+            for i in indexes:
+                process = listing.get(states[i]["process_id"])
+                results[i] = process is not None and process["state"] in ALIVE
+
+        await asyncio.gather(*(check_node(n, ix) for n, ix in by_node.items()))
+        return results
+
+    # ------------------------------------------------------------------ node health
+
+    async def _node_loop(self) -> None:
+        last_listing = -float("inf")
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                if self.asg_name and loop.time() - last_listing >= self.directory_refresh_period:
+                    last_listing = loop.time()
+                    await self._refresh_directory()
+                await asyncio.gather(*(self._poll(n) for n in list(self._nodes.values())))
+                self._start_launches(self._dispatch())
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.log.warning("Node health round failed", exc_info=True)
+            self._ready.set()
+            await asyncio.sleep(self.node_check_period)
+
+    async def _refresh_directory(self) -> None:
+        specs = await asyncio.to_thread(asg_worker_nodes, self.asg_name, self.agent_port,
+                                        self.agent_scheme)
+        listed = {spec.node_id for spec in specs} | self._static_ids
+        for spec in specs:
+            self._add_node(spec)
+        for node_id in [n for n, node in self._nodes.items()
+                        if n not in listed and not node.reserved]:
+            await self._nodes.pop(node_id).client.close()
+        if self._protection is not None:
+            await self._protection.refresh()
+
+    async def _poll(self, node: NodeState) -> None:
+        try:
+            if not node.known or node.lost:
+                capacity = await node.client.capacity()
+                node.cores, node.memory_gb = capacity["cores"], capacity["memory_gb"]
+            processes = await node.client.processes()
+        except (NodeUnreachable, NodeAgentError) as exc:
+            node.failures += 1
+            if node.failures >= self.node_lost_after and not node.lost and node.known:
+                self._lose(node, exc)
+            return
+        if node.lost:
+            self.log.info("Node %s is reachable again", node.spec.node_id)
+        node.failures, node.known, node.lost = 0, True, False
+        alive = [p for p in processes if p["state"] in ALIVE]
+        node.alive_processes = len(alive)
+        node.agent_used = (sum(p["cores"] for p in alive), sum(p["memory_gb"] for p in alive))
+        await self._update_protection(node)
+
+    def _lose(self, node: NodeState, exc: Exception) -> None:
+        """Mark everything on a lost node failed, so the gateway replaces the workers."""
+        node.lost = True
+        node_id = node.spec.node_id
+        self.log.warning("Node %s lost after %d failed checks (%s); failing its processes",
+                         node_id, node.failures, exc)
+        for cluster in self.db.active_clusters():
+            if (cluster.state or {}).get("node_id") == node_id:
+                self.db.update_cluster(cluster, target=JobStatus.FAILED)
+                self.queue.put(cluster)
+            for worker in cluster.active_workers():
+                if (worker.state or {}).get("node_id") == node_id:
+                    self.db.update_worker(worker, target=JobStatus.FAILED)
+                    self.queue.put(worker)
+
+    async def _update_protection(self, node: NodeState) -> None:
+        if self._protection is None or node.spec.role != "worker":
+            return
+        try:
+            await self._protection.set_busy(node.spec.node_id, node.busy)
+        except Exception:
+            self.log.warning("Could not update scale-in protection of %s", node.spec.node_id,
+                             exc_info=True)
+
+    # ------------------------------------------------------------------ metrics
+
+    def metrics(self) -> dict[str, Any]:
+        """Pool figures for scale-out and dashboards."""
+        return {
+            "pending_workers": len(self._pending),
+            "capped_workers_total": self._capped_total,
+            "nodes": [
+                {"node_id": n.spec.node_id, "role": n.spec.role, "lost": n.lost,
+                 "free_cores": n.room().free_cores, "free_memory_gb": n.room().free_memory_gb,
+                 "processes": len(n.reserved)}
+                for n in self._nodes.values()
+            ],
+        }
+
+    async def _pool_route(self, request: web.Request) -> web.Response:
+        return web.json_response(self.metrics())
+
+    async def _metrics_loop(self) -> None:
+        publisher = CloudWatchPublisher(self.metrics_namespace, self.asg_name)
+        while True:
+            try:
+                await publisher.publish(pending_workers=len(self._pending))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.log.warning("Could not publish pool metrics", exc_info=True)
+            await asyncio.sleep(self.metrics_period)
+
+
+def static_nodes(specs: Iterable[NodeSpec]) -> list[dict[str, str]]:
+    """``PoolBackend.nodes`` config value for a list of nodes."""
+    return [spec.to_dict() for spec in specs]

@@ -1,0 +1,144 @@
+"""Quotas by platform group: the cluster options users may choose, the per-cluster
+limits handed to dask-gateway, and the per-user totals the backend enforces itself
+(dask-gateway dropped per-user limits in 0.7)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from dask_gateway_server.models import User
+from dask_gateway_server.options import Float, Options
+
+from daskplatform.settings import ClusterSettings, GroupQuota, QuotaSettings
+
+GIB = 2**30
+
+MIN_WORKER_CORES = 0.1
+"""Smallest worker a user may ask for: below this a worker cannot make progress."""
+MIN_WORKER_MEMORY_GB = 0.1
+"""Smallest worker memory a user may ask for (Dask itself needs ~100 MB)."""
+
+
+class NoPlatformGroup(Exception):
+    """The user is in none of the LDAP groups that grant access to the platform."""
+
+
+@dataclass(frozen=True)
+class UserGroup:
+    """The platform group that governs one user's clusters."""
+
+    name: str
+    quota: GroupQuota
+
+
+def group_of(user: User, quotas: QuotaSettings) -> UserGroup:
+    """The highest-priority platform group the user's groups grant; refuses everyone else."""
+    name = quotas.group_for_ldap(set(user.groups))
+    if name is None:
+        raise NoPlatformGroup(
+            f"user {user.name} is not in a group that grants access to Dask clusters; "
+            f"ask to be added to one of: {', '.join(quotas.granting_ldap_groups())}"
+        )
+    return UserGroup(name, quotas.groups[name])
+
+
+def cluster_overrides(group: UserGroup, clusters: ClusterSettings, worker_cores: float,
+                      worker_memory_gb: float) -> dict[str, Any]:
+    """ClusterConfig values for a cluster of ``group``.
+
+    The group's numbers count workers only, while dask-gateway's ``cluster_max_*`` also
+    count the scheduler, so the scheduler's share is added here; the worker count that
+    dask-gateway derives is then exactly what the group's numbers allow.
+    """
+    quota = group.quota
+    return {
+        # Given here as well as in config: traitlets applies keyword values before
+        # config, and the cluster limits are checked against the scheduler's size.
+        "scheduler_cores": clusters.scheduler_cores,
+        "scheduler_memory": int(clusters.scheduler_memory_gb * GIB),
+        "worker_cores": worker_cores,
+        "worker_memory": int(worker_memory_gb * GIB),
+        "cluster_max_cores": quota.cluster_max_cores + clusters.scheduler_cores,
+        "cluster_max_memory": int((quota.cluster_max_memory_gb + clusters.scheduler_memory_gb)
+                                  * GIB),
+        "platform_group": group.name,
+        "priority": quota.priority,
+        "user_max_cores": quota.user_max_cores,
+        "user_max_memory": int(quota.user_max_memory_gb * GIB),
+    }
+
+
+def cluster_options_for(quotas: QuotaSettings,
+                        clusters: ClusterSettings) -> Callable[[User], Options]:
+    """``Backend.cluster_options``: worker size fields bounded by the user's group.
+
+    dask-gateway answers a value above a bound with HTTP 422 and the bound in the
+    message; a user in no platform group gets the NoPlatformGroup message instead.
+    """
+
+    def options_for(user: User) -> Options:
+        group = group_of(user, quotas)
+        return Options(
+            Float("worker_cores", default=clusters.worker_cores, min=MIN_WORKER_CORES,
+                  max=group.quota.cluster_max_cores, label="Worker cores"),
+            Float("worker_memory", default=clusters.worker_memory_gb,
+                  min=MIN_WORKER_MEMORY_GB, max=group.quota.cluster_max_memory_gb,
+                  label="Worker memory (GB)"),
+            handler=lambda options: cluster_overrides(
+                group, clusters, options.worker_cores, options.worker_memory),
+        )
+
+    return options_for
+
+
+class UserQuotaExceeded(Exception):
+    """Starting one more worker would take a user past their group's total."""
+
+
+@dataclass(frozen=True)
+class Hold:
+    user: str
+    cores: float
+    memory_bytes: int
+
+
+class UserLedger:
+    """Worker resources held per user across all of their clusters.
+
+    A hold is taken before a worker is queued or placed and released when it stops, so
+    concurrent starts of one user cannot together overshoot the total.
+    """
+
+    def __init__(self) -> None:
+        self._holds: dict[str, Hold] = {}
+
+    def usage(self, user: str) -> tuple[float, int]:
+        """(cores, memory bytes) the user holds now."""
+        held = [h for h in self._holds.values() if h.user == user]
+        return sum(h.cores for h in held), sum(h.memory_bytes for h in held)
+
+    def hold(self, key: str, user: str, cores: float, memory_bytes: int,
+             max_cores: float | None, max_memory_bytes: int | None) -> None:
+        """Record a hold, or raise UserQuotaExceeded naming the limit it would break."""
+        if key in self._holds:
+            return
+        used_cores, used_memory = self.usage(user)
+        if max_cores is not None and used_cores + cores > max_cores + 1e-9:
+            raise UserQuotaExceeded(
+                f"user {user} holds {used_cores:g} worker cores across their clusters; one "
+                f"more worker ({cores:g} cores) would exceed the group total of "
+                f"{max_cores:g} cores (quotas.groups.<group>.userMaxCores)"
+            )
+        if max_memory_bytes is not None and used_memory + memory_bytes > max_memory_bytes:
+            raise UserQuotaExceeded(
+                f"user {user} holds {used_memory / GIB:g} GB of worker memory across their "
+                f"clusters; one more worker ({memory_bytes / GIB:g} GB) would exceed the "
+                f"group total of {max_memory_bytes / GIB:g} GB "
+                "(quotas.groups.<group>.userMaxMemoryGb)"
+            )
+        self._holds[key] = Hold(user, cores, memory_bytes)
+
+    def release(self, key: str) -> None:
+        self._holds.pop(key, None)

@@ -1,0 +1,238 @@
+"""dask-gateway-server with the pool backend: one config builder for every way it runs
+(``dask-platform gateway`` on the gateway host, ``local`` mode, tests), an in-process
+runner and a subprocess runner."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+from dask_gateway_server.app import DaskGateway
+from traitlets.config import Config
+
+from daskplatform.gateway.directory import NodeSpec
+from daskplatform.gateway.quotas import GIB, cluster_options_for
+from daskplatform.runtime_config import load_runtime_settings
+from daskplatform.settings import RuntimeSettings
+
+QUEUE_WAIT_SECONDS = 1800
+"""How long a worker may wait in the queue for room before dask-gateway gives up on it
+(added to ``timeouts.workerStartSeconds``); by then scale-out has had time to add nodes."""
+
+ENCRYPT_KEY_FILE = "gateway-db.key"
+"""Database encryption key kept in ``temp_dir`` when none is given (local mode)."""
+
+ENCRYPT_KEYS_ENV = "DASK_GATEWAY_ENCRYPT_KEYS"
+
+
+def _encrypt_keys(db_url: str, temp_dir: str, given: Sequence[str] | None) -> list[str]:
+    """Keys for a persistent database: given, from the environment, or a private key file
+    in ``temp_dir`` (reused, so a restarted gateway reads its own database)."""
+    if db_url in ("sqlite://", "sqlite:///:memory:"):
+        return []
+    if given:
+        return list(given)
+    if os.environ.get(ENCRYPT_KEYS_ENV):
+        return [k for k in os.environ[ENCRYPT_KEYS_ENV].split(";") if k]
+    path = Path(temp_dir) / ENCRYPT_KEY_FILE
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(base64.urlsafe_b64encode(secrets.token_bytes(32)).decode())
+    return [path.read_text().strip()]
+
+
+def gateway_config(
+    settings: RuntimeSettings,
+    *,
+    address: str,
+    proxy_address: str,
+    proxy_tcp_address: str | None,
+    nodes: list[NodeSpec] | None,
+    asg_name: str | None,
+    agent_token: str,
+    db_url: str,
+    authenticator_class: str,
+    authenticator_config: dict,
+    temp_dir: str,
+    encrypt_keys: Sequence[str] | None = None,
+    metrics_namespace: str = "",
+) -> Config:
+    """Everything a ``DaskGateway`` needs to run the pool backend with the settings' quotas.
+
+    ``authenticator_config`` holds traits of ``authenticator_class`` (e.g. ``groups`` and
+    ``password`` of ``StaticGroupsAuthenticator``). With a persistent ``db_url`` clusters
+    survive a gateway restart; in memory they are stopped with the gateway.
+    """
+    c = Config()
+    c.DaskGateway.address = address
+    c.DaskGateway.backend_class = "daskplatform.gateway.backend.PoolBackend"
+    c.DaskGateway.authenticator_class = authenticator_class
+    c.DaskGateway.config_file = str(Path(temp_dir) / "no-config-file.py")
+    auth_section = authenticator_class.rsplit(".", 1)[-1]
+    for name, value in authenticator_config.items():
+        c[auth_section][name] = value
+
+    c.Proxy.address = proxy_address
+    if proxy_tcp_address:
+        c.Proxy.tcp_address = proxy_tcp_address
+
+    backend = c.PoolBackend
+    backend.nodes = [spec.to_dict() for spec in nodes or []]
+    backend.asg_name = asg_name or ""
+    backend.agent_port = settings.ports.node_agent
+    backend.agent_token = agent_token
+    backend.agent_timeout = settings.timeouts.agent_request_seconds
+    backend.stop_grace = settings.timeouts.stop_grace_seconds
+    backend.max_pending_per_user = settings.quotas.max_pending_per_user
+    backend.metrics_namespace = metrics_namespace
+    backend.cluster_options = cluster_options_for(settings.quotas, settings.clusters)
+    backend.cluster_start_timeout = settings.timeouts.cluster_start_seconds
+    backend.worker_start_timeout = settings.timeouts.worker_start_seconds + QUEUE_WAIT_SECONDS
+    backend.db_url = db_url
+    backend.db_encrypt_keys = _encrypt_keys(db_url, temp_dir, encrypt_keys)
+    backend.stop_clusters_on_shutdown = not backend.db_encrypt_keys
+
+    cluster = c.PoolClusterConfig
+    cluster.scheduler_cores = settings.clusters.scheduler_cores
+    cluster.scheduler_memory = int(settings.clusters.scheduler_memory_gb * GIB)
+    cluster.worker_cores = settings.clusters.worker_cores
+    cluster.worker_memory = int(settings.clusters.worker_memory_gb * GIB)
+    cluster.idle_timeout = settings.quotas.idle_timeout_minutes * 60.0
+    return c
+
+
+def create_gateway(config: Config) -> DaskGateway:
+    """An initialised gateway; ``await gw.setup()`` starts it, ``await gw.cleanup()`` stops it."""
+    gateway = DaskGateway(config=config)
+    gateway.initialize([])
+    return gateway
+
+
+@contextlib.asynccontextmanager
+async def running_gateway(config: Config) -> AsyncIterator[DaskGateway]:
+    """Run the gateway in this event loop (tests, local mode) and stop it afterwards."""
+    gateway = create_gateway(config)
+    try:
+        await gateway.setup()
+        yield gateway
+    finally:
+        await gateway.cleanup()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+class GatewayProcess:
+    """``dask-platform gateway ...`` as a child process, ready once its API answers."""
+
+    def __init__(self, argv: Sequence[str], api_url: str, log_path: str | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        self.argv = [sys.executable, "-m", "daskplatform.cli", "gateway", *argv]
+        self.api_url = api_url.rstrip("/")
+        self.log_path = log_path
+        self.env = env
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60) -> GatewayProcess:
+        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
+                                        env=self.env)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gateway exited with {self.process.returncode} "
+                                   f"(log: {self.log_path})")
+            try:
+                with urllib.request.urlopen(self.api_url + "/api/health", timeout=2):
+                    return self
+            except OSError:
+                time.sleep(0.2)
+        self.stop()
+        raise TimeoutError(f"gateway not healthy at {self.api_url} within {timeout:g}s")
+
+    def stop(self, timeout: float = 30) -> None:
+        """SIGTERM (the gateway shuts down cleanly), SIGKILL if it does not."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def _parse_node(text: str) -> NodeSpec:
+    parts = text.split(",", 2)
+    if len(parts) != 3:
+        raise argparse.ArgumentTypeError(
+            f"--node {text!r}: expected NODE_ID,ROLE,AGENT_URL (role scheduler or worker)")
+    try:
+        return NodeSpec(*parts)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--node: {exc}") from None
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dask-platform gateway",
+                                description="dask-gateway-server with the pool backend")
+    p.add_argument("--settings", required=True,
+                   help="ssm://<parameter>, a Pulumi.<stack>.yaml or a runtime JSON file")
+    p.add_argument("--address", default="127.0.0.1:0", help="private API (default %(default)s)")
+    p.add_argument("--proxy-address", default="127.0.0.1:8000",
+                   help="HTTP proxy: API and dashboards (default %(default)s)")
+    p.add_argument("--proxy-tcp-address", default=None,
+                   help="scheduler TLS proxy (default: same as --proxy-address)")
+    p.add_argument("--node", action="append", type=_parse_node, default=[],
+                   help="static node NODE_ID,ROLE,AGENT_URL (repeatable)")
+    p.add_argument("--asg-name", default=None, help="worker Auto Scaling group")
+    p.add_argument("--agent-token-file", required=True,
+                   help="file holding the node agents' bearer token")
+    p.add_argument("--db-url", default=None,
+                   help="SQLAlchemy URL (default: sqlite file in --temp-dir)")
+    p.add_argument("--authenticator-class",
+                   default="daskplatform.gateway.auth_static.StaticGroupsAuthenticator")
+    p.add_argument("--authenticator-config", default=None,
+                   help="JSON file: traits of the authenticator class")
+    p.add_argument("--temp-dir", required=True, help="state directory (database, key)")
+    p.add_argument("--metrics-namespace", default="",
+                   help="CloudWatch namespace for PendingWorkers (default: not published)")
+    p.add_argument("--config", default=None,
+                   help="extra traitlets config file loaded last (overrides, e.g. timeouts)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    os.makedirs(args.temp_dir, mode=0o700, exist_ok=True)
+    auth_config = {}
+    if args.authenticator_config:
+        auth_config = json.loads(Path(args.authenticator_config).read_text(encoding="utf-8"))
+    config = gateway_config(
+        load_runtime_settings(args.settings),
+        address=args.address, proxy_address=args.proxy_address,
+        proxy_tcp_address=args.proxy_tcp_address, nodes=args.node,
+        asg_name=args.asg_name,
+        agent_token=Path(args.agent_token_file).read_text(encoding="utf-8").strip(),
+        db_url=args.db_url or f"sqlite:///{Path(args.temp_dir) / 'gateway.sqlite'}",
+        authenticator_class=args.authenticator_class, authenticator_config=auth_config,
+        temp_dir=args.temp_dir, metrics_namespace=args.metrics_namespace,
+    )
+    if args.config:
+        config.DaskGateway.config_file = args.config
+    gateway = create_gateway(config)
+    gateway.start()
+    return 0

@@ -1,0 +1,113 @@
+"""dask-gateway authenticator: FreeIPA logins for scripts, JupyterHub tokens for notebooks.
+
+``Authorization: Basic`` is checked against LDAP; ``Authorization: jupyterhub <token>``
+is resolved by dask-gateway's own JupyterHubAuthenticator, whose answer carries the hub
+groups that ``hub.py`` synced from LDAP. Both paths end in the same group check, so a
+user gets the same quota from a notebook and from a script.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+
+from aiohttp import web
+from dask_gateway_server.auth import JupyterHubAuthenticator
+from dask_gateway_server.models import User
+from traitlets import Unicode
+
+from daskplatform.gateway.quotas import NoPlatformGroup, group_of
+from daskplatform.identity.ldap import (
+    DirectoryUnavailable,
+    InvalidCredentials,
+    LdapDirectory,
+)
+from daskplatform.runtime_config import load_runtime_settings
+from daskplatform.settings import RuntimeSettings
+
+
+def unauthorized(message: str = "invalid username or password") -> web.HTTPException:
+    return web.HTTPUnauthorized(reason=message,
+                                headers={"WWW-Authenticate": 'Basic realm="dask-gateway"'})
+
+
+class PlatformAuthenticator(JupyterHubAuthenticator):
+    """LDAP basic auth plus JupyterHub tokens, both mapped to platform groups.
+
+    Hub tokens are accepted only when ``jupyterhub_api_url`` is configured (or
+    ``JUPYTERHUB_API_URL`` is set, as JupyterHub does for its services).
+    """
+
+    settings_source = Unicode(
+        help="Where the runtime settings come from: ssm://<name>, a Pulumi.<stack>.yaml "
+             "or a RuntimeSettings JSON file (daskplatform.runtime_config).",
+        config=True,
+    )
+    ldap_bind_password = Unicode(
+        "",
+        help="Service bind password; empty reads it from Secrets Manager or the "
+             "environment (daskplatform.identity.ldap.read_bind_password).",
+        config=True,
+    )
+    ldap_ca_file = Unicode(
+        "",
+        help="CA bundle that signs the LDAP server certificate; empty uses LDAPTLS_CACERT "
+             "or the system store.",
+        config=True,
+    )
+
+    def _hub_configured(self) -> bool:
+        try:
+            return bool(self.jupyterhub_api_url)
+        except ValueError:  # the trait's default raises when JUPYTERHUB_API_URL is unset
+            return False
+
+    async def setup(self, app: web.Application) -> None:
+        if not self.settings_source:
+            raise ValueError("PlatformAuthenticator.settings_source must be set")
+        self.settings: RuntimeSettings = await asyncio.to_thread(
+            load_runtime_settings, self.settings_source)
+        self.directory = await asyncio.to_thread(
+            LdapDirectory.from_settings, self.settings,
+            bind_password=self.ldap_bind_password or None, ca_file=self.ldap_ca_file or None)
+        self.hub_enabled = self._hub_configured()
+        if self.hub_enabled:
+            await super().setup(app)
+
+    async def authenticate(self, request: web.Request) -> User:
+        scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "basic":
+            user = await self._ldap_user(credentials)
+        elif scheme.lower() == "jupyterhub" and self.hub_enabled:
+            user = await super().authenticate(request)
+        else:
+            raise unauthorized("authentication required: HTTP Basic (LDAP account)"
+                               + (" or a JupyterHub token" if self.hub_enabled else ""))
+        try:
+            group = group_of(user, self.settings.quotas)
+        except NoPlatformGroup as exc:
+            self.log.info("refused %s: in no platform group", user.name)
+            raise web.HTTPForbidden(reason=str(exc)) from None
+        return User(user.name, groups=list(user.groups), admin=group.name == "admins")
+
+    async def _ldap_user(self, credentials: str) -> User:
+        try:
+            decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            raise unauthorized("malformed Basic credentials") from None
+        username, _, password = decoded.partition(":")
+        try:
+            found = await asyncio.to_thread(self.directory.authenticate, username, password)
+        except InvalidCredentials:
+            self.log.info("LDAP login failed for %r", username)
+            raise unauthorized() from None
+        except DirectoryUnavailable as exc:
+            self.log.warning("LDAP unavailable: %s", exc)
+            raise web.HTTPServiceUnavailable(
+                reason="the login directory (LDAP) is unreachable; try again shortly") from None
+        return User(found.username, groups=sorted(found.groups))
+
+    async def cleanup(self) -> None:
+        if getattr(self, "hub_enabled", False):
+            await super().cleanup()

@@ -1,0 +1,179 @@
+"""JupyterHub side of identity: FreeIPA login with group sync, and the hub's config.
+
+The stock LDAP authenticator does not sync groups; this one hands JupyterHub the
+user's FreeIPA groups on every login and refresh (``manage_groups``), so hub tokens
+resolved by the gateway carry the same groups an LDAP login would. The config builder
+registers dask-gateway as a hub service and gives single-user servers the environment
+in which ``Gateway()`` with no arguments reaches it with the user's hub token (the
+daskhub pattern).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from jupyterhub.auth import Authenticator
+from tornado import web
+from traitlets import Unicode, default
+from traitlets.config import Config
+
+from daskplatform.identity.ldap import (
+    DirectoryUnavailable,
+    InvalidCredentials,
+    LdapDirectory,
+)
+from daskplatform.runtime_config import load_runtime_settings
+from daskplatform.settings import QuotaSettings
+
+GATEWAY_SERVICE = "dask-gateway"
+"""The gateway's name as a hub service (its token scope is access:services!service=...)."""
+
+
+class LdapHubAuthenticator(Authenticator):
+    """FreeIPA login for JupyterHub; LDAP groups become hub groups.
+
+    Only members of a group that grants a platform group may log in; admins (the
+    platform group) become hub admins.
+    """
+
+    settings_source = Unicode(
+        help="ssm://<name>, a Pulumi.<stack>.yaml or a RuntimeSettings JSON file.",
+        config=True,
+    )
+    ldap_bind_password = Unicode(
+        "",
+        help="Service bind password; empty reads it from Secrets Manager or the "
+             "environment (daskplatform.identity.ldap.read_bind_password).",
+        config=True,
+    )
+    ldap_ca_file = Unicode(
+        "", help="CA bundle for the LDAP server; empty uses LDAPTLS_CACERT or the system store.",
+        config=True,
+    )
+
+    @default("manage_groups")
+    def _manage_groups(self) -> bool:
+        return True
+
+    @default("allow_all")
+    def _allow_all(self) -> bool:
+        return False
+
+    _directory: LdapDirectory | None = None
+    _quotas: QuotaSettings | None = None
+
+    async def _load(self) -> tuple[LdapDirectory, QuotaSettings]:
+        if self._directory is None or self._quotas is None:
+            if not self.settings_source:
+                raise ValueError("LdapHubAuthenticator.settings_source must be set")
+            settings = await asyncio.to_thread(load_runtime_settings, self.settings_source)
+            self._directory = await asyncio.to_thread(
+                LdapDirectory.from_settings, settings,
+                bind_password=self.ldap_bind_password or None,
+                ca_file=self.ldap_ca_file or None)
+            self._quotas = settings.quotas
+        return self._directory, self._quotas
+
+    def _model(self, username: str, groups: frozenset[str], quotas: QuotaSettings
+               ) -> dict[str, Any]:
+        return {"name": username, "groups": sorted(groups),
+                "admin": quotas.group_for_ldap(groups) == "admins"}
+
+    async def authenticate(self, handler: web.RequestHandler, data: dict[str, str]
+                           ) -> dict[str, Any] | None:
+        directory, quotas = await self._load()
+        try:
+            user = await asyncio.to_thread(directory.authenticate, data.get("username", ""),
+                                           data.get("password", ""))
+        except InvalidCredentials:
+            return None
+        except DirectoryUnavailable as exc:
+            self.log.warning("LDAP unavailable: %s", exc)
+            raise web.HTTPError(503, "the login directory (LDAP) is unreachable; "
+                                     "try again shortly") from None
+        return self._model(user.username, user.groups, quotas)
+
+    def check_allowed(self, username: str, authentication: dict[str, Any] | None = None
+                      ) -> bool:
+        if authentication is None or self._quotas is None:
+            return False
+        if self._quotas.group_for_ldap(frozenset(authentication.get("groups", ()))) is None:
+            raise web.HTTPError(
+                403, f"user {username} is not in a group that grants access to the platform; "
+                     f"ask to be added to one of: "
+                     f"{', '.join(self._quotas.granting_ldap_groups())}")
+        return True
+
+    async def refresh_user(self, user: Any, handler: web.RequestHandler | None = None
+                           ) -> dict[str, Any] | bool:
+        """Re-read groups through the service account, so removals in FreeIPA reach the
+        hub without a new login; keeps the current model while LDAP is away."""
+        directory, quotas = await self._load()
+        try:
+            found = await asyncio.to_thread(directory.lookup, user.name)
+        except DirectoryUnavailable:
+            return True
+        if found is None or quotas.group_for_ldap(found.groups) is None:
+            return False
+        return self._model(found.username, found.groups, quotas)
+
+
+def gateway_client_env(gateway_url: str, proxy_address: str) -> dict[str, str]:
+    """dask config for single-user servers: ``Gateway()`` with no arguments uses the
+    gateway and the user's hub token (JUPYTERHUB_API_TOKEN, set by the spawner)."""
+    return {
+        "DASK_GATEWAY__ADDRESS": gateway_url,
+        "DASK_GATEWAY__PUBLIC_ADDRESS": gateway_url,
+        "DASK_GATEWAY__PROXY_ADDRESS": proxy_address,
+        "DASK_GATEWAY__AUTH__TYPE": "jupyterhub",
+    }
+
+
+def hub_config(*, settings_source: str, bind_url: str, hub_port: int, proxy_api_port: int,
+               gateway_url: str, gateway_proxy_address: str, gateway_api_token: str,
+               data_dir: Path, ldap_ca_file: str = "", admin_token: str = "") -> Config:
+    """JupyterHub config: LDAP login with group sync, dask-gateway as a service.
+
+    Everything the hub writes (database, cookie secret, proxy pid) goes to ``data_dir``.
+    ``admin_token`` registers an admin service for automation (tests, the local demo).
+    """
+    c = Config()
+    c.JupyterHub.bind_url = bind_url
+    c.JupyterHub.hub_bind_url = f"http://127.0.0.1:{hub_port}"
+    c.JupyterHub.hub_connect_ip = "127.0.0.1"
+    c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{proxy_api_port}"
+    c.ConfigurableHTTPProxy.pid_file = str(data_dir / "jupyterhub-proxy.pid")
+    c.JupyterHub.db_url = f"sqlite:///{data_dir / 'jupyterhub.sqlite'}"
+    c.JupyterHub.cookie_secret_file = str(data_dir / "jupyterhub_cookie_secret")
+    c.JupyterHub.authenticator_class = f"{__name__}.{LdapHubAuthenticator.__name__}"
+    c.LdapHubAuthenticator.settings_source = settings_source
+    c.LdapHubAuthenticator.ldap_ca_file = ldap_ca_file
+    services: list[dict[str, Any]] = [
+        {"name": GATEWAY_SERVICE, "url": gateway_url, "api_token": gateway_api_token,
+         "display": False},
+    ]
+    roles: list[dict[str, Any]] = [
+        # Users' tokens may reach the gateway (it checks this scope) and show their groups.
+        {"name": "user", "scopes": ["self", f"access:services!service={GATEWAY_SERVICE}"]},
+    ]
+    if admin_token:
+        services.append({"name": "platform-admin", "api_token": admin_token})
+        roles.append({"name": "platform-admin", "scopes": ["admin:users", "admin:groups",
+                                                             "tokens"],
+                      "services": ["platform-admin"]})
+    c.JupyterHub.services = services
+    c.JupyterHub.load_roles = roles
+    c.Spawner.environment = gateway_client_env(gateway_url, gateway_proxy_address)
+    return c
+
+
+def write_hub_config(config: Config, path: Path) -> list[str]:
+    """Write ``config`` as a JSON config file (no secrets in it: the bind password
+    comes from Secrets Manager or the environment); returns the command that runs
+    the hub with it."""
+    path.write_text(json.dumps(config, indent=1))
+    return [sys.executable, "-m", "jupyterhub", "-f", str(path)]

@@ -1,0 +1,324 @@
+"""A throwaway OpenLDAP server shaped like FreeIPA, for local mode and tests.
+
+It runs slapd as a plain child process on 127.0.0.1 with its own config and data
+directory, LDAPS and StartTLS from a CA generated at start, and the memberOf and
+refint overlays FreeIPA's group look-ups rely on. Debian ships no rfc2307bis schema
+(its nis.schema posixGroup is STRUCTURAL and cannot sit on a groupOfNames entry), so a
+small one with posixGroup AUXILIARY is written here.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import secrets
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import ldap3
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from ldap3.utils.hashed import hashed
+
+SCHEMA_DIR = Path("/etc/ldap/schema")
+"""Where Debian's slapd package puts the stock schemas."""
+MODULE_DIR = Path("/usr/lib/ldap")
+"""Where Debian's slapd package puts backends and overlays."""
+INSTALL_HINT = "sudo apt-get install slapd ldap-utils"
+
+DEMO_BASE_DN = "dc=example,dc=internal"
+"""The same base as Pulumi.dev.yaml, so the local directory looks like the dev stack's."""
+
+
+@dataclass(frozen=True)
+class DemoUser:
+    username: str
+    password: str
+    groups: tuple[str, ...]
+
+
+DEMO_USERS: tuple[DemoUser, ...] = (
+    DemoUser("engineer1", "engineer1-demo", ("ipausers", "data_engineers")),
+    DemoUser("analyst1", "analyst1-demo", ("ipausers", "data_analysts")),
+    DemoUser("admin1", "admin1-demo", ("ipausers", "admins")),
+    DemoUser("outsider1", "outsider1-demo", ("ipausers",)),
+)
+"""The demo directory's people; passwords are documented in docs/identity.md."""
+
+SERVICE_ACCOUNT = "dask-gateway"
+"""The service account the gateway and hub bind as for look-ups (FreeIPA sysaccount)."""
+
+_RFC2307BIS_SCHEMA = """\
+# rfc2307bis-style subset: posixGroup is AUXILIARY so it can sit on groupOfNames
+# (uidNumber and gidNumber are built into slapd 2.5).
+attributetype ( 1.3.6.1.1.1.1.2 NAME 'gecos'
+    EQUALITY caseIgnoreIA5Match SUBSTR caseIgnoreIA5SubstringsMatch
+    SYNTAX 1.3.6.1.4.1.1466.115.121.1.26 SINGLE-VALUE )
+attributetype ( 1.3.6.1.1.1.1.3 NAME 'homeDirectory'
+    EQUALITY caseExactIA5Match SYNTAX 1.3.6.1.4.1.1466.115.121.1.26 SINGLE-VALUE )
+attributetype ( 1.3.6.1.1.1.1.4 NAME 'loginShell'
+    EQUALITY caseExactIA5Match SYNTAX 1.3.6.1.4.1.1466.115.121.1.26 SINGLE-VALUE )
+attributetype ( 1.3.6.1.1.1.1.12 NAME 'memberUid'
+    EQUALITY caseExactIA5Match SUBSTR caseExactIA5SubstringsMatch
+    SYNTAX 1.3.6.1.4.1.1466.115.121.1.26 )
+objectclass ( 1.3.6.1.1.1.2.0 NAME 'posixAccount' SUP top AUXILIARY
+    MUST ( cn $ uid $ uidNumber $ gidNumber $ homeDirectory )
+    MAY ( userPassword $ loginShell $ gecos $ description ) )
+objectclass ( 1.3.6.1.1.1.2.2 NAME 'posixGroup' SUP top AUXILIARY
+    MUST ( cn $ gidNumber )
+    MAY ( userPassword $ memberUid $ description ) )
+"""
+
+
+class SlapdNotInstalled(RuntimeError):
+    """slapd or its schemas are missing; the message says what to install."""
+
+
+class SlapdError(RuntimeError):
+    """slapd did not start; the message carries the tail of its log."""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _slapd_binary() -> str:
+    binary = shutil.which("slapd") or shutil.which("slapd", path="/usr/sbin:/usr/local/sbin")
+    if binary is None or not (SCHEMA_DIR / "core.schema").exists():
+        raise SlapdNotInstalled(
+            f"slapd (OpenLDAP) is not installed; install it with: {INSTALL_HINT}"
+        )
+    return binary
+
+
+def write_tls_files(directory: Path) -> Path:
+    """A fresh CA and a server certificate for 127.0.0.1/localhost; returns the CA file."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "dask-platform local CA")])
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name).issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=7))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+                       critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=7))
+        .add_extension(x509.SubjectAlternativeName([
+            x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False)
+        .add_extension(x509.ExtendedKeyUsage([x509.ExtendedKeyUsageOID.SERVER_AUTH]),
+                       critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    ca_file = directory / "ca.crt"
+    ca_file.write_bytes(ca_cert.public_bytes(pem))
+    (directory / "server.crt").write_bytes(cert.public_bytes(pem))
+    key_file = directory / "server.key"
+    key_file.touch(mode=0o600)
+    key_file.write_bytes(key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return ca_file
+
+
+class Slapd:
+    """A slapd process with the demo directory. Start, stop and start again keeps
+    its data and ports, so tests can take LDAP away and bring it back."""
+
+    def __init__(self, workdir: Path, *, base_dn: str = DEMO_BASE_DN,
+                 users: tuple[DemoUser, ...] = DEMO_USERS) -> None:
+        self.workdir = Path(workdir)
+        self.base_dn = base_dn
+        self.users = users
+        self.ldap_port = _free_port()
+        self.ldaps_port = _free_port()
+        self.bind_dn = f"uid={SERVICE_ACCOUNT},cn=sysaccounts,cn=etc,{base_dn}"
+        self.bind_password = secrets.token_urlsafe(16)
+        self._root_dn = f"cn=Directory Manager,{base_dn}"
+        self._root_password = secrets.token_urlsafe(16)
+        self._process: subprocess.Popen[bytes] | None = None
+        self._seeded = False
+
+    @property
+    def ldaps_url(self) -> str:
+        return f"ldaps://127.0.0.1:{self.ldaps_port}"
+
+    @property
+    def starttls_url(self) -> str:
+        return f"ldap://127.0.0.1:{self.ldap_port}"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.workdir / "tls" / "ca.crt"
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def start(self, timeout: float = 15) -> None:
+        """Start slapd (writing config and data on first start) and wait until it answers."""
+        binary = _slapd_binary()
+        if not (self.workdir / "slapd.conf").exists():
+            self._write_config()
+        log = open(self.workdir / "slapd.log", "ab")  # noqa: SIM115 - owned by the process
+        urls = f"{self.starttls_url}/ {self.ldaps_url}/"
+        with log:
+            self._process = subprocess.Popen(
+                [binary, "-d", "0", "-f", str(self.workdir / "slapd.conf"), "-h", urls],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        self._wait_ready(timeout)
+        if not self._seeded:
+            self._seed()
+            self._seeded = True
+
+    def stop(self, timeout: float = 10) -> None:
+        """SIGTERM, then SIGKILL after ``timeout``; waits until the process is gone."""
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def __enter__(self) -> Slapd:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _log_tail(self) -> str:
+        path = self.workdir / "slapd.log"
+        return path.read_text(errors="replace")[-2000:] if path.exists() else ""
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._process is not None and self._process.poll() is not None:
+                raise SlapdError(f"slapd exited with {self._process.returncode}:\n"
+                                 f"{self._log_tail()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.ldaps_port), timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise SlapdError(f"slapd did not listen within {timeout:g}s:\n{self._log_tail()}")
+
+    def _write_config(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        tls = self.workdir / "tls"
+        tls.mkdir(exist_ok=True)
+        write_tls_files(tls)
+        data = self.workdir / "data"
+        data.mkdir(exist_ok=True)
+        schema = self.workdir / "rfc2307bis.schema"
+        schema.write_text(_RFC2307BIS_SCHEMA)
+        service = self.bind_dn
+        conf = f"""\
+include {SCHEMA_DIR}/core.schema
+include {SCHEMA_DIR}/cosine.schema
+include {SCHEMA_DIR}/inetorgperson.schema
+include {schema}
+pidfile {self.workdir}/slapd.pid
+argsfile {self.workdir}/slapd.args
+modulepath {MODULE_DIR}
+moduleload back_mdb
+moduleload memberof
+moduleload refint
+TLSCACertificateFile {tls}/ca.crt
+TLSCertificateFile {tls}/server.crt
+TLSCertificateKeyFile {tls}/server.key
+
+database mdb
+suffix "{self.base_dn}"
+rootdn "{self._root_dn}"
+rootpw {hashed(ldap3.HASHED_SALTED_SHA, self._root_password)}
+directory {data}
+maxsize 67108864
+index objectClass,uid,cn,member,memberOf eq
+
+overlay memberof
+memberof-group-oc groupOfNames
+memberof-member-ad member
+memberof-memberof-ad memberOf
+memberof-refint TRUE
+overlay refint
+refint_attributes member
+
+access to attrs=userPassword
+    by self write
+    by anonymous auth
+    by * none
+access to *
+    by dn.exact="{service}" read
+    by self read
+    by * none
+"""
+        (self.workdir / "slapd.conf").write_text(conf)
+
+    def _seed(self) -> None:
+        """Add the FreeIPA-shaped tree through the server, so memberOf is maintained."""
+        base = self.base_dn
+        users_dn = f"cn=users,cn=accounts,{base}"
+        groups_dn = f"cn=groups,cn=accounts,{base}"
+        entries: list[tuple[str, list[str], dict[str, object]]] = [
+            (base, ["top", "domain"], {"dc": base.split(",")[0].split("=")[1]}),
+            (f"cn=accounts,{base}", ["top", "organizationalRole"],
+             {"cn": "accounts"}),
+            (users_dn, ["top", "organizationalRole"], {"cn": "users"}),
+            (groups_dn, ["top", "organizationalRole"], {"cn": "groups"}),
+            (f"cn=etc,{base}", ["top", "organizationalRole"], {"cn": "etc"}),
+            (f"cn=sysaccounts,cn=etc,{base}", ["top", "organizationalRole"],
+             {"cn": "sysaccounts"}),
+            (self.bind_dn, ["top", "account", "simpleSecurityObject"],
+             {"uid": SERVICE_ACCOUNT,
+              "userPassword": hashed(ldap3.HASHED_SALTED_SHA, self.bind_password)}),
+        ]
+        for number, user in enumerate(self.users, start=10001):
+            entries.append((f"uid={user.username},{users_dn}",
+                            ["top", "person", "organizationalPerson", "inetOrgPerson",
+                             "posixAccount"],
+                            {"uid": user.username, "cn": user.username, "sn": user.username,
+                             "uidNumber": number, "gidNumber": number,
+                             "homeDirectory": f"/home/{user.username}",
+                             "loginShell": "/bin/bash",
+                             "userPassword": hashed(ldap3.HASHED_SALTED_SHA, user.password)}))
+        group_names = sorted({g for user in self.users for g in user.groups})
+        for number, group in enumerate(group_names, start=20001):
+            members = [f"uid={u.username},{users_dn}" for u in self.users if group in u.groups]
+            entries.append((f"cn={group},{groups_dn}",
+                            ["top", "groupOfNames", "posixGroup"],
+                            {"cn": group, "gidNumber": number, "member": members}))
+        server = ldap3.Server("127.0.0.1", port=self.ldap_port, connect_timeout=5)
+        with ldap3.Connection(server, self._root_dn, self._root_password,
+                              auto_bind=True, raise_exceptions=True) as conn:
+            for dn, classes, attributes in entries:
+                conn.add(dn, classes, attributes)

@@ -1,0 +1,229 @@
+"""The node agent's HTTP API (docs/node-agent-api.md) and its command line:
+
+    dask-platform agent --role scheduler|worker --settings <source> [--host 127.0.0.1]
+        [--port N] [--token-file F] [--cores N] [--memory-gb N]
+        [--tls-cert F --tls-key F] [--workdir D] [--node-id ID] [--cold]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hmac
+import logging
+import os
+import signal
+import socket
+import ssl
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import psutil
+from aiohttp import web
+
+from daskplatform.node import confine
+from daskplatform.node.ports import PortsExhausted
+from daskplatform.node.spec import Spawn, SpawnError
+from daskplatform.node.supervisor import Conflict, NoCapacity, NodeShape, NotFound, Supervisor
+from daskplatform.runtime_config import load_runtime_settings
+from daskplatform.settings import RuntimeSettings
+
+log = logging.getLogger(__name__)
+
+TOKEN_ENV = "DASK_PLATFORM_AGENT_TOKEN"
+SUPERVISOR = web.AppKey("supervisor", Supervisor)
+MAX_LOG_LINES = 10_000
+MAX_LOG_BYTES = 4 << 20
+"""A tail reads at most this much of the end of a log."""
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def make_app(supervisor: Supervisor, token: str, stop_grace: float) -> web.Application:
+    expected = f"Bearer {token}".encode()
+
+    @web.middleware
+    async def auth_and_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path != "/v1/health":
+            given = request.headers.get("Authorization", "").encode()
+            if not hmac.compare_digest(given, expected):
+                return _error(401, "missing or wrong bearer token")
+        try:
+            return await handler(request)
+        except SpawnError as exc:
+            return _error(400, str(exc))
+        except NotFound as exc:
+            return _error(404, str(exc))
+        except Conflict as exc:
+            return _error(409, str(exc))
+        except (NoCapacity, PortsExhausted) as exc:
+            return _error(507, str(exc))
+
+    async def health(_: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    async def capacity(_: web.Request) -> web.Response:
+        return web.json_response(supervisor.capacity())
+
+    async def list_processes(_: web.Request) -> web.Response:
+        return web.json_response({"processes": [r.public() for r in supervisor.processes()]})
+
+    async def spawn(request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+        except ValueError:
+            raise SpawnError("body: must be a JSON object (see docs/node-agent-api.md)") from None
+        record, created = await supervisor.spawn(Spawn.parse(body))
+        return web.json_response(record.public(), status=201 if created else 200)
+
+    async def get_process(request: web.Request) -> web.Response:
+        return web.json_response(supervisor.get(request.match_info["id"]).public())
+
+    async def stop_process(request: web.Request) -> web.Response:
+        grace = _query_number(request, "grace", stop_grace, 0, 3600)
+        record = await supervisor.stop(request.match_info["id"], grace)
+        return web.json_response(record.public())
+
+    async def tail_log(request: web.Request) -> web.Response:
+        lines = int(_query_number(request, "lines", 200, 1, MAX_LOG_LINES))
+        path = supervisor.log_path(request.match_info["id"])
+        return web.Response(text=_tail(path, lines), content_type="text/plain")
+
+    app = web.Application(middlewares=[auth_and_errors], client_max_size=8 << 20)
+    app[SUPERVISOR] = supervisor
+    app.router.add_get("/v1/health", health)
+    app.router.add_get("/v1/capacity", capacity)
+    app.router.add_get("/v1/processes", list_processes)
+    app.router.add_post("/v1/processes", spawn)
+    app.router.add_get("/v1/processes/{id}", get_process)
+    app.router.add_delete("/v1/processes/{id}", stop_process)
+    app.router.add_get("/v1/processes/{id}/log", tail_log)
+    return app
+
+
+def _query_number(request: web.Request, name: str, default: float, low: float,
+                  high: float) -> float:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not low <= value <= high:
+        raise SpawnError(f"{name}: {raw!r} is not a number from {low:g} to {high:g}")
+    return value
+
+
+def _tail(path: Path, lines: int) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - MAX_LOG_BYTES))
+            data = fh.read()
+    except FileNotFoundError:
+        return ""
+    return "".join(data.decode("utf-8", "replace").splitlines(keepends=True)[-lines:])
+
+
+# ---------------------------------------------------------------- command line
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dask-platform agent",
+                                description="Node agent of a scheduler/worker host.")
+    p.add_argument("--role", required=True, choices=("scheduler", "worker"))
+    p.add_argument("--settings", required=True,
+                   help="ssm://<parameter>, a Pulumi.<stack>.yaml or a settings JSON file")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--advertise-host", help="address Dask processes listen on and "
+                   "report (default: --host, or this host's address when --host is 0.0.0.0)")
+    p.add_argument("--port", type=int, help="default: ports.nodeAgent from settings")
+    p.add_argument("--token-file", type=Path, help=f"bearer token file (or ${TOKEN_ENV})")
+    p.add_argument("--cores", type=float, help="default: this machine's usable CPUs")
+    p.add_argument("--memory-gb", type=float, help="default: machine memory minus "
+                   "clusters.nodeReservedMemoryGb")
+    p.add_argument("--tls-cert", type=Path)
+    p.add_argument("--tls-key", type=Path)
+    p.add_argument("--workdir", type=Path, help="state, logs and process directories "
+                   "(default: $STATE_DIRECTORY or ~/.local/state/dask-platform/agent-<id>)")
+    p.add_argument("--node-id", default=socket.gethostname())
+    p.add_argument("--cold", action="store_true",
+                   help="no fork server: every process is a fresh interpreter")
+    return p
+
+
+def _token(args: argparse.Namespace) -> str:
+    if args.token_file is not None:
+        token = args.token_file.read_text(encoding="utf-8").strip()
+    else:
+        token = os.environ.get(TOKEN_ENV, "").strip()
+    if len(token) < 16:
+        raise SystemExit("dask-platform agent: a bearer token of at least 16 characters is "
+                         f"required (--token-file or ${TOKEN_ENV})")
+    return token
+
+
+def _tls(args: argparse.Namespace) -> ssl.SSLContext | None:
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise SystemExit("dask-platform agent: --tls-cert and --tls-key go together")
+    if args.tls_cert is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(args.tls_cert, args.tls_key)
+    return context
+
+
+def _shape(args: argparse.Namespace, settings: RuntimeSettings) -> NodeShape:
+    host = args.advertise_host or args.host
+    if host in ("0.0.0.0", ""):
+        host = socket.gethostbyname(socket.gethostname())
+    cores = args.cores if args.cores is not None else float(len(os.sched_getaffinity(0)))
+    memory = args.memory_gb if args.memory_gb is not None else (
+        psutil.virtual_memory().total / (1 << 30) - settings.clusters.node_reserved_memory_gb)
+    for name, value in (("--cores", cores), ("--memory-gb", memory)):
+        if value <= 0:
+            raise SystemExit(f"dask-platform agent: {name} must be positive, got {value:g}")
+    port_range = (settings.ports.scheduler_range if args.role == "scheduler"
+                  else settings.ports.worker_range)
+    return NodeShape(node_id=args.node_id, role=args.role, host=host, cores=cores,
+                     memory_gb=memory, port_range=port_range)
+
+
+async def serve(args: argparse.Namespace) -> None:
+    settings = load_runtime_settings(args.settings)
+    token = _token(args)
+    tls = _tls(args)
+    shape = _shape(args, settings)
+    workdir = args.workdir or Path(os.environ.get("STATE_DIRECTORY") or Path.home() / (
+        f".local/state/dask-platform/agent-{args.node_id}"))
+    workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    supervisor = Supervisor(shape, workdir, confine.detect(args.node_id), warm=not args.cold)
+    await supervisor.start()
+    app = make_app(supervisor, token, settings.timeouts.stop_grace_seconds)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = args.port if args.port is not None else settings.ports.node_agent
+    await web.TCPSite(runner, args.host, port, ssl_context=tls).start()
+    log.info("agent %s (%s, %s) listening on %s:%s%s", shape.node_id, shape.role,
+             supervisor.capacity()["confinement"], args.host, port, " (TLS)" if tls else "")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await runner.cleanup()
+    await supervisor.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(serve(args))
+    return 0

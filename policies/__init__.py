@@ -1,0 +1,1 @@
+"""The policy pack: rules that `pulumi preview`, the tests and the offline plan share."""

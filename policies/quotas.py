@@ -1,0 +1,182 @@
+"""Quota rules on the runtime settings the stack publishes as an SSM parameter
+(``RuntimeSettings.to_json()``), so `pulumi preview` refuses quotas the pool cannot
+serve. Pydantic validation of RuntimeSettings does not run the cross-field checks;
+each rule here runs one of them and reports every offending key, not only the first.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import ValidationError
+
+from daskplatform.settings import QuotaSettings, RuntimeSettings, config_key, node_capacity
+from policies.model import ConfigOption
+
+SSM_PARAMETER = "aws:ssm/parameter:Parameter"
+
+_QUOTA_DEFAULTS = QuotaSettings()
+IDLE_OPTIONS = {
+    "maxIdleTimeoutMinutes": ConfigOption(
+        _QUOTA_DEFAULTS.idle_timeout_minutes, "integer",
+        "Largest quotas.idleTimeoutMinutes allowed (idle clusters hold pool capacity)."),
+}
+PENDING_OPTIONS = {
+    "maxPendingPerUser": ConfigOption(
+        50, "integer", "Largest quotas.maxPendingPerUser allowed (queue fairness)."),
+}
+
+
+def published_settings(resource_type: str, props: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The raw settings document if this is the runtime-settings parameter: a JSON
+    object with ``quotas`` and ``workers``; other parameters are not ours."""
+    if resource_type != SSM_PARAMETER:
+        return None
+    value = props.get("value") or props.get("insecureValue")
+    if not isinstance(value, str):
+        return None
+    try:
+        document = json.loads(value)
+    except ValueError:
+        return None
+    if isinstance(document, dict) and "quotas" in document and "workers" in document:
+        return document
+    return None
+
+
+def _parsed(resource_type: str, props: Mapping[str, Any]) -> RuntimeSettings | None:
+    """Parsed settings; None if absent or invalid (invalid is check_settings_schema's)."""
+    document = published_settings(resource_type, props)
+    if document is None:
+        return None
+    try:
+        return RuntimeSettings.model_validate(document)
+    except ValidationError:
+        return None
+
+
+def check_settings_schema(resource_type: str, name: str, props: Mapping[str, Any],
+                          config: Mapping[str, Any]) -> list[str]:
+    """The hosts refuse to start on settings they cannot parse."""
+    document = published_settings(resource_type, props)
+    if document is None:
+        return []
+    try:
+        RuntimeSettings.model_validate(document)
+    except ValidationError as exc:
+        return [f"{config_key(*(str(p) for p in err['loc']))}: "
+                f"{err['msg'].removeprefix('Value error, ')}; fix it in the stack config"
+                for err in exc.errors()]
+    return []
+
+
+def check_cluster_within_user(resource_type: str, name: str, props: Mapping[str, Any],
+                              config: Mapping[str, Any]) -> list[str]:
+    """A cluster limit above the user's total can never be reached."""
+    settings = _parsed(resource_type, props)
+    if settings is None:
+        return []
+    messages = []
+    for group, quota in settings.quotas.groups.items():
+        key = config_key("quotas", "groups", group)
+        for what, cluster, user in (("Cores", quota.cluster_max_cores, quota.user_max_cores),
+                                    ("MemoryGb", quota.cluster_max_memory_gb,
+                                     quota.user_max_memory_gb)):
+            if cluster > user:
+                messages.append(f"{key}.clusterMax{what} ({cluster:g}) is above "
+                                f"{key}.userMax{what} ({user:g}); lower it to at most that")
+    return messages
+
+
+def check_user_within_pool(resource_type: str, name: str, props: Mapping[str, Any],
+                           config: Mapping[str, Any]) -> list[str]:
+    """A per-user total the pool cannot hold at its maximum size is a false promise."""
+    settings = _parsed(resource_type, props)
+    if settings is None:
+        return []
+    workers = settings.workers
+    node_cores, node_memory = node_capacity(workers, settings.clusters)
+    pool_cores, pool_memory = node_cores * workers.max, node_memory * workers.max
+    pool = (f"{config_key('workers', 'max')}={workers.max} x {workers.instance_type} "
+            f"({pool_cores:g} cores, {pool_memory:g} GB)")
+    messages = []
+    for group, quota in settings.quotas.groups.items():
+        key = config_key("quotas", "groups", group)
+        if quota.user_max_cores > pool_cores:
+            messages.append(f"{key}.userMaxCores ({quota.user_max_cores:g}) exceeds the pool "
+                            f"at {pool}; lower it or grow the pool")
+        if quota.user_max_memory_gb > pool_memory:
+            messages.append(f"{key}.userMaxMemoryGb ({quota.user_max_memory_gb:g}) exceeds the "
+                            f"pool at {pool}; lower it or grow the pool")
+    return messages
+
+
+def check_worker_fits_node(resource_type: str, name: str, props: Mapping[str, Any],
+                           config: Mapping[str, Any]) -> list[str]:
+    """A worker (or scheduler) larger than its host would wait in the queue forever."""
+    settings = _parsed(resource_type, props)
+    if settings is None:
+        return []
+    clusters, messages = settings.clusters, []
+    for role, host, cores, memory in (
+            ("worker", settings.workers, clusters.worker_cores, clusters.worker_memory_gb),
+            ("scheduler", settings.scheduler, clusters.scheduler_cores,
+             clusters.scheduler_memory_gb)):
+        host_cores, host_memory = node_capacity(host, clusters)
+        if cores > host_cores or memory > host_memory:
+            key = config_key("clusters", f"{role}Cores")
+            messages.append(
+                f"{key}/{role}MemoryGb: a {role} ({cores:g} cores, {memory:g} GB) does not fit a "
+                f"{host.instance_type} ({host_cores:g} cores, {host_memory:g} GB after "
+                f"{config_key('clusters', 'nodeReservedMemoryGb')}); shrink it or pick a larger "
+                "instance type")
+    return messages
+
+
+def check_distinct_priorities(resource_type: str, name: str, props: Mapping[str, Any],
+                              config: Mapping[str, Any]) -> list[str]:
+    """Equal priorities make the queue order between groups arbitrary."""
+    settings = _parsed(resource_type, props)
+    if settings is None:
+        return []
+    by_priority: dict[int, list[str]] = {}
+    for group, quota in settings.quotas.groups.items():
+        by_priority.setdefault(quota.priority, []).append(group)
+    return [
+        f"{', '.join(config_key('quotas', 'groups', g) + '.priority' for g in groups)} are all "
+        f"{priority}; give each group a distinct priority"
+        for priority, groups in sorted(by_priority.items()) if len(groups) > 1
+    ]
+
+
+def _quota_value(resource_type: str, props: Mapping[str, Any], field: str) -> float | None:
+    """A raw ``quotas.<field>`` value (its default when unset), read before pydantic so
+    a value past the schema's own bound is still reported against the policy limit."""
+    document = published_settings(resource_type, props)
+    if document is None or not isinstance(document.get("quotas"), dict):
+        return None
+    info = QuotaSettings.model_fields[field]
+    value = document["quotas"].get(info.alias or field, info.default)
+    return value if isinstance(value, (int, float)) else None
+
+
+def check_idle_timeout(resource_type: str, name: str, props: Mapping[str, Any],
+                       config: Mapping[str, Any]) -> list[str]:
+    value = _quota_value(resource_type, props, "idle_timeout_minutes")
+    limit = int(config["maxIdleTimeoutMinutes"])
+    if value is None or value <= limit:
+        return []
+    return [(f"{config_key('quotas', 'idleTimeoutMinutes')} ({value:g}) is above the maximum "
+            f"{limit} minutes; lower it so idle clusters give back the pool")]
+
+
+def check_pending_per_user(resource_type: str, name: str, props: Mapping[str, Any],
+                           config: Mapping[str, Any]) -> list[str]:
+    value = _quota_value(resource_type, props, "max_pending_per_user")
+    limit = int(config["maxPendingPerUser"])
+    if value is None or value <= limit:
+        return []
+    return [(f"{config_key('quotas', 'maxPendingPerUser')} ({value:g}) is above {limit}; lower "
+            "it so one user cannot flood the queue")]

@@ -1,0 +1,91 @@
+"""Identity: least-privilege roles, the LDAP secret, and the published runtime settings."""
+
+from __future__ import annotations
+
+import json
+
+from daskplatform.settings import RuntimeSettings
+from tests.cloud.conftest import LDAP_PASSWORD, of_short_type, one
+from tools.mockrun import StackRun
+
+ROLES = ("gateway", "scheduler", "worker")
+
+
+def statements(run: StackRun, role: str) -> dict[str, dict]:
+    policy = json.loads(one(run, "RolePolicy", f"identity-{role}-policy").inputs["policy"])
+    return {s["Sid"]: s for s in policy["Statement"]}
+
+
+def all_actions(run: StackRun, role: str) -> set[str]:
+    found = set()
+    for statement in statements(run, role).values():
+        actions = statement["Action"]
+        found.update([actions] if isinstance(actions, str) else actions)
+    return found
+
+
+def test_only_the_gateway_reads_the_ldap_secret_and_only_that_one(dev: StackRun) -> None:
+    secret = one(dev, "Secret", "identity-ldap-bind-password")
+    gateway = statements(dev, "gateway")["ReadLdapBindPassword"]
+    assert gateway["Action"] == "secretsmanager:GetSecretValue"
+    assert gateway["Resource"] == secret.outputs["arn"]
+    for role in ("scheduler", "worker"):
+        assert not any(a.startswith("secretsmanager:") for a in all_actions(dev, role))
+
+
+def test_gateway_protects_only_the_worker_group(dev: StackRun) -> None:
+    protect = statements(dev, "gateway")["ProtectBusyWorkers"]
+    assert protect["Action"] == "autoscaling:SetInstanceProtection"
+    asg_name = one(dev, "Group", "workers-asg").inputs["name"]
+    assert protect["Resource"].endswith(f":autoScalingGroupName/{asg_name}")
+    for role in ("scheduler", "worker"):
+        assert "autoscaling:SetInstanceProtection" not in all_actions(dev, role)
+
+
+def test_every_host_reads_its_settings_and_package_and_nothing_wider(dev: StackRun) -> None:
+    artifacts = one(dev, "Bucket", "storage-artifacts").outputs["arn"]
+    efs = one(dev, "FileSystem", "storage-efs").outputs["arn"]
+    for role in ROLES:
+        granted = statements(dev, role)
+        assert granted["ReadRuntimeSettings"]["Resource"].endswith(":parameter/dask-platform/dev/runtime-settings")
+        assert granted["FetchRuntimePackage"]["Resource"] == f"{artifacts}/runtime/*"
+        assert granted["MountEfs"]["Resource"] == efs
+        assert granted["PutPlatformMetrics"]["Condition"] == {
+            "StringEquals": {"cloudwatch:namespace": "DaskPlatform/dev"}}
+        for statement in granted.values():
+            actions = statement["Action"]
+            assert "*" not in actions and not any(a.endswith(":*") for a in actions), (role, statement)
+            if statement["Resource"] == "*":
+                assert statement["Sid"] in ("PutPlatformMetrics", "DiscoverNodes"), (role, statement)
+
+
+def test_one_role_and_profile_per_host_role_each_with_session_manager(dev: StackRun) -> None:
+    for role in ROLES:
+        iam_role = one(dev, "Role", f"identity-{role}")
+        trust = json.loads(iam_role.inputs["assumeRolePolicy"])["Statement"][0]
+        assert trust["Principal"] == {"Service": "ec2.amazonaws.com"}
+        assert one(dev, "InstanceProfile", f"identity-{role}-profile").inputs["role"] == \
+            iam_role.outputs["name"]
+        attachment = one(dev, "RolePolicyAttachment", f"identity-{role}-ssm-core").inputs
+        assert attachment["policyArn"] == "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
+
+
+def test_secret_value_only_when_a_password_is_set_and_only_as_a_secret(dev: StackRun,
+                                                                        custom: StackRun) -> None:
+    assert not of_short_type(dev, "SecretVersion")
+    (version,) = of_short_type(custom, "SecretVersion")
+    assert version.inputs["secretString"] == LDAP_PASSWORD
+    for resource in custom.resources:
+        if resource is not version:
+            assert LDAP_PASSWORD not in json.dumps(resource.inputs, default=str), resource.name
+
+
+def test_runtime_settings_parameter_has_the_secret_arn_not_the_password(custom: StackRun) -> None:
+    parameter = one(custom, "Parameter", "gateway-settings").inputs
+    assert parameter["name"] == "/dask-platform/custom/runtime-settings"
+    runtime = RuntimeSettings.from_json(parameter["value"])
+    assert runtime.ldap_bind_password_secret_arn == one(
+        custom, "Secret", "identity-ldap-bind-password").outputs["arn"]
+    assert runtime.metrics_namespace == "DaskPlatform/custom"
+    assert runtime.workers.max == 7 and runtime.ldap_url == "ldap://ipa.example.internal"
+    assert LDAP_PASSWORD not in parameter["value"]

@@ -1,0 +1,74 @@
+"""A real slapd with the demo directory, and a real dask-gateway-server in-process with
+the pool backend, the group quotas and the platform authenticator."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from daskplatform.gateway.server import gateway_config, running_gateway
+from daskplatform.identity.slapd import Slapd
+from daskplatform.settings import RuntimeSettings
+from tests.conftest import free_port
+
+AUTHENTICATOR = "daskplatform.identity.gateway_auth.PlatformAuthenticator"
+
+
+@pytest.fixture(scope="session")
+def slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]:
+    with Slapd(tmp_path_factory.mktemp("slapd")) as server:
+        yield server
+
+
+@dataclass
+class RunningGateway:
+    address: str
+    proxy_address: str
+
+
+async def wait_routed(public_url: str, timeout: float = 15) -> None:
+    """The gateway's proxy answers 404 until it has fetched its first routing table."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    async with aiohttp.ClientSession() as http:
+        while True:
+            with contextlib.suppress(aiohttp.ClientError):
+                async with http.get(f"{public_url}/api/health") as resp:
+                    if resp.status == 200:
+                        return
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"gateway proxy at {public_url} not routing after {timeout}s")
+            await asyncio.sleep(0.1)
+
+
+@contextlib.asynccontextmanager
+async def platform_gateway(slapd: Slapd, workdir: Path) -> AsyncIterator[RunningGateway]:
+    """The gateway with our authenticator; no nodes, since these tests look at identity
+    and quotas, not at running clusters (tests/local starts clusters)."""
+    settings = RuntimeSettings(ldap_url=slapd.ldaps_url, ldap_base_dn=slapd.base_dn,
+                               ldap_bind_dn=slapd.bind_dn)
+    settings_file = workdir / "settings.json"
+    settings_file.write_text(settings.to_json())
+    proxy, tcp = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    config = gateway_config(
+        settings, address=f"127.0.0.1:{free_port()}", proxy_address=proxy,
+        proxy_tcp_address=tcp, nodes=[], asg_name=None, agent_token="unused-no-nodes",
+        db_url="sqlite://", authenticator_class=AUTHENTICATOR,
+        authenticator_config={"settings_source": str(settings_file),
+                              "ldap_bind_password": slapd.bind_password,
+                              "ldap_ca_file": str(slapd.ca_file)},
+        temp_dir=str(workdir))
+    async with running_gateway(config):
+        await wait_routed(f"http://{proxy}")
+        yield RunningGateway(f"http://{proxy}", f"gateway://{tcp}")
+
+
+@pytest.fixture
+async def gateway(slapd: Slapd, tmp_path: Path) -> AsyncIterator[RunningGateway]:
+    async with platform_gateway(slapd, tmp_path) as running:
+        yield running

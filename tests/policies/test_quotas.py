@@ -1,0 +1,104 @@
+"""Quota rules on the runtime settings the stack publishes as an SSM parameter."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from daskplatform.settings import RuntimeSettings
+from policies.quotas import SSM_PARAMETER
+from tests.policies.support import run
+
+
+def parameter(**changes: Any) -> dict:
+    """The published parameter's props, with dotted-path changes to the default settings."""
+    document = json.loads(RuntimeSettings().to_json())
+    for path, value in changes.items():
+        *parents, leaf = path.split("__")
+        node = document
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    return {"name": "/dask-platform/dev/runtime-settings", "type": "String",
+            "value": json.dumps(document)}
+
+
+def group(name: str) -> str:
+    return f"quotas__groups__{name}"
+
+
+def test_default_settings_pass_every_quota_rule() -> None:
+    for rule in ("runtime-settings-valid", "quota-cluster-within-user", "quota-user-within-pool",
+                 "quota-worker-fits-node", "quota-distinct-priorities", "quota-idle-timeout",
+                 "quota-pending-per-user"):
+        assert run(rule, SSM_PARAMETER, parameter()) == [], rule
+
+
+def test_other_parameters_are_ignored() -> None:
+    assert run("quota-idle-timeout", SSM_PARAMETER, {"value": "plain text"}) == []
+    assert run("runtime-settings-valid", SSM_PARAMETER, {"value": '{"quotas": 1}'}) == []
+
+
+def test_unparseable_settings_report_each_key() -> None:
+    props = parameter(workers__instanceType="z9.huge", clusters__workerCores=-1)
+    messages = run("runtime-settings-valid", SSM_PARAMETER, props)
+    assert len(messages) == 2
+    assert messages[0].startswith("dask-platform:clusters.workerCores: Input should be greater "
+                                  "than 0")
+    assert messages[1].startswith("dask-platform:workers.instanceType: unknown instance type "
+                                  "'z9.huge'")
+
+
+def test_cluster_above_user_fails_for_each_key() -> None:
+    props = parameter(**{f"{group('data_analysts')}__clusterMaxCores": 3,
+                         f"{group('data_engineers')}__clusterMaxMemoryGb": 9})
+    assert run("quota-cluster-within-user", SSM_PARAMETER, props) == [
+        ("dask-platform:quotas.groups.data_engineers.clusterMaxMemoryGb (9) is above "
+        "dask-platform:quotas.groups.data_engineers.userMaxMemoryGb (8); lower it to at most "
+        "that"),
+        ("dask-platform:quotas.groups.data_analysts.clusterMaxCores (3) is above "
+        "dask-platform:quotas.groups.data_analysts.userMaxCores (2); lower it to at most that")]
+
+
+def test_user_above_pool_fails() -> None:
+    props = parameter(workers__max=3, **{f"{group('admins')}__userMaxCores": 32})
+    assert run("quota-user-within-pool", SSM_PARAMETER, props) == [
+        ("dask-platform:quotas.groups.admins.userMaxCores (32) exceeds the pool at "
+        "dask-platform:workers.max=3 x c5.large (6 cores, 10.5 GB); lower it or grow the pool"),
+        ("dask-platform:quotas.groups.admins.userMaxMemoryGb (64) exceeds the pool at "
+        "dask-platform:workers.max=3 x c5.large (6 cores, 10.5 GB); lower it or grow the pool")]
+
+
+def test_worker_larger_than_node_fails() -> None:
+    props = parameter(clusters__workerMemoryGb=4)
+    assert run("quota-worker-fits-node", SSM_PARAMETER, props) == [
+        ("dask-platform:clusters.workerCores/workerMemoryGb: a worker (1 cores, 4 GB) does not "
+        "fit a c5.large (2 cores, 3.5 GB after dask-platform:clusters.nodeReservedMemoryGb); "
+        "shrink it or pick a larger instance type")]
+    assert run("quota-worker-fits-node", SSM_PARAMETER,
+               parameter(clusters__schedulerCores=5)) != []
+
+
+def test_equal_priorities_fail() -> None:
+    props = parameter(**{f"{group('data_analysts')}__priority": 2})
+    assert run("quota-distinct-priorities", SSM_PARAMETER, props) == [
+        ("dask-platform:quotas.groups.data_engineers.priority, "
+        "dask-platform:quotas.groups.data_analysts.priority are all 2; give each group a "
+        "distinct priority")]
+
+
+def test_idle_timeout_above_maximum_fails() -> None:
+    assert run("quota-idle-timeout", SSM_PARAMETER, parameter(quotas__idleTimeoutMinutes=121)) == [
+        ("dask-platform:quotas.idleTimeoutMinutes (121) is above the maximum 120 minutes; lower "
+        "it so idle clusters give back the pool")]
+    assert run("quota-idle-timeout", SSM_PARAMETER, parameter(quotas__idleTimeoutMinutes=90),
+               config={"maxIdleTimeoutMinutes": 60}) != []
+
+
+def test_pending_per_user_above_limit_fails() -> None:
+    """Read before pydantic, so a value past the schema's own bound still names the key."""
+    assert run("quota-pending-per-user", SSM_PARAMETER, parameter(quotas__maxPendingPerUser=80)) == [
+        ("dask-platform:quotas.maxPendingPerUser (80) is above 50; lower it so one user cannot "
+        "flood the queue")]
+    assert run("quota-pending-per-user", SSM_PARAMETER, parameter(quotas__maxPendingPerUser=30),
+               config={"maxPendingPerUser": 20}) != []
