@@ -10,11 +10,11 @@ from typing import Any
 
 from pulumi_policy.deserialize import deserialize_properties
 
-from policies.model import StackResource, Violation
+from policies.model import ADVISORY, MANDATORY, StackResource, Violation
 from policies.rules import RULES
 
 DISABLED = "disabled"
-_LEVELS = ("mandatory", "advisory", DISABLED)
+_LEVELS = (MANDATORY, ADVISORY, DISABLED)
 
 
 def _field(resource: Any, key: str, default: Any = None) -> Any:
@@ -88,6 +88,6 @@ def evaluate(resources: Iterable[Any],
 
 def format_violations(violations: Iterable[Violation]) -> str:
     """One line per violation, mandatory first, for the offline plan's output."""
-    ordered = sorted(violations, key=lambda v: (v.enforcement != "mandatory", v.policy, v.resource))
+    ordered = sorted(violations, key=lambda v: (v.enforcement != MANDATORY, v.policy, v.resource))
     return "\n".join(f"[{v.enforcement}] {v.policy}: {v.resource or '(stack)'}: {v.message}"
                      for v in ordered)

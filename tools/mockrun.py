@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 from pulumi import Output
-from pulumi.runtime import Mocks, set_all_config, set_mocks
+from pulumi.runtime import Mocks, rpc, set_all_config, set_mocks
 from pulumi.runtime.mocks import MockCallArgs, MockMonitor, MockResourceArgs
 from pulumi.runtime.settings import get_root_resource
 from pulumi.runtime.stack import run_pulumi_func
@@ -53,7 +53,10 @@ class RegisteredResource:
     custom: bool
     """False for ComponentResources, True for provider-managed resources."""
     inputs: dict[str, Any]
-    """Inputs under their engine (camelCase) names, with every Output resolved."""
+    """Inputs under their engine (camelCase) names, every Output resolved and every
+    secret unwrapped (see ``secret_inputs``)."""
+    secret_inputs: frozenset[str]
+    """Top-level input names whose value is (or contains) a Pulumi secret."""
     id: str
     outputs: dict[str, Any]
     """Inputs plus what the mock provider computed (id-like values, arns, names)."""
@@ -174,8 +177,6 @@ class _RecordingMonitor(MockMonitor):
         self._lock = threading.Lock()
 
     def RegisterResource(self, request):  # noqa: N802 (gRPC method name)
-        from pulumi.runtime import rpc
-
         response = super().RegisterResource(request)
         if request.type == "pulumi:pulumi:Stack":
             return response
@@ -184,9 +185,33 @@ class _RecordingMonitor(MockMonitor):
         with self._lock:
             self.registered.append(RegisteredResource(
                 type=request.type, name=request.name, urn=response.urn, parent_urn=request.parent,
-                custom=bool(request.custom), inputs=dict(inputs), id=registration.id or "",
-                outputs=dict(registration.state or {})))
+                custom=bool(request.custom), inputs={k: _unwrap(v) for k, v in inputs.items()},
+                secret_inputs=frozenset(k for k, v in inputs.items() if _has_secret(v)),
+                id=registration.id or "", outputs=dict(registration.state or {})))
         return response
+
+
+def _is_secret(value: Any) -> bool:
+    return isinstance(value, dict) and value.get(rpc._special_sig_key) == rpc._special_secret_sig
+
+
+def _has_secret(value: Any) -> bool:
+    if _is_secret(value):
+        return True
+    if isinstance(value, dict):
+        return any(_has_secret(v) for v in value.values())
+    return isinstance(value, list) and any(_has_secret(v) for v in value)
+
+
+def _unwrap(value: Any) -> Any:
+    """The value inside Pulumi's secret envelopes, at any depth."""
+    if _is_secret(value):
+        return _unwrap(value["value"])
+    if isinstance(value, dict):
+        return {k: _unwrap(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unwrap(v) for v in value]
+    return value
 
 
 def _encode(value: Any) -> str:

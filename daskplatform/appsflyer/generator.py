@@ -106,10 +106,9 @@ def events(rows: int, *, seed: int = 0, start: str = "2024-03-01", days: int = 2
     rng = np.random.default_rng(seed)
     users = max(rows // 20, 10)
     t0 = np.datetime64(start, "s").astype(np.int64)
-    span = days * 86_400
     user_app = rng.integers(0, len(_APPS), users)
     user_organic = rng.random(users) < 0.4
-    user_install = t0 + rng.integers(-30 * 86_400, span, users)
+    user_install = t0 + rng.integers(-30 * 86_400, 0, users)
     user_ids = (pd.Series(1_700_000_000_000 + rng.integers(0, 10**11, users)).astype(str) + "-"
                 + pd.Series(rng.integers(10**18, 9 * 10**18, users)).astype(str)).to_numpy()
     user_device = (pd.Series(rng.integers(0, 2**62, users)).map("{:016x}".format)).to_numpy()
@@ -119,8 +118,7 @@ def events(rows: int, *, seed: int = 0, start: str = "2024-03-01", days: int = 2
 
     user = rng.integers(0, users, rows)
     kind = rng.choice(3, rows, p=(0.15, 0.8, 0.05))  # install, in-app event, uninstall
-    active = t0 + rng.integers(0, days, rows) * 86_400 + rng.integers(0, hours * 3600, rows)
-    when = np.where(kind == 0, np.maximum(user_install[user], t0), active)
+    when = t0 + rng.integers(0, days, rows) * 86_400 + rng.integers(0, hours * 3600, rows)
     name = np.where(kind == 0, "install", np.where(kind == 2, "uninstall",
                                                    _pick(rng, _EVENTS, rows)))
     purchase = name == "af_purchase"
@@ -146,7 +144,7 @@ def events(rows: int, *, seed: int = 0, start: str = "2024-03-01", days: int = 2
         "report": report,
         "appsflyer_id": user_ids[user],
         "event_time": _seconds_text(when),
-        "install_time": _seconds_text(user_install[user]),
+        "install_time": _seconds_text(np.where(kind == 0, when, user_install[user])),
         "event_name": name,
         "event_value": np.where(kind == 1, pd.Series(sku).map('{{"af_content_id":"sku_{}"}}'
                                                              .format).to_numpy(), ""),

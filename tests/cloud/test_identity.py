@@ -75,6 +75,7 @@ def test_secret_value_only_when_a_password_is_set_and_only_as_a_secret(dev: Stac
     assert not of_short_type(dev, "SecretVersion")
     (version,) = of_short_type(custom, "SecretVersion")
     assert version.inputs["secretString"] == LDAP_PASSWORD
+    assert version.secret_inputs == {"secretString"}
     for resource in custom.resources:
         if resource is not version:
             assert LDAP_PASSWORD not in json.dumps(resource.inputs, default=str), resource.name

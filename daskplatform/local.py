@@ -1,0 +1,487 @@
+"""``dask-platform local``: the whole platform on this machine, on 127.0.0.1 only.
+
+The same runtime as on AWS with stand-ins only where AWS or FreeIPA would be: a
+throwaway slapd with the FreeIPA-shaped demo directory, moto in server mode (buckets,
+the settings SSM parameter, the LDAP bind secret), one scheduler-role and several
+worker-role node agents sized from this machine, and the gateway with the pool backend
+and the LDAP authenticator (JupyterHub too with ``--hub``). Settings come from
+``Pulumi.dev.yaml``, so local mode and the dev stack share one source. On Ctrl-C or
+SIGTERM every process it started is stopped, Dask processes first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+import psutil
+
+from daskplatform.aws import ENDPOINT_ENV, aws_client
+from daskplatform.gateway.directory import NodeSpec
+from daskplatform.identity.hub import GATEWAY_SERVICE, hub_config, write_hub_config
+from daskplatform.identity.ldap import CA_FILE_ENV
+from daskplatform.identity.slapd import DEMO_USERS, Slapd, SlapdNotInstalled
+from daskplatform.settings import RuntimeSettings, SettingsError, load_stack_file
+
+BUCKET_KINDS = ("raw", "processed", "audit", "artifacts")
+"""The stack's four buckets (components/storage.py), created empty in moto."""
+SETTINGS_PARAMETER = "/dask-platform/local/runtime-settings"
+"""Where the hosts read their settings, as the stack publishes them on AWS."""
+BIND_SECRET = "dask-platform-local/ldap-bind-password"
+START_TIMEOUT = 60.0
+"""Seconds one component may take to answer after it was started."""
+REGION = "eu-west-1"
+GATEWAY_AUTHENTICATOR = "daskplatform.identity.gateway_auth.PlatformAuthenticator"
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_http(url: str, alive: Callable[[], bool], what: str, log: Path) -> None:
+    """Until ``url`` answers (any HTTP status) or the component dies or times out."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if not alive():
+            raise RuntimeError(f"{what} exited during start; its log ({log}):\n"
+                               f"{tail(log)}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{what} did not answer at {url} within {START_TIMEOUT:g}s; its log "
+                       f"({log}):\n{tail(log)}")
+
+
+def tail(path: Path, chars: int = 3000) -> str:
+    return path.read_text(errors="replace")[-chars:] if path.exists() else "(no log)"
+
+
+@dataclass
+class AgentShape:
+    node_id: str
+    role: str
+    cores: float
+    memory_gb: float
+
+
+def agent_shapes(settings: RuntimeSettings, workers: int) -> list[AgentShape]:
+    """One scheduler node and ``workers`` worker nodes sharing this machine.
+
+    Worker nodes split the CPUs and half the memory, but each holds at least two
+    default workers, so a small laptop can still show quotas (cores are then
+    over-committed: confinement caps each process, not the sum).
+    """
+    cpus = float(len(os.sched_getaffinity(0)))
+    memory_gb = psutil.virtual_memory().total / 2**30
+    clusters = settings.clusters
+    shapes = [AgentShape("local-scheduler", "scheduler", 4 * clusters.scheduler_cores,
+                         4 * clusters.scheduler_memory_gb)]
+    for index in range(1, workers + 1):
+        shapes.append(AgentShape(
+            f"local-worker-{index}", "worker",
+            round(max(cpus / workers, 2 * clusters.worker_cores), 2),
+            round(max(memory_gb / 2 / workers, 2 * clusters.worker_memory_gb), 2)))
+    return shapes
+
+
+def port_slices(low: int, high: int, count: int) -> list[tuple[int, int]]:
+    """Disjoint sub-ranges, so agents sharing one host never hand out the same port."""
+    size = (high - low + 1) // count
+    if size < 4:
+        raise SettingsError(f"ports.workerRange {low}-{high} is too small for {count} "
+                            "local worker nodes")
+    return [(low + i * size, low + (i + 1) * size - 1) for i in range(count)]
+
+
+class Children:
+    """Child processes, each with a log, stopped in reverse start order."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str, argv: list[str], env: dict[str, str],
+              cwd: Path | None = None) -> subprocess.Popen[bytes]:
+        with open(self.log(name), "ab") as log:
+            # Own session: a terminal's Ctrl-C reaches only us, and we stop them in order.
+            process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                       stdin=subprocess.DEVNULL, env=env, cwd=cwd,
+                                       start_new_session=True)
+        self.processes[name] = process
+        return process
+
+    def log(self, name: str) -> Path:
+        return self.log_dir / f"{name}.log"
+
+    def dead(self) -> list[str]:
+        return [name for name, p in self.processes.items() if p.poll() is not None]
+
+    def stop(self, name: str, timeout: float = 20) -> None:
+        """SIGTERM, SIGKILL after ``timeout``; then anything left of its process tree."""
+        process = self.processes.pop(name)
+        try:
+            tree = psutil.Process(process.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            tree = []
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        for child in tree:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()
+
+
+class LocalPlatform:
+    """Starts the pieces in dependency order; ``close`` undoes exactly what started."""
+
+    def __init__(self, args: argparse.Namespace, state: Path) -> None:
+        self.args = args
+        self.state = state
+        self.children = Children(state / "logs")
+        self.stack = contextlib.ExitStack()
+        self.token = secrets.token_urlsafe(32)
+        self.agents: list[tuple[AgentShape, str]] = []
+        self.gateway_url = f"http://127.0.0.1:{args.port}"
+        self.proxy_address = f"gateway://127.0.0.1:{free_port()}"
+        self.env = dict(os.environ)
+
+    # ------------------------------------------------------------------ start
+
+    def start(self) -> None:
+        (self.state / "logs").mkdir(parents=True, exist_ok=True)
+        slapd = self._start_slapd()
+        settings = self._start_aws(slapd)
+        self._start_agents(settings)
+        self._start_gateway(settings, slapd)
+        if self.args.hub:
+            self._start_hub(slapd)
+
+    def _start_slapd(self) -> Slapd:
+        say("local: starting the directory (slapd, FreeIPA-shaped demo users) ...")
+        slapd = Slapd(self.state / "ldap")
+        slapd.start()
+        self.stack.callback(slapd.stop)
+        self.env[CA_FILE_ENV] = str(slapd.ca_file)
+        say(f"local:   LDAP at {slapd.ldaps_url} (StartTLS {slapd.starttls_url})")
+        return slapd
+
+    def _start_aws(self, slapd: Slapd) -> RuntimeSettings:
+        from moto.server import ThreadedMotoServer
+
+        say("local: starting the AWS stand-in (moto server: S3, SSM, Secrets Manager) ...")
+        port = free_port()
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        server.start()
+        self.stack.callback(server.stop)
+        endpoint = f"http://127.0.0.1:{port}"
+        aws_env = {ENDPOINT_ENV: endpoint, "AWS_ENDPOINT_URL": endpoint,
+                   "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local",
+                   "AWS_DEFAULT_REGION": REGION}
+        self.env.update(aws_env)
+        os.environ.update(aws_env)  # this process reads settings and secrets too
+
+        s3 = aws_client("s3")
+        for kind in BUCKET_KINDS:
+            s3.create_bucket(Bucket=f"dask-platform-local-{kind}",
+                             CreateBucketConfiguration={"LocationConstraint": REGION})
+        secret_arn = aws_client("secretsmanager").create_secret(
+            Name=BIND_SECRET, SecretString=slapd.bind_password)["ARN"]
+        settings = load_stack_file(str(self.args.stack)).runtime(secret_arn).model_copy(
+            update={"ldap_url": slapd.ldaps_url, "ldap_base_dn": slapd.base_dn,
+                    "ldap_bind_dn": slapd.bind_dn})
+        aws_client("ssm").put_parameter(Name=SETTINGS_PARAMETER, Type="String",
+                                        Value=settings.to_json())
+        say(f"local:   buckets dask-platform-local-{{{','.join(BUCKET_KINDS)}}}, "
+            f"settings in ssm://{SETTINGS_PARAMETER}")
+        return settings
+
+    def _start_agents(self, settings: RuntimeSettings) -> None:
+        shapes = agent_shapes(settings, self.args.workers)
+        say(f"local: starting {len(shapes)} node agents (1 scheduler, "
+            f"{self.args.workers} worker) ...")
+        token_file = self.state / "agent-token"
+        token_file.touch(mode=0o600)
+        token_file.write_text(self.token)
+        slices = iter(port_slices(*settings.ports.worker_range, self.args.workers))
+        started = []
+        for shape in shapes:
+            ports = settings.ports
+            if shape.role == "worker":
+                ports = ports.model_copy(update={"worker_range": next(slices)})
+            node_settings = self.state / f"{shape.node_id}.json"
+            node_settings.write_text(settings.model_copy(update={"ports": ports}).to_json())
+            port = free_port()
+            self.children.start(shape.node_id, [
+                sys.executable, "-m", "daskplatform.cli", "agent", "--role", shape.role,
+                "--settings", str(node_settings), "--host", "127.0.0.1", "--port", str(port),
+                "--token-file", str(token_file), "--cores", str(shape.cores),
+                "--memory-gb", str(shape.memory_gb), "--node-id", shape.node_id,
+                "--workdir", str(self.state / "agents" / shape.node_id)], self.env)
+            self.stack.callback(self._stop_agent, shape.node_id, f"http://127.0.0.1:{port}")
+            started.append((shape, f"http://127.0.0.1:{port}"))
+        for shape, url in started:
+            process = self.children.processes[shape.node_id]
+            wait_http(f"{url}/v1/health", lambda p=process: p.poll() is None,
+                      f"agent {shape.node_id}", self.children.log(shape.node_id))
+            confinement = self._agent_call(url, "GET", "/v1/capacity")["confinement"]
+            say(f"local:   {shape.node_id}: {shape.cores:g} cores, {shape.memory_gb:g} GB, "
+                f"confinement {confinement}")
+            self.agents.append((shape, url))
+
+    def _start_gateway(self, settings: RuntimeSettings, slapd: Slapd) -> None:
+        say("local: starting the gateway (pool backend, LDAP login) ...")
+        auth: dict[str, str] = {"settings_source": f"ssm://{SETTINGS_PARAMETER}",
+                                "ldap_ca_file": str(slapd.ca_file)}
+        env = dict(self.env)
+        if self.args.hub:
+            auth.update(jupyterhub_api_url=f"http://127.0.0.1:{self.args.hub_port}/hub/api",
+                        jupyterhub_service_name=GATEWAY_SERVICE)
+            self.gateway_token = secrets.token_hex(32)
+            env["JUPYTERHUB_API_TOKEN"] = self.gateway_token
+        auth_file = self.state / "gateway-auth.json"
+        auth_file.write_text(json.dumps(auth))
+        nodes = [NodeSpec(shape.node_id, shape.role, url) for shape, url in self.agents]
+        argv = [
+            sys.executable, "-m", "daskplatform.cli", "gateway",
+            "--settings", f"ssm://{SETTINGS_PARAMETER}",
+            "--address", f"127.0.0.1:{free_port()}",
+            "--proxy-address", f"127.0.0.1:{self.args.port}",
+            "--proxy-tcp-address", self.proxy_address.removeprefix("gateway://"),
+            "--agent-token-file", str(self.state / "agent-token"),
+            "--db-url", "sqlite://",  # in memory: clusters stop with the gateway
+            "--authenticator-class", GATEWAY_AUTHENTICATOR,
+            "--authenticator-config", str(auth_file),
+            "--temp-dir", str(self.state / "gateway"),
+            *[f"--node={n.node_id},{n.role},{n.agent_url}" for n in nodes],
+        ]
+        process = self.children.start("gateway", argv, env)
+        self.stack.callback(self.children.stop, "gateway", 60)
+        # 200 only once the gateway's proxy has its first routing table.
+        deadline = time.monotonic() + START_TIMEOUT
+        while not _answers_200(f"{self.gateway_url}/api/health"):
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError("the gateway did not come up; its log:\n"
+                                   + tail(self.children.log("gateway")))
+            time.sleep(0.2)
+
+    def _start_hub(self, slapd: Slapd) -> None:
+        say("local: starting JupyterHub (LDAP login, groups synced, gateway as a service) ...")
+        data = self.state / "hub"
+        data.mkdir()
+        config = hub_config(
+            settings_source=f"ssm://{SETTINGS_PARAMETER}",
+            bind_url=f"http://127.0.0.1:{self.args.hub_port}/",
+            hub_port=free_port(), proxy_api_port=free_port(), gateway_url=self.gateway_url,
+            gateway_proxy_address=self.proxy_address, gateway_api_token=self.gateway_token,
+            data_dir=data, ldap_ca_file=str(slapd.ca_file))
+        command = write_hub_config(config, data / "jupyterhub_config.json")
+        process = self.children.start("jupyterhub", command, self.env, cwd=data)
+        self.stack.callback(self.children.stop, "jupyterhub", 30)
+        wait_http(f"http://127.0.0.1:{self.args.hub_port}/hub/api",
+                  lambda: process.poll() is None, "JupyterHub", self.children.log("jupyterhub"))
+        say(f"local:   JupyterHub at http://127.0.0.1:{self.args.hub_port}")
+
+    # ------------------------------------------------------------------ stop
+
+    def _agent_call(self, url: str, method: str, path: str) -> dict:
+        request = urllib.request.Request(url + path, method=method,
+                                         headers={"Authorization": f"Bearer {self.token}"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())
+
+    def _stop_agent(self, node_id: str, url: str) -> None:
+        """Dask processes first (the agent leaves them running when it stops)."""
+        with contextlib.suppress(OSError, ValueError):
+            for proc in self._agent_call(url, "GET", "/v1/processes")["processes"]:
+                if proc["state"] in ("starting", "running"):
+                    self._agent_call(url, "DELETE", f"/v1/processes/{proc['id']}?grace=5")
+        self.children.stop(node_id)
+
+    def close(self) -> None:
+        say("local: stopping ...")
+        self.stack.close()
+        say("local: stopped")
+
+
+def _answers_200(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+# ---------------------------------------------------------------------- demo
+
+
+def run_demo(gateway_url: str, proxy_address: str) -> None:
+    """Two users, their quotas, a computation; prints what happened."""
+    from aiohttp import ClientResponseError
+    from dask_gateway import BasicAuth, Gateway
+
+    passwords = {u.username: u.password for u in DEMO_USERS}
+
+    def gateway(username: str) -> Gateway:
+        return Gateway(gateway_url, proxy_address=proxy_address,
+                       auth=BasicAuth(username, passwords[username]))
+
+    say("demo: two users, their quotas, a computation")
+    for username in ("engineer1", "analyst1"):
+        with gateway(username) as client:
+            fields = client.cluster_options()._fields
+            say(f"demo:   {username}: each cluster up to {fields['worker_cores'].max:g} "
+                f"worker cores and {fields['worker_memory'].max:g} GB")
+    with gateway("engineer1") as client, client.new_cluster() as cluster:
+        cluster.scale(2)
+        with cluster.get_client() as dask_client:
+            dask_client.wait_for_workers(2, timeout=120)
+            total = dask_client.submit(sum, range(1_000_001)).result()
+            say(f"demo:   engineer1: cluster {cluster.name} with 2 workers computed "
+                f"sum(range(1_000_001)) = {total}")
+    with gateway("analyst1") as client, client.new_cluster() as cluster:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            cluster.scale(4)
+        capped = [str(w.message) for w in caught]
+        say(f"demo:   analyst1 asked for 4 workers: "
+            f"{capped[0] if capped else 'granted (no cap reported)'}")
+    try:
+        with gateway("outsider1") as client:
+            client.cluster_options()
+        say("demo:   outsider1: unexpectedly allowed")
+    except ClientResponseError as exc:
+        say(f"demo:   outsider1 (in no platform group) is refused: {exc}")
+    say("demo: done")
+
+
+# ---------------------------------------------------------------------- main
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dask-platform local",
+                                description="The whole platform on this machine (127.0.0.1).")
+    p.add_argument("--port", type=int, default=8000,
+                   help="gateway HTTP port: API and dashboards (default %(default)s)")
+    p.add_argument("--workers", type=int, default=3,
+                   help="worker node agents (default %(default)s)")
+    p.add_argument("--stack", type=Path, default=Path("Pulumi.dev.yaml"),
+                   help="stack settings file (default %(default)s)")
+    p.add_argument("--hub", action="store_true", help="also run JupyterHub")
+    p.add_argument("--hub-port", type=int, default=8001,
+                   help="JupyterHub port with --hub (default %(default)s)")
+    p.add_argument("--demo", action="store_true",
+                   help="run a short scenario once ready and print what happened")
+    p.add_argument("--once", action="store_true", help="exit after starting (and --demo)")
+    p.add_argument("--state-dir", type=Path, default=None,
+                   help="keep state and logs here (default: a temporary directory, removed)")
+    return p
+
+
+def _check_args(args: argparse.Namespace) -> str | None:
+    if not args.stack.exists():
+        return (f"--stack {args.stack}: no such file; run from the repository root or "
+                "pass --stack path/to/Pulumi.<stack>.yaml")
+    if not 1 <= args.workers <= 16:
+        return f"--workers must be between 1 and 16, got {args.workers}"
+    ports = {"--port": args.port, **({"--hub-port": args.hub_port} if args.hub else {})}
+    for option, port in ports.items():
+        if not 1 <= port <= 65535:
+            return f"{option} must be between 1 and 65535, got {port}"
+        if not port_is_free(port):
+            return f"{option} {port}: 127.0.0.1:{port} is in use; choose another with {option}"
+    if args.hub and args.hub_port == args.port:
+        return "--hub-port must differ from --port"
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    problem = _check_args(args)
+    if problem:
+        print(f"dask-platform local: {problem}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+
+    def interrupt(signum: int, _: FrameType | None) -> None:
+        raise KeyboardInterrupt  # while starting: unwind, then stop what started
+
+    def on_signal(signum: int, _: FrameType | None) -> None:
+        stop.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, interrupt)
+    state = args.state_dir or Path(tempfile.mkdtemp(prefix="dask-platform-local-"))
+    platform = LocalPlatform(args, state)
+    code = 0
+    try:
+        platform.start()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, on_signal)
+        say(f"ready: {platform.gateway_url}")
+        say("local: demo users (password): " + ", ".join(
+            f"{u.username} ({u.password})" for u in DEMO_USERS))
+        if args.demo and not stop.is_set():
+            run_demo(platform.gateway_url, platform.proxy_address)
+        if not args.once:
+            say("local: serving; Ctrl-C or SIGTERM stops everything")
+            while not stop.wait(1):
+                dead = platform.children.dead()
+                if dead:
+                    name = dead[0]
+                    print(f"dask-platform local: {name} exited; its log:\n"
+                          f"{tail(platform.children.log(name))}", file=sys.stderr)
+                    code = 1
+                    break
+    except KeyboardInterrupt:
+        code = 130
+    except (SlapdNotInstalled, RuntimeError, SettingsError, OSError) as exc:
+        print(f"dask-platform local: {exc}", file=sys.stderr)
+        code = 1
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):  # stopping is not interruptible
+            signal.signal(signum, signal.SIG_IGN)
+        platform.close()
+        if args.state_dir is None:
+            shutil.rmtree(state, ignore_errors=True)
+    return code
