@@ -29,4 +29,14 @@ class AwsContext:
     def arn(self, service: str, resource: str) -> pulumi.Output[str]:
         """``arn:<partition>:<service>:<region>:<account>:<resource>``."""
         return pulumi.Output.concat(
-            "arn:", self.partition, ":", service, ":", self.region, ":", self.account_id, ":", resource)
+            "arn:",
+            self.partition,
+            ":",
+            service,
+            ":",
+            self.region,
+            ":",
+            self.account_id,
+            ":",
+            resource,
+        )

@@ -103,21 +103,38 @@ class HostBootstrap:
     def render(self) -> str:
         gateway = self.role == "gateway"
         return _USER_DATA.substitute(
-            role=self.role, region=self.region, command=self.command,
+            role=self.role,
+            region=self.region,
+            command=self.command,
             packages="nodejs npm" if gateway else "",
             setup="npm install -g --silent configurable-http-proxy" if gateway else "",
             extra="hub" if gateway else "runtime",
-            bucket=self.artifacts_bucket, key=ARTIFACT_KEY, file_system=self.file_system_id,
-            shared_ap=self.shared_access_point_id, homes_ap=self.homes_access_point_id,
+            bucket=self.artifacts_bucket,
+            key=ARTIFACT_KEY,
+            file_system=self.file_system_id,
+            shared_ap=self.shared_access_point_id,
+            homes_ap=self.homes_access_point_id,
             log_group=self.log_group_name,
         )
 
 
-def user_data(role: str, *, region: pulumi.Input[str], settings_parameter_name: str,
-              artifacts_bucket: pulumi.Input[str], file_system_id: pulumi.Input[str],
-              shared_access_point_id: pulumi.Input[str], homes_access_point_id: pulumi.Input[str],
-              log_group_name: pulumi.Input[str]) -> pulumi.Output[str]:
+def user_data(
+    role: str,
+    *,
+    region: pulumi.Input[str],
+    settings_parameter_name: str,
+    artifacts_bucket: pulumi.Input[str],
+    file_system_id: pulumi.Input[str],
+    shared_access_point_id: pulumi.Input[str],
+    homes_access_point_id: pulumi.Input[str],
+    log_group_name: pulumi.Input[str],
+) -> pulumi.Output[str]:
     """The rendered stub for ``role`` once the ids it names are known."""
-    return pulumi.Output.all(region, artifacts_bucket, file_system_id, shared_access_point_id,
-                             homes_access_point_id, log_group_name).apply(
-        lambda v: HostBootstrap(role, v[0], settings_parameter_name, *v[1:]).render())
+    return pulumi.Output.all(
+        region,
+        artifacts_bucket,
+        file_system_id,
+        shared_access_point_id,
+        homes_access_point_id,
+        log_group_name,
+    ).apply(lambda v: HostBootstrap(role, v[0], settings_parameter_name, *v[1:]).render())

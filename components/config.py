@@ -2,7 +2,7 @@
 
 Every ``dask-platform:*`` key Pulumi hands the program is collected (unknown keys
 included, so the schema can reject them) and validated by
-:func:`daskplatform.settings.load_settings`.
+:func:`daskplatform.settings.load_settings` before any resource is declared.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pulumi.runtime.config import CONFIG, get_config_env, is_config_secret
 from daskplatform.settings import (
     CONFIG_NAMESPACE,
     PlatformSettings,
+    SettingsError,
     load_settings,
     strip_namespace,
 )
@@ -38,14 +39,20 @@ def all_config() -> dict[str, Any]:
 
 
 def read_settings() -> PlatformSettings:
-    """The validated settings of this stack; raises SettingsError naming the key.
+    """The validated settings of this stack.
 
     ``pulumi.Config`` resolves each key so per-key overrides (``PULUMI_CONFIG_<KEY>``)
-    are honoured; the key list itself comes from :func:`all_config`.
+    are honoured; the key list itself comes from :func:`all_config`. Secret values
+    stay text (never JSON-decoded) and end up in a ``SecretStr``. Invalid settings
+    raise ``pulumi.RunError`` (caused by the SettingsError), which Pulumi reports as
+    the bare message naming each key, without a traceback.
     """
     config = pulumi.Config(CONFIG_NAMESPACE)
     raw = {
         key: config.get(key) if is_config_secret(config.full_key(key)) else _decode(config.get(key))
         for key in strip_namespace(all_config())
     }
-    return load_settings(raw)
+    try:
+        return load_settings(raw)
+    except SettingsError as exc:
+        raise pulumi.RunError(str(exc)) from exc

@@ -21,31 +21,62 @@ class GatewayHost(pulumi.ComponentResource):
     instance: aws.ec2.Instance
     settings_parameter: aws.ssm.Parameter
 
-    def __init__(self, name: str, settings: PlatformSettings, *, parameter_name: str,
-                 metrics_namespace: str, ldap_secret_arn: pulumi.Input[str],
-                 subnet_id: pulumi.Input[str], security_group_id: pulumi.Input[str],
-                 instance_profile_arn: pulumi.Input[str], user_data: pulumi.Output[str],
-                 tags: Mapping[str, str], opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        settings: PlatformSettings,
+        *,
+        parameter_name: str,
+        metrics_namespace: str,
+        ldap_secret_arn: pulumi.Input[str],
+        subnet_id: pulumi.Input[str],
+        security_group_id: pulumi.Input[str],
+        instance_profile_arn: pulumi.Input[str],
+        user_data: pulumi.Output[str],
+        tags: Mapping[str, str],
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
         super().__init__("daskplatform:aws:GatewayHost", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         runtime_json = pulumi.Output.from_input(ldap_secret_arn).apply(
-            lambda arn: settings.runtime(arn).model_copy(
-                update={"metrics_namespace": metrics_namespace}).to_json())
+            lambda arn: (
+                settings.runtime(arn)
+                .model_copy(update={"metrics_namespace": metrics_namespace})
+                .to_json()
+            )
+        )
         self.settings_parameter = aws.ssm.Parameter(
-            f"{name}-settings", name=parameter_name, type="String", value=runtime_json,
-            tier="Intelligent-Tiering", data_type="text", tags=dict(tags), opts=child,
-            description="dask-platform runtime settings (no secrets), read by every host")
+            f"{name}-settings",
+            name=parameter_name,
+            type="String",
+            value=runtime_json,
+            tier="Intelligent-Tiering",
+            data_type="text",
+            tags=dict(tags),
+            opts=child,
+            description="dask-platform runtime settings (no secrets), read by every host",
+        )
         template = launch_template(
-            f"{name}-lt", role="gateway", instance_type=settings.gateway.instance_type,
-            user_data=user_data, security_group_id=security_group_id,
-            instance_profile_arn=instance_profile_arn, tags=tags, parent=self, subnet_id=subnet_id)
+            f"{name}-lt",
+            role="gateway",
+            instance_type=settings.gateway.instance_type,
+            user_data=user_data,
+            security_group_id=security_group_id,
+            instance_profile_arn=instance_profile_arn,
+            tags=tags,
+            parent=self,
+            subnet_id=subnet_id,
+        )
         self.instance = aws.ec2.Instance(
             f"{name}-instance",
             launch_template={"id": template.id, "version": template.latest_version.apply(str)},
             tags={**tags, "Name": f"{name}-instance"},
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.settings_parameter]))
-        self.register_outputs({
-            "instance_id": self.instance.id,
-            "private_ip": self.instance.private_ip,
-            "settings_parameter_name": self.settings_parameter.name,
-        })
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.settings_parameter]),
+        )
+        self.register_outputs(
+            {
+                "instance_id": self.instance.id,
+                "private_ip": self.instance.private_ip,
+                "settings_parameter_name": self.settings_parameter.name,
+            }
+        )

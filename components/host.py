@@ -20,29 +20,60 @@ ROOT_VOLUME_GIB = 30
 ROLE_TAG = "dask-platform:role"
 
 
-def launch_template(name: str, *, role: str, instance_type: str, user_data: pulumi.Output[str],
-                    security_group_id: pulumi.Input[str], instance_profile_arn: pulumi.Input[str],
-                    tags: Mapping[str, str], parent: pulumi.Resource,
-                    subnet_id: pulumi.Input[str] | None = None) -> aws.ec2.LaunchTemplate:
+def launch_template(
+    name: str,
+    *,
+    role: str,
+    instance_type: str,
+    user_data: pulumi.Output[str],
+    security_group_id: pulumi.Input[str],
+    instance_profile_arn: pulumi.Input[str],
+    tags: Mapping[str, str],
+    parent: pulumi.Resource,
+    subnet_id: pulumi.Input[str] | None = None,
+) -> aws.ec2.LaunchTemplate:
     """A hardened launch template for ``role``; ``subnet_id`` pins a single host."""
-    instance_tags = {**tags, "Name": f"{tags.get('project')}-{tags.get('stack')}-{role}", ROLE_TAG: role}
+    instance_tags = {
+        **tags,
+        "Name": f"{tags.get('project')}-{tags.get('stack')}-{role}",
+        ROLE_TAG: role,
+    }
     return aws.ec2.LaunchTemplate(
         name,
         image_id=AMI,
         instance_type=instance_type,
         iam_instance_profile={"arn": instance_profile_arn},
         user_data=user_data.apply(lambda text: base64.b64encode(text.encode()).decode()),
-        metadata_options={"http_endpoint": "enabled", "http_tokens": "required",
-                          "http_put_response_hop_limit": 1, "instance_metadata_tags": "enabled"},
-        block_device_mappings=[{"device_name": ROOT_DEVICE, "ebs": {
-            "volume_type": "gp3", "volume_size": ROOT_VOLUME_GIB, "encrypted": "true",
-            "delete_on_termination": "true"}}],
-        network_interfaces=[{"device_index": 0, "associate_public_ip_address": "false",
-                             "delete_on_termination": "true", "security_groups": [security_group_id],
-                             "subnet_id": subnet_id}],
+        metadata_options={
+            "http_endpoint": "enabled",
+            "http_tokens": "required",
+            "http_put_response_hop_limit": 1,
+            "instance_metadata_tags": "enabled",
+        },
+        block_device_mappings=[
+            {
+                "device_name": ROOT_DEVICE,
+                "ebs": {
+                    "volume_type": "gp3",
+                    "volume_size": ROOT_VOLUME_GIB,
+                    "encrypted": "true",
+                    "delete_on_termination": "true",
+                },
+            }
+        ],
+        network_interfaces=[
+            {
+                "device_index": 0,
+                "associate_public_ip_address": "false",
+                "delete_on_termination": "true",
+                "security_groups": [security_group_id],
+                "subnet_id": subnet_id,
+            }
+        ],
         monitoring={"enabled": True},
-        tag_specifications=[{"resource_type": kind, "tags": instance_tags}
-                            for kind in ("instance", "volume")],
+        tag_specifications=[
+            {"resource_type": kind, "tags": instance_tags} for kind in ("instance", "volume")
+        ],
         update_default_version=True,
         tags=dict(tags),
         opts=pulumi.ResourceOptions(parent=parent),

@@ -5,7 +5,8 @@ Every host may: read the runtime-settings SSM parameter, fetch the runtime packa
 from the artifacts prefix, mount EFS as an IAM client, put metrics into the platform
 namespace, write its platform log group, and be reached by SSM Session Manager (no SSH).
 The gateway may also read the LDAP secret (and no other), describe the Auto Scaling
-groups and instances, and set scale-in protection on the worker group only.
+groups and instances, set scale-in protection on the worker group only, and act as
+root on EFS (it creates and chowns each user's home under the homes access point).
 """
 
 from __future__ import annotations
@@ -25,8 +26,18 @@ ARTIFACTS_PREFIX = "runtime/"
 SSM_CORE_POLICY = ":iam::aws:policy/AmazonSSMManagedInstanceCore"
 """The AWS-managed policy Session Manager needs; admin shells replace SSH."""
 
-_EC2_TRUST = json.dumps({"Version": "2012-10-17", "Statement": [{
-    "Effect": "Allow", "Action": "sts:AssumeRole", "Principal": {"Service": "ec2.amazonaws.com"}}]})
+_EC2_TRUST = json.dumps(
+    {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": "sts:AssumeRole",
+                "Principal": {"Service": "ec2.amazonaws.com"},
+            }
+        ],
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -46,75 +57,140 @@ class Identity(pulumi.ComponentResource):
     roles: dict[str, aws.iam.Role]
     ldap_secret: aws.secretsmanager.Secret
 
-    def __init__(self, name: str, settings: PlatformSettings, context: AwsContext,
-                 inputs: IdentityInputs, tags: Mapping[str, str],
-                 opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        settings: PlatformSettings,
+        context: AwsContext,
+        inputs: IdentityInputs,
+        tags: Mapping[str, str],
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
         super().__init__("daskplatform:aws:Identity", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         tags = dict(tags)
         self.ldap_secret = aws.secretsmanager.Secret(
-            f"{name}-ldap-bind-password", recovery_window_in_days=7, tags=tags, opts=child,
-            description="LDAP bind password of the gateway's FreeIPA service account")
+            f"{name}-ldap-bind-password",
+            recovery_window_in_days=7,
+            tags=tags,
+            opts=child,
+            description="LDAP bind password of the gateway's FreeIPA service account",
+        )
         if settings.ldap_bind_password is not None:
             aws.secretsmanager.SecretVersion(
-                f"{name}-ldap-bind-password-value", secret_id=self.ldap_secret.id, opts=child,
-                secret_string=pulumi.Output.secret(settings.ldap_bind_password.get_secret_value()))
-        common = _common_statements(context, inputs)
+                f"{name}-ldap-bind-password-value",
+                secret_id=self.ldap_secret.id,
+                opts=child,
+                secret_string=pulumi.Output.secret(settings.ldap_bind_password.get_secret_value()),
+            )
         self.roles, self.instance_profiles = {}, {}
         for role in HOST_ROLES:
-            iam_role = aws.iam.Role(f"{name}-{role}", assume_role_policy=_EC2_TRUST,
-                                    description=f"dask-platform {role} host", tags=tags, opts=child)
+            iam_role = aws.iam.Role(
+                f"{name}-{role}",
+                assume_role_policy=_EC2_TRUST,
+                description=f"dask-platform {role} host",
+                tags=tags,
+                opts=child,
+            )
             aws.iam.RolePolicyAttachment(
-                f"{name}-{role}-ssm-core", role=iam_role.name, opts=child,
-                policy_arn=pulumi.Output.concat("arn:", context.partition, SSM_CORE_POLICY))
-            statements = common(role)
+                f"{name}-{role}-ssm-core",
+                role=iam_role.name,
+                opts=child,
+                policy_arn=pulumi.Output.concat("arn:", context.partition, SSM_CORE_POLICY),
+            )
+            statements = _host_statements(context, inputs, role)
             if role == "gateway":
                 statements += _gateway_statements(context, inputs, self.ldap_secret.arn)
-            aws.iam.RolePolicy(f"{name}-{role}-policy", role=iam_role.id, opts=child,
-                               policy=pulumi.Output.json_dumps(
-                                   {"Version": "2012-10-17", "Statement": statements}))
+            aws.iam.RolePolicy(
+                f"{name}-{role}-policy",
+                role=iam_role.id,
+                opts=child,
+                policy=pulumi.Output.json_dumps({"Version": "2012-10-17", "Statement": statements}),
+            )
             self.roles[role] = iam_role
             self.instance_profiles[role] = aws.iam.InstanceProfile(
-                f"{name}-{role}-profile", role=iam_role.name, tags=tags, opts=child)
-        self.register_outputs({
-            "ldap_secret_arn": self.ldap_secret.arn,
-            **{f"{role}_role_arn": r.arn for role, r in self.roles.items()},
-        })
+                f"{name}-{role}-profile", role=iam_role.name, tags=tags, opts=child
+            )
+        self.register_outputs(
+            {
+                "ldap_secret_arn": self.ldap_secret.arn,
+                **{f"{role}_role_arn": r.arn for role, r in self.roles.items()},
+            }
+        )
 
 
-def _common_statements(context: AwsContext, inputs: IdentityInputs):
-    """Statements every host role gets, specialised by role for its log group."""
-
-    def statements(role: str) -> list[dict]:
-        return [
-            {"Sid": "ReadRuntimeSettings", "Effect": "Allow", "Action": "ssm:GetParameter",
-             "Resource": context.arn("ssm", f"parameter{inputs.settings_parameter_name}")},
-            {"Sid": "FetchRuntimePackage", "Effect": "Allow", "Action": "s3:GetObject",
-             "Resource": pulumi.Output.concat(inputs.artifacts_bucket_arn, "/", ARTIFACTS_PREFIX, "*")},
-            {"Sid": "MountEfs", "Effect": "Allow",
-             "Action": ["elasticfilesystem:ClientMount", "elasticfilesystem:ClientWrite"],
-             "Resource": inputs.file_system_arn},
-            {"Sid": "PutPlatformMetrics", "Effect": "Allow", "Action": "cloudwatch:PutMetricData",
-             "Resource": "*",
-             "Condition": {"StringEquals": {"cloudwatch:namespace": inputs.metrics_namespace}}},
-            {"Sid": "WriteOwnLogs", "Effect": "Allow",
-             "Action": ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
-             "Resource": context.arn("logs", f"log-group:{inputs.log_group_prefix}{role}:*")},
-        ]
-
-    return statements
-
-
-def _gateway_statements(context: AwsContext, inputs: IdentityInputs,
-                        ldap_secret_arn: pulumi.Output[str]) -> list[dict]:
-    worker_asg_arn = context.arn(
-        "autoscaling", f"autoScalingGroup:*:autoScalingGroupName/{inputs.worker_asg_name}")
+def _host_statements(context: AwsContext, inputs: IdentityInputs, role: str) -> list[dict]:
+    """What every host role gets; only the log group differs by role."""
     return [
-        {"Sid": "ReadLdapBindPassword", "Effect": "Allow", "Action": "secretsmanager:GetSecretValue",
-         "Resource": ldap_secret_arn},
-        {"Sid": "DiscoverNodes", "Effect": "Allow", "Resource": "*",
-         "Action": ["autoscaling:DescribeAutoScalingGroups", "autoscaling:DescribeAutoScalingInstances",
-                    "ec2:DescribeInstances"]},
-        {"Sid": "ProtectBusyWorkers", "Effect": "Allow", "Action": "autoscaling:SetInstanceProtection",
-         "Resource": worker_asg_arn},
+        {
+            "Sid": "ReadRuntimeSettings",
+            "Effect": "Allow",
+            "Action": "ssm:GetParameter",
+            "Resource": context.arn("ssm", f"parameter{inputs.settings_parameter_name}"),
+        },
+        {
+            "Sid": "FetchRuntimePackage",
+            "Effect": "Allow",
+            "Action": "s3:GetObject",
+            "Resource": pulumi.Output.concat(
+                inputs.artifacts_bucket_arn, "/", ARTIFACTS_PREFIX, "*"
+            ),
+        },
+        {
+            "Sid": "MountEfs",
+            "Effect": "Allow",
+            "Action": ["elasticfilesystem:ClientMount", "elasticfilesystem:ClientWrite"],
+            "Resource": inputs.file_system_arn,
+        },
+        {
+            "Sid": "PutPlatformMetrics",
+            "Effect": "Allow",
+            "Action": "cloudwatch:PutMetricData",
+            "Resource": "*",
+            "Condition": {"StringEquals": {"cloudwatch:namespace": inputs.metrics_namespace}},
+        },
+        {
+            "Sid": "WriteOwnLogs",
+            "Effect": "Allow",
+            "Action": ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
+            "Resource": context.arn("logs", f"log-group:{inputs.log_group_prefix}{role}:*"),
+        },
+    ]
+
+
+def _gateway_statements(
+    context: AwsContext, inputs: IdentityInputs, ldap_secret_arn: pulumi.Output[str]
+) -> list[dict]:
+    worker_asg_arn = context.arn(
+        "autoscaling", f"autoScalingGroup:*:autoScalingGroupName/{inputs.worker_asg_name}"
+    )
+    return [
+        {
+            "Sid": "CreateUserHomes",
+            "Effect": "Allow",
+            "Action": "elasticfilesystem:ClientRootAccess",
+            "Resource": inputs.file_system_arn,
+        },
+        {
+            "Sid": "ReadLdapBindPassword",
+            "Effect": "Allow",
+            "Action": "secretsmanager:GetSecretValue",
+            "Resource": ldap_secret_arn,
+        },
+        {
+            "Sid": "DiscoverNodes",
+            "Effect": "Allow",
+            "Resource": "*",
+            "Action": [
+                "autoscaling:DescribeAutoScalingGroups",
+                "autoscaling:DescribeAutoScalingInstances",
+                "ec2:DescribeInstances",
+            ],
+        },
+        {
+            "Sid": "ProtectBusyWorkers",
+            "Effect": "Allow",
+            "Action": "autoscaling:SetInstanceProtection",
+            "Resource": worker_asg_arn,
+        },
     ]

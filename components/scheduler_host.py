@@ -18,16 +18,36 @@ from daskplatform.settings import PlatformSettings
 class SchedulerHost(pulumi.ComponentResource):
     instance: aws.ec2.Instance
 
-    def __init__(self, name: str, settings: PlatformSettings, *, subnet_id: pulumi.Input[str],
-                 security_group_id: pulumi.Input[str], instance_profile_arn: pulumi.Input[str],
-                 user_data: pulumi.Output[str], tags: Mapping[str, str],
-                 opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        settings: PlatformSettings,
+        *,
+        subnet_id: pulumi.Input[str],
+        security_group_id: pulumi.Input[str],
+        instance_profile_arn: pulumi.Input[str],
+        user_data: pulumi.Output[str],
+        tags: Mapping[str, str],
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
         super().__init__("daskplatform:aws:SchedulerHost", name, None, opts)
         template = launch_template(
-            f"{name}-lt", role="scheduler", instance_type=settings.scheduler.instance_type,
-            user_data=user_data, security_group_id=security_group_id,
-            instance_profile_arn=instance_profile_arn, tags=tags, parent=self, subnet_id=subnet_id)
+            f"{name}-lt",
+            role="scheduler",
+            instance_type=settings.scheduler.instance_type,
+            user_data=user_data,
+            security_group_id=security_group_id,
+            instance_profile_arn=instance_profile_arn,
+            tags=tags,
+            parent=self,
+            subnet_id=subnet_id,
+        )
         self.instance = aws.ec2.Instance(
-            f"{name}-instance", launch_template={"id": template.id, "version": template.latest_version.apply(str)},
-            tags={**tags, "Name": f"{name}-instance"}, opts=pulumi.ResourceOptions(parent=self))
-        self.register_outputs({"instance_id": self.instance.id, "private_ip": self.instance.private_ip})
+            f"{name}-instance",
+            launch_template={"id": template.id, "version": template.latest_version.apply(str)},
+            tags={**tags, "Name": f"{name}-instance"},
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.register_outputs(
+            {"instance_id": self.instance.id, "private_ip": self.instance.private_ip}
+        )

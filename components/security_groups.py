@@ -45,9 +45,18 @@ def platform_flows(settings: PlatformSettings) -> list[Flow]:
     """DESIGN.md Ports table between platform groups (ALB ingress is by CIDR, apart)."""
     ports = settings.ports
     return [
-        Flow(("alb",), "gateway", (ports.gateway_http, ports.gateway_http), "JupyterHub / gateway HTTP"),
-        Flow(("client", "scheduler", "worker"), "gateway", (ports.gateway_tls, ports.gateway_tls),
-             "gateway scheduler TLS proxy"),
+        Flow(
+            ("alb",),
+            "gateway",
+            (ports.gateway_http, ports.gateway_http),
+            "JupyterHub / gateway HTTP",
+        ),
+        Flow(
+            ("client", "scheduler", "worker"),
+            "gateway",
+            (ports.gateway_tls, ports.gateway_tls),
+            "gateway scheduler TLS proxy",
+        ),
         Flow(("gateway",), "scheduler", (ports.node_agent, ports.node_agent), "node agent"),
         Flow(("gateway",), "worker", (ports.node_agent, ports.node_agent), "node agent"),
         Flow(("gateway", "worker"), "scheduler", ports.scheduler_range, "Dask scheduler comms"),
@@ -56,10 +65,11 @@ def platform_flows(settings: PlatformSettings) -> list[Flow]:
     ]
 
 
-def ldap_port(ldap_url: str) -> int:
-    """The port of the LDAP URL, or the scheme's default (ldaps 636, ldap 389 + StartTLS)."""
-    parsed = urlparse(ldap_url)
-    return parsed.port or (636 if parsed.scheme == "ldaps" else 389)
+def ldap_port(settings: PlatformSettings) -> int:
+    """Where the gateway reaches FreeIPA: the ldapUrl's port, else ``ports.ldaps`` for
+    ldaps:// and 389 (StartTLS) for ldap://."""
+    parsed = urlparse(settings.ldap_url)
+    return parsed.port or (settings.ports.ldaps if parsed.scheme == "ldaps" else 389)
 
 
 def _cidr_args(cidr: str) -> dict[str, str]:
@@ -71,39 +81,104 @@ class SecurityGroups(pulumi.ComponentResource):
     ids: dict[str, pulumi.Output[str]]
     """Group id by role: alb, gateway, scheduler, worker, client, efs."""
 
-    def __init__(self, name: str, settings: PlatformSettings, vpc_id: pulumi.Input[str],
-                 tags: Mapping[str, str], opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        settings: PlatformSettings,
+        vpc_id: pulumi.Input[str],
+        tags: Mapping[str, str],
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
         super().__init__("daskplatform:aws:SecurityGroups", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         groups = {
-            role: aws.ec2.SecurityGroup(f"{name}-{role}", vpc_id=vpc_id, description=description,
-                                        tags={**tags, "Name": f"{name}-{role}"}, opts=child)
+            role: aws.ec2.SecurityGroup(
+                f"{name}-{role}",
+                vpc_id=vpc_id,
+                description=description,
+                tags={**tags, "Name": f"{name}-{role}"},
+                opts=child,
+            )
             for role, description in GROUPS.items()
         }
         self.ids = {role: group.id for role, group in groups.items()}
 
-        def rule(kind: type, rule_name: str, group: str, low: int, high: int, why: str,
-                 **peer: pulumi.Input[str]) -> None:
-            kind(rule_name, security_group_id=self.ids[group], ip_protocol="tcp",
-                 from_port=low, to_port=high, description=why, tags=dict(tags), opts=child, **peer)
+        def rule(
+            kind: type,
+            rule_name: str,
+            group: str,
+            low: int,
+            high: int,
+            why: str,
+            **peer: pulumi.Input[str],
+        ) -> None:
+            kind(
+                rule_name,
+                security_group_id=self.ids[group],
+                ip_protocol="tcp",
+                from_port=low,
+                to_port=high,
+                description=why,
+                tags=dict(tags),
+                opts=child,
+                **peer,
+            )
 
         ingress, egress = aws.vpc.SecurityGroupIngressRule, aws.vpc.SecurityGroupEgressRule
         for flow in platform_flows(settings):
             low, high = flow.ports
             for source in flow.sources:
                 suffix = f"{source}-to-{flow.target}-{low}"
-                rule(ingress, f"{name}-in-{suffix}", flow.target, low, high, flow.why,
-                     referenced_security_group_id=self.ids[source])
-                rule(egress, f"{name}-out-{suffix}", source, low, high, flow.why,
-                     referenced_security_group_id=self.ids[flow.target])
+                rule(
+                    ingress,
+                    f"{name}-in-{suffix}",
+                    flow.target,
+                    low,
+                    high,
+                    flow.why,
+                    referenced_security_group_id=self.ids[source],
+                )
+                rule(
+                    egress,
+                    f"{name}-out-{suffix}",
+                    source,
+                    low,
+                    high,
+                    flow.why,
+                    referenced_security_group_id=self.ids[flow.target],
+                )
         for index, cidr in enumerate(settings.allowed_cidrs):
-            for port, why in ((settings.ports.https, "HTTPS"), (settings.ports.http, "HTTP, redirected to HTTPS")):
-                rule(ingress, f"{name}-in-allowed-{index}-to-alb-{port}", "alb", port, port, why,
-                     **_cidr_args(cidr))
+            for port, why in (
+                (settings.ports.https, "HTTPS"),
+                (settings.ports.http, "HTTP, redirected to HTTPS"),
+            ):
+                rule(
+                    ingress,
+                    f"{name}-in-allowed-{index}-to-alb-{port}",
+                    "alb",
+                    port,
+                    port,
+                    why,
+                    **_cidr_args(cidr),
+                )
         for host in ("gateway", "scheduler", "worker"):
-            rule(egress, f"{name}-out-{host}-to-any-443", host, 443, 443,
-                 "AWS APIs and package installs", cidr_ipv4=ANYWHERE)
-        port = ldap_port(settings.ldap_url)
-        rule(egress, f"{name}-out-gateway-to-ldap-{port}", "gateway", port, port, "FreeIPA LDAP",
-             cidr_ipv4=ANYWHERE)
+            rule(
+                egress,
+                f"{name}-out-{host}-to-any-443",
+                host,
+                443,
+                443,
+                "AWS APIs and package installs",
+                cidr_ipv4=ANYWHERE,
+            )
+        port = ldap_port(settings)
+        rule(
+            egress,
+            f"{name}-out-gateway-to-ldap-{port}",
+            "gateway",
+            port,
+            port,
+            "FreeIPA LDAP",
+            cidr_ipv4=ANYWHERE,
+        )
         self.register_outputs({f"{role}_id": group_id for role, group_id in self.ids.items()})

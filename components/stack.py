@@ -25,8 +25,12 @@ from daskplatform.settings import PlatformSettings
 
 def common_tags(settings: PlatformSettings) -> dict[str, str]:
     """Tags on every taggable resource: the user's, then ours (ours win)."""
-    return {**settings.tags, "project": pulumi.get_project(), "stack": pulumi.get_stack(),
-            "managed-by": "pulumi"}
+    return {
+        **settings.tags,
+        "project": pulumi.get_project(),
+        "stack": pulumi.get_stack(),
+        "managed-by": "pulumi",
+    }
 
 
 def build(settings: PlatformSettings) -> None:
@@ -43,11 +47,20 @@ def build(settings: PlatformSettings) -> None:
     network = Network("network", settings, context, tags)
     groups = SecurityGroups("security", settings, network.vpc_id, tags)
     storage = Storage("storage", context, network.private_subnet_ids, groups.ids["efs"], tags)
-    identity = Identity("identity", settings, context, IdentityInputs(
-        settings_parameter_name=parameter_name, worker_asg_name=worker_asg_name,
-        log_group_prefix=log_group_prefix, metrics_namespace=metrics_namespace,
-        artifacts_bucket_arn=storage.buckets["artifacts"].arn,
-        file_system_arn=storage.file_system.arn), tags)
+    identity = Identity(
+        "identity",
+        settings,
+        context,
+        IdentityInputs(
+            settings_parameter_name=parameter_name,
+            worker_asg_name=worker_asg_name,
+            log_group_prefix=log_group_prefix,
+            metrics_namespace=metrics_namespace,
+            artifacts_bucket_arn=storage.buckets["artifacts"].arn,
+            file_system_arn=storage.file_system.arn,
+        ),
+        tags,
+    )
 
     def host(role: str) -> dict:
         """The per-role arguments every host component takes."""
@@ -56,37 +69,70 @@ def build(settings: PlatformSettings) -> None:
             "instance_profile_arn": identity.instance_profiles[role].arn,
             "tags": tags,
             "user_data": user_data(
-                role, region=context.region, settings_parameter_name=parameter_name,
+                role,
+                region=context.region,
+                settings_parameter_name=parameter_name,
                 artifacts_bucket=storage.buckets["artifacts"].bucket,
                 file_system_id=storage.file_system.id,
                 shared_access_point_id=storage.shared_access_point.id,
                 homes_access_point_id=storage.homes_access_point.id,
-                log_group_name=f"{log_group_prefix}{role}"),
+                log_group_name=f"{log_group_prefix}{role}",
+            ),
         }
 
-    gateway = GatewayHost("gateway", settings, parameter_name=parameter_name,
-                          metrics_namespace=metrics_namespace,
-                          ldap_secret_arn=identity.ldap_secret.arn,
-                          subnet_id=network.private_subnet_ids[0], **host("gateway"))
-    SchedulerHost("scheduler", settings, subnet_id=network.private_subnet_ids[0], **host("scheduler"))
-    workers = WorkerPool("workers", settings, asg_name=worker_asg_name,
-                         subnet_ids=network.private_subnet_ids, metrics_namespace=metrics_namespace,
-                         **host("worker"))
-    alb = LoadBalancer("alb", settings, vpc_id=network.vpc_id, subnet_ids=network.public_subnet_ids,
-                       security_group_id=groups.ids["alb"], gateway_instance_id=gateway.instance.id,
-                       access_log_bucket=storage.buckets["audit"].bucket, tags=tags)
-    monitoring = Monitoring("monitoring", dashboard_name=prefix, alert_emails=settings.alert_emails,
-                            region=context.region, log_group_prefix=log_group_prefix,
-                            metrics_namespace=metrics_namespace, worker_asg_name=workers.group.name,
-                            alb_arn_suffix=alb.alb.arn_suffix,
-                            target_group_arn_suffix=alb.target_group.arn_suffix, tags=tags)
+    gateway = GatewayHost(
+        "gateway",
+        settings,
+        parameter_name=parameter_name,
+        metrics_namespace=metrics_namespace,
+        ldap_secret_arn=identity.ldap_secret.arn,
+        subnet_id=network.private_subnet_ids[0],
+        **host("gateway"),
+    )
+    SchedulerHost(
+        "scheduler", settings, subnet_id=network.private_subnet_ids[0], **host("scheduler")
+    )
+    workers = WorkerPool(
+        "workers",
+        settings,
+        asg_name=worker_asg_name,
+        subnet_ids=network.private_subnet_ids,
+        metrics_namespace=metrics_namespace,
+        **host("worker"),
+    )
+    alb = LoadBalancer(
+        "alb",
+        settings,
+        vpc_id=network.vpc_id,
+        subnet_ids=network.public_subnet_ids,
+        security_group_id=groups.ids["alb"],
+        gateway_instance_id=gateway.instance.id,
+        access_log_bucket=storage.buckets["audit"].bucket,
+        tags=tags,
+    )
+    monitoring = Monitoring(
+        "monitoring",
+        dashboard_name=prefix,
+        alert_emails=settings.alert_emails,
+        region=context.region,
+        log_group_prefix=log_group_prefix,
+        metrics_namespace=metrics_namespace,
+        worker_asg_name=workers.group.name,
+        alb_arn_suffix=alb.alb.arn_suffix,
+        target_group_arn_suffix=alb.target_group.arn_suffix,
+        tags=tags,
+    )
 
     pulumi.export("vpc_id", network.vpc_id)
     pulumi.export("private_subnet_ids", network.private_subnet_ids)
     pulumi.export("public_subnet_ids", network.public_subnet_ids)
     pulumi.export("gateway_url", alb.url)
-    pulumi.export("gateway_scheduler_address", pulumi.Output.concat(
-        "gateway://", gateway.instance.private_ip, ":", str(settings.ports.gateway_tls)))
+    pulumi.export(
+        "gateway_scheduler_address",
+        pulumi.Output.concat(
+            "gateway://", gateway.instance.private_ip, ":", str(settings.ports.gateway_tls)
+        ),
+    )
     for kind, bucket in storage.buckets.items():
         pulumi.export(f"{kind}_bucket_name", bucket.bucket)
         pulumi.export(f"{kind}_bucket_arn", bucket.arn)

@@ -28,65 +28,127 @@ class WorkerPool(pulumi.ComponentResource):
     scale_in_policy: aws.autoscaling.Policy
     pending_policy: aws.autoscaling.Policy
 
-    def __init__(self, name: str, settings: PlatformSettings, *, asg_name: str,
-                 subnet_ids: Sequence[pulumi.Input[str]], security_group_id: pulumi.Input[str],
-                 instance_profile_arn: pulumi.Input[str], user_data: pulumi.Output[str],
-                 metrics_namespace: str, tags: Mapping[str, str],
-                 opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        settings: PlatformSettings,
+        *,
+        asg_name: str,
+        subnet_ids: Sequence[pulumi.Input[str]],
+        security_group_id: pulumi.Input[str],
+        instance_profile_arn: pulumi.Input[str],
+        user_data: pulumi.Output[str],
+        metrics_namespace: str,
+        tags: Mapping[str, str],
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
         super().__init__("daskplatform:aws:WorkerPool", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         workers = settings.workers
         template = launch_template(
-            f"{name}-lt", role="worker", instance_type=workers.instance_type, user_data=user_data,
-            security_group_id=security_group_id, instance_profile_arn=instance_profile_arn,
-            tags=tags, parent=self)
+            f"{name}-lt",
+            role="worker",
+            instance_type=workers.instance_type,
+            user_data=user_data,
+            security_group_id=security_group_id,
+            instance_profile_arn=instance_profile_arn,
+            tags=tags,
+            parent=self,
+        )
         self.group = aws.autoscaling.Group(
-            f"{name}-asg", name=asg_name, min_size=workers.min, max_size=workers.max,
-            vpc_zone_identifiers=list(subnet_ids), default_cooldown=workers.cooldown_seconds,
-            health_check_type="EC2", health_check_grace_period=300,
+            f"{name}-asg",
+            name=asg_name,
+            min_size=workers.min,
+            max_size=workers.max,
+            vpc_zone_identifiers=list(subnet_ids),
+            default_cooldown=workers.cooldown_seconds,
+            health_check_type="EC2",
+            health_check_grace_period=300,
             launch_template={"id": template.id, "version": template.latest_version.apply(str)},
             enabled_metrics=["GroupInServiceInstances", "GroupDesiredCapacity", "GroupMaxSize"],
-            instance_refresh={"strategy": "Rolling", "preferences": {
-                "min_healthy_percentage": 90, "scale_in_protected_instances": "Wait"}},
-            tags=[{"key": key, "value": value, "propagate_at_launch": False}
-                  for key, value in tags.items()],
-            opts=child)
+            instance_refresh={
+                "strategy": "Rolling",
+                "preferences": {
+                    "min_healthy_percentage": 90,
+                    "scale_in_protected_instances": "Wait",
+                },
+            },
+            tags=[
+                {"key": key, "value": value, "propagate_at_launch": False}
+                for key, value in tags.items()
+            ],
+            opts=child,
+        )
 
-        def step_policy(suffix: str, adjustment: int, lower: float | None,
-                        upper: float | None) -> aws.autoscaling.Policy:
+        def step_policy(
+            suffix: str, adjustment: int, lower: float | None, upper: float | None
+        ) -> aws.autoscaling.Policy:
             return aws.autoscaling.Policy(
-                f"{name}-{suffix}", autoscaling_group_name=self.group.name, policy_type="StepScaling",
-                adjustment_type="ChangeInCapacity", estimated_instance_warmup=workers.cooldown_seconds,
+                f"{name}-{suffix}",
+                autoscaling_group_name=self.group.name,
+                policy_type="StepScaling",
+                adjustment_type="ChangeInCapacity",
+                estimated_instance_warmup=workers.cooldown_seconds,
                 metric_aggregation_type="Average",
-                step_adjustments=[{"scaling_adjustment": adjustment,
-                                   "metric_interval_lower_bound": lower,
-                                   "metric_interval_upper_bound": upper}],
-                opts=child)
+                step_adjustments=[
+                    {
+                        "scaling_adjustment": adjustment,
+                        "metric_interval_lower_bound": lower,
+                        "metric_interval_upper_bound": upper,
+                    }
+                ],
+                opts=child,
+            )
 
         self.scale_out_policy = step_policy("scale-out-cpu", 1, 0, None)
         self.scale_in_policy = step_policy("scale-in-cpu", -1, None, 0)
         self.pending_policy = step_policy("scale-out-pending", 1, 0, None)
-        cpu = {"namespace": "AWS/EC2", "metric_name": "CPUUtilization", "statistic": "Average",
-               "dimensions": {"AutoScalingGroupName": self.group.name}}
+        cpu = {
+            "namespace": "AWS/EC2",
+            "metric_name": "CPUUtilization",
+            "statistic": "Average",
+            "dimensions": {"AutoScalingGroupName": self.group.name},
+        }
         aws.cloudwatch.MetricAlarm(
-            f"{name}-cpu-high", **cpu, comparison_operator="GreaterThanThreshold",
-            threshold=workers.scale_out_cpu, period=METRIC_PERIOD_SECONDS,
-            evaluation_periods=SCALE_OUT_PERIODS, alarm_actions=[self.scale_out_policy.arn],
+            f"{name}-cpu-high",
+            **cpu,
+            comparison_operator="GreaterThanThreshold",
+            threshold=workers.scale_out_cpu,
+            period=METRIC_PERIOD_SECONDS,
+            evaluation_periods=SCALE_OUT_PERIODS,
+            alarm_actions=[self.scale_out_policy.arn],
             alarm_description=f"Add a worker node: average CPU > {workers.scale_out_cpu:g} %",
-            tags=dict(tags), opts=child)
+            tags=dict(tags),
+            opts=child,
+        )
         aws.cloudwatch.MetricAlarm(
-            f"{name}-cpu-low", **cpu, comparison_operator="LessThanThreshold",
-            threshold=workers.scale_in_cpu, period=METRIC_PERIOD_SECONDS,
+            f"{name}-cpu-low",
+            **cpu,
+            comparison_operator="LessThanThreshold",
+            threshold=workers.scale_in_cpu,
+            period=METRIC_PERIOD_SECONDS,
             evaluation_periods=workers.cooldown_seconds // METRIC_PERIOD_SECONDS,
             alarm_actions=[self.scale_in_policy.arn],
-            alarm_description=(f"Remove an empty worker node: average CPU < "
-                               f"{workers.scale_in_cpu:g} % (busy nodes are scale-in protected)"),
-            tags=dict(tags), opts=child)
+            alarm_description=(
+                f"Remove an empty worker node: average CPU < "
+                f"{workers.scale_in_cpu:g} % (busy nodes are scale-in protected)"
+            ),
+            tags=dict(tags),
+            opts=child,
+        )
         aws.cloudwatch.MetricAlarm(
-            f"{name}-pending-workers", namespace=metrics_namespace, metric_name=PENDING_WORKERS_METRIC,
-            statistic="Maximum", comparison_operator="GreaterThanThreshold", threshold=0,
-            period=METRIC_PERIOD_SECONDS, evaluation_periods=1, treat_missing_data="notBreaching",
+            f"{name}-pending-workers",
+            namespace=metrics_namespace,
+            metric_name=PENDING_WORKERS_METRIC,
+            statistic="Maximum",
+            comparison_operator="GreaterThanThreshold",
+            threshold=0,
+            period=METRIC_PERIOD_SECONDS,
+            evaluation_periods=1,
+            treat_missing_data="notBreaching",
             alarm_actions=[self.pending_policy.arn],
             alarm_description="Add a worker node: worker requests are waiting for room in the pool",
-            tags=dict(tags), opts=child)
+            tags=dict(tags),
+            opts=child,
+        )
         self.register_outputs({"asg_name": self.group.name, "asg_arn": self.group.arn})

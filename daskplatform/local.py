@@ -12,8 +12,10 @@ SIGTERM every process it started is stopped, Dask processes first.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -24,7 +26,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
 import urllib.request
 import warnings
 from collections.abc import Callable
@@ -53,11 +54,17 @@ GATEWAY_AUTHENTICATOR = "daskplatform.identity.gateway_auth.PlatformAuthenticato
 
 
 def say(message: str) -> None:
-    print(message, flush=True)
+    """Progress on stdout; a closed stdout must never stop the shutdown."""
+    try:
+        print(message, flush=True)
+    except OSError:
+        pass
 
 
 def port_is_free(port: int) -> bool:
+    """Whether a server could listen there now (as servers do, ignoring TIME_WAIT)."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
@@ -72,19 +79,20 @@ def free_port() -> int:
 
 
 def wait_http(url: str, alive: Callable[[], bool], what: str, log: Path) -> None:
-    """Until ``url`` answers (any HTTP status) or the component dies or times out."""
+    """Until ``url`` answers 200 (proxies answer 404 before their routes are in place),
+    or the component dies, or START_TIMEOUT passes."""
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if not alive():
             raise RuntimeError(f"{what} exited during start; its log ({log}):\n"
                                f"{tail(log)}")
         try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except urllib.error.HTTPError:
-            return
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
         except OSError:
-            time.sleep(0.2)
+            pass
+        time.sleep(0.2)
     raise RuntimeError(f"{what} did not answer at {url} within {START_TIMEOUT:g}s; its log "
                        f"({log}):\n{tail(log)}")
 
@@ -183,8 +191,11 @@ class LocalPlatform:
         self.token = secrets.token_urlsafe(32)
         self.agents: list[tuple[AgentShape, str]] = []
         self.gateway_url = f"http://127.0.0.1:{args.port}"
-        self.proxy_address = f"gateway://127.0.0.1:{free_port()}"
+        # Scheduler traffic shares the HTTP port, so clients need only the address.
+        self.proxy_address = f"gateway://127.0.0.1:{args.port}"
         self.env = dict(os.environ)
+        self.gateway_token = ""
+        """The gateway's JupyterHub service token (with --hub)."""
 
     # ------------------------------------------------------------------ start
 
@@ -193,7 +204,7 @@ class LocalPlatform:
         slapd = self._start_slapd()
         settings = self._start_aws(slapd)
         self._start_agents(settings)
-        self._start_gateway(settings, slapd)
+        self._start_gateway(slapd)
         if self.args.hub:
             self._start_hub(slapd)
 
@@ -210,6 +221,7 @@ class LocalPlatform:
         from moto.server import ThreadedMotoServer
 
         say("local: starting the AWS stand-in (moto server: S3, SSM, Secrets Manager) ...")
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per AWS call
         port = free_port()
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
         server.start()
@@ -243,6 +255,8 @@ class LocalPlatform:
         token_file = self.state / "agent-token"
         token_file.touch(mode=0o600)
         token_file.write_text(self.token)
+        # Each agent reads its own copy of the settings with a disjoint worker port
+        # slice: agents sharing one host would otherwise hand out the same ports.
         slices = iter(port_slices(*settings.ports.worker_range, self.args.workers))
         started = []
         for shape in shapes:
@@ -269,7 +283,7 @@ class LocalPlatform:
                 f"confinement {confinement}")
             self.agents.append((shape, url))
 
-    def _start_gateway(self, settings: RuntimeSettings, slapd: Slapd) -> None:
+    def _start_gateway(self, slapd: Slapd) -> None:
         say("local: starting the gateway (pool backend, LDAP login) ...")
         auth: dict[str, str] = {"settings_source": f"ssm://{SETTINGS_PARAMETER}",
                                 "ldap_ca_file": str(slapd.ca_file)}
@@ -287,7 +301,6 @@ class LocalPlatform:
             "--settings", f"ssm://{SETTINGS_PARAMETER}",
             "--address", f"127.0.0.1:{free_port()}",
             "--proxy-address", f"127.0.0.1:{self.args.port}",
-            "--proxy-tcp-address", self.proxy_address.removeprefix("gateway://"),
             "--agent-token-file", str(self.state / "agent-token"),
             "--db-url", "sqlite://",  # in memory: clusters stop with the gateway
             "--authenticator-class", GATEWAY_AUTHENTICATOR,
@@ -297,13 +310,8 @@ class LocalPlatform:
         ]
         process = self.children.start("gateway", argv, env)
         self.stack.callback(self.children.stop, "gateway", 60)
-        # 200 only once the gateway's proxy has its first routing table.
-        deadline = time.monotonic() + START_TIMEOUT
-        while not _answers_200(f"{self.gateway_url}/api/health"):
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise RuntimeError("the gateway did not come up; its log:\n"
-                                   + tail(self.children.log("gateway")))
-            time.sleep(0.2)
+        wait_http(f"{self.gateway_url}/api/health", lambda: process.poll() is None,
+                  "the gateway", self.children.log("gateway"))
 
     def _start_hub(self, slapd: Slapd) -> None:
         say("local: starting JupyterHub (LDAP login, groups synced, gateway as a service) ...")
@@ -314,7 +322,8 @@ class LocalPlatform:
             bind_url=f"http://127.0.0.1:{self.args.hub_port}/",
             hub_port=free_port(), proxy_api_port=free_port(), gateway_url=self.gateway_url,
             gateway_proxy_address=self.proxy_address, gateway_api_token=self.gateway_token,
-            data_dir=data, ldap_ca_file=str(slapd.ca_file))
+            data_dir=data, ldap_ca_file=str(slapd.ca_file),
+            default_url="/hub/token")  # no notebook server locally: land on the token page
         command = write_hub_config(config, data / "jupyterhub_config.json")
         process = self.children.start("jupyterhub", command, self.env, cwd=data)
         self.stack.callback(self.children.stop, "jupyterhub", 30)
@@ -344,54 +353,50 @@ class LocalPlatform:
         say("local: stopped")
 
 
-def _answers_200(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
 # ---------------------------------------------------------------------- demo
 
 
-def run_demo(gateway_url: str, proxy_address: str) -> None:
-    """Two users, their quotas, a computation; prints what happened."""
+async def run_demo(gateway_url: str) -> None:
+    """Two users, their quotas, a computation; prints what happened.
+
+    Asynchronous clients: the synchronous dask_gateway client closes twice on exit
+    and prints a spurious traceback.
+    """
     from aiohttp import ClientResponseError
     from dask_gateway import BasicAuth, Gateway
 
     passwords = {u.username: u.password for u in DEMO_USERS}
 
     def gateway(username: str) -> Gateway:
-        return Gateway(gateway_url, proxy_address=proxy_address,
+        return Gateway(gateway_url, asynchronous=True,
                        auth=BasicAuth(username, passwords[username]))
 
     say("demo: two users, their quotas, a computation")
     for username in ("engineer1", "analyst1"):
-        with gateway(username) as client:
-            fields = client.cluster_options()._fields
+        async with gateway(username) as client:
+            fields = (await client.cluster_options())._fields
             say(f"demo:   {username}: each cluster up to {fields['worker_cores'].max:g} "
                 f"worker cores and {fields['worker_memory'].max:g} GB")
-    with gateway("engineer1") as client, client.new_cluster() as cluster:
-        cluster.scale(2)
-        with cluster.get_client() as dask_client:
-            dask_client.wait_for_workers(2, timeout=120)
-            total = dask_client.submit(sum, range(1_000_001)).result()
+    async with gateway("engineer1") as client, client.new_cluster() as cluster:
+        await cluster.scale(2)
+        async with cluster.get_client(set_as_default=False) as dask_client:
+            await dask_client.wait_for_workers(2, timeout=120)
+            total = await dask_client.submit(sum, range(1_000_001))
             say(f"demo:   engineer1: cluster {cluster.name} with 2 workers computed "
                 f"sum(range(1_000_001)) = {total}")
-    with gateway("analyst1") as client, client.new_cluster() as cluster:
+    async with gateway("analyst1") as client, client.new_cluster() as cluster:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            cluster.scale(4)
+            await cluster.scale(4)
         capped = [str(w.message) for w in caught]
         say(f"demo:   analyst1 asked for 4 workers: "
             f"{capped[0] if capped else 'granted (no cap reported)'}")
     try:
-        with gateway("outsider1") as client:
-            client.cluster_options()
+        async with gateway("outsider1") as client:
+            await client.cluster_options()
         say("demo:   outsider1: unexpectedly allowed")
     except ClientResponseError as exc:
-        say(f"demo:   outsider1 (in no platform group) is refused: {exc}")
+        say(f"demo:   outsider1 (in no platform group) is refused: HTTP {exc.status}")
     say("demo: done")
 
 
@@ -449,8 +454,8 @@ def main(argv: list[str] | None = None) -> int:
     def on_signal(signum: int, _: FrameType | None) -> None:
         stop.set()
 
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, interrupt)
+    previous = {signum: signal.signal(signum, interrupt)
+                for signum in (signal.SIGINT, signal.SIGTERM)}
     state = args.state_dir or Path(tempfile.mkdtemp(prefix="dask-platform-local-"))
     platform = LocalPlatform(args, state)
     code = 0
@@ -462,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
         say("local: demo users (password): " + ", ".join(
             f"{u.username} ({u.password})" for u in DEMO_USERS))
         if args.demo and not stop.is_set():
-            run_demo(platform.gateway_url, platform.proxy_address)
+            asyncio.run(run_demo(platform.gateway_url))
         if not args.once:
             say("local: serving; Ctrl-C or SIGTERM stops everything")
             while not stop.wait(1):
@@ -484,4 +489,6 @@ def main(argv: list[str] | None = None) -> int:
         platform.close()
         if args.state_dir is None:
             shutil.rmtree(state, ignore_errors=True)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     return code

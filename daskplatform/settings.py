@@ -555,7 +555,8 @@ def _format_validation_error(exc: ValidationError) -> str:
             continue
         key = config_key(*loc)
         if err["type"] == "missing":
-            message = "is required but not set (pulumi config set " + ".".join(loc) + " ...)"
+            path_flag = "--path " if len(loc) > 1 else ""  # nested keys need --path
+            message = f"is required but not set (pulumi config set {path_flag}{'.'.join(loc)} ...)"
         elif err["type"] == "extra_forbidden":
             message = "is not a known setting; see the config reference in README.md"
         lines.append(f"{key}: {message}")

@@ -28,7 +28,7 @@ import yaml
 from pulumi import Output
 from pulumi.runtime import Mocks, rpc, set_all_config, set_mocks
 from pulumi.runtime.mocks import MockCallArgs, MockMonitor, MockResourceArgs
-from pulumi.runtime.settings import get_root_resource
+from pulumi.runtime.settings import SETTINGS, get_root_resource
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
@@ -84,13 +84,20 @@ class UnknownInvokeError(RuntimeError):
 
 
 _ID_PREFIXES = {
-    "aws:ec2/vpc:Vpc": "vpc-", "aws:ec2/subnet:Subnet": "subnet-",
-    "aws:ec2/securityGroup:SecurityGroup": "sg-", "aws:ec2/instance:Instance": "i-",
-    "aws:ec2/internetGateway:InternetGateway": "igw-", "aws:ec2/natGateway:NatGateway": "nat-",
-    "aws:ec2/eip:Eip": "eipalloc-", "aws:ec2/routeTable:RouteTable": "rtb-",
-    "aws:ec2/launchTemplate:LaunchTemplate": "lt-", "aws:ec2/vpcEndpoint:VpcEndpoint": "vpce-",
-    "aws:efs/fileSystem:FileSystem": "fs-", "aws:efs/accessPoint:AccessPoint": "fsap-",
-    "aws:efs/mountTarget:MountTarget": "fsmt-", "aws:ec2/flowLog:FlowLog": "fl-",
+    "aws:ec2/vpc:Vpc": "vpc-",
+    "aws:ec2/subnet:Subnet": "subnet-",
+    "aws:ec2/securityGroup:SecurityGroup": "sg-",
+    "aws:ec2/instance:Instance": "i-",
+    "aws:ec2/internetGateway:InternetGateway": "igw-",
+    "aws:ec2/natGateway:NatGateway": "nat-",
+    "aws:ec2/eip:Eip": "eipalloc-",
+    "aws:ec2/routeTable:RouteTable": "rtb-",
+    "aws:ec2/launchTemplate:LaunchTemplate": "lt-",
+    "aws:ec2/vpcEndpoint:VpcEndpoint": "vpce-",
+    "aws:efs/fileSystem:FileSystem": "fs-",
+    "aws:efs/accessPoint:AccessPoint": "fsap-",
+    "aws:efs/mountTarget:MountTarget": "fsmt-",
+    "aws:ec2/flowLog:FlowLog": "fl-",
     "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule": "sgr-",
     "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule": "sgr-",
 }
@@ -109,18 +116,33 @@ class StrictMocks(Mocks):
         zones = [f"{region}{suffix}" for suffix in "abc"]
         self._invokes: dict[str, Callable[[dict], dict]] = {
             "aws:index/getAvailabilityZones:getAvailabilityZones": lambda _: {
-                "names": zones, "zoneIds": [f"euw1-az{i}" for i in (1, 2, 3)], "id": region},
+                "names": zones,
+                "zoneIds": [f"euw1-az{i}" for i in (1, 2, 3)],
+                "id": region,
+            },
             "aws:index/getCallerIdentity:getCallerIdentity": lambda _: {
-                "accountId": ACCOUNT_ID, "arn": f"arn:aws:iam::{ACCOUNT_ID}:user/plan",
-                "userId": "AIDPLAN", "id": ACCOUNT_ID},
+                "accountId": ACCOUNT_ID,
+                "arn": f"arn:aws:iam::{ACCOUNT_ID}:user/plan",
+                "userId": "AIDPLAN",
+                "id": ACCOUNT_ID,
+            },
             "aws:index/getRegion:getRegion": lambda _: {
-                "region": region, "name": region, "id": region,
-                "endpoint": f"ec2.{region}.amazonaws.com", "description": region},
+                "region": region,
+                "name": region,
+                "id": region,
+                "endpoint": f"ec2.{region}.amazonaws.com",
+                "description": region,
+            },
             "aws:index/getPartition:getPartition": lambda _: {
-                "partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws",
-                "reverseDnsPrefix": "com.amazonaws"},
+                "partition": "aws",
+                "dnsSuffix": "amazonaws.com",
+                "id": "aws",
+                "reverseDnsPrefix": "com.amazonaws",
+            },
             "aws:elb/getServiceAccount:getServiceAccount": lambda _: {
-                "arn": "arn:aws:iam::156460612806:root", "id": "156460612806"},
+                "arn": "arn:aws:iam::156460612806:root",
+                "id": "156460612806",
+            },
         }
 
     @property
@@ -139,28 +161,35 @@ class StrictMocks(Mocks):
             return "", {}
         digest = _hex(f"{args.typ}/{args.name}")
         resource_id = _ID_PREFIXES.get(args.typ, f"{args.name}-") + digest
-        service = args.typ.split(":")[1].split("/")[0]
-        arn = f"arn:aws:{service}:{self.region}:{ACCOUNT_ID}:{args.typ.split(':')[-1].lower()}/{args.name}"
+        service, kind = args.typ.split(":")[1].split("/")[0], args.typ.split(":")[-1].lower()
+        arn = f"arn:aws:{service}:{self.region}:{ACCOUNT_ID}:{kind}/{args.name}"
         state = {**args.inputs, "id": resource_id, "arn": arn}
-        state.update(self._computed(args, resource_id, arn, digest))
+        state.update(self._computed(args, digest))
         return resource_id, state
 
-    def _computed(self, args: MockResourceArgs, resource_id: str, arn: str,
-                  digest: str) -> dict[str, Any]:
+    def _computed(self, args: MockResourceArgs, digest: str) -> dict[str, Any]:
         """Attributes the provider computes that the program reads back."""
         inputs, short = args.inputs, args.typ.split(":")[-1]
         if short == "Bucket":
-            return {"bucket": inputs.get("bucket") or f"{args.name}-{digest[:8]}",
-                    "arn": f"arn:aws:s3:::{args.name}-{digest[:8]}"}
+            return {
+                "bucket": inputs.get("bucket") or f"{args.name}-{digest[:8]}",
+                "arn": f"arn:aws:s3:::{args.name}-{digest[:8]}",
+            }
         if short in ("LoadBalancer", "TargetGroup"):
             kind = "app" if short == "LoadBalancer" else "targetgroup"
             suffix = f"{kind}/{args.name}/{digest[:16]}"
-            return {"arnSuffix": suffix, "dnsName": f"{args.name}-{digest[:8]}.{self.region}.elb.amazonaws.com",
-                    "arn": f"arn:aws:elasticloadbalancing:{self.region}:{ACCOUNT_ID}:"
-                           f"{'loadbalancer/' if short == 'LoadBalancer' else ''}{suffix}"}
+            return {
+                "arnSuffix": suffix,
+                "dnsName": f"{args.name}-{digest[:8]}.{self.region}.elb.amazonaws.com",
+                "arn": f"arn:aws:elasticloadbalancing:{self.region}:{ACCOUNT_ID}:"
+                f"{'loadbalancer/' if short == 'LoadBalancer' else ''}{suffix}",
+            }
         if short == "Instance":
             octets = bytes.fromhex(digest[:4])
-            return {"privateIp": f"10.0.{octets[0]}.{octets[1]}", "privateDns": f"ip-{digest[:8]}.internal"}
+            return {
+                "privateIp": f"10.0.{octets[0]}.{octets[1]}",
+                "privateDns": f"ip-{digest[:8]}.internal",
+            }
         if short == "LaunchTemplate":
             return {"latestVersion": 1, "defaultVersion": 1}
         if short in ("Group", "Role", "InstanceProfile", "Topic", "Parameter", "LogGroup"):
@@ -176,18 +205,26 @@ class _RecordingMonitor(MockMonitor):
         self.registered: list[RegisteredResource] = []
         self._lock = threading.Lock()
 
-    def RegisterResource(self, request):  # noqa: N802 (gRPC method name)
+    def RegisterResource(self, request):  # the monitor's gRPC method name
         response = super().RegisterResource(request)
         if request.type == "pulumi:pulumi:Stack":
             return response
         inputs = rpc.deserialize_properties(request.object)
         registration = self.resources[response.urn]
         with self._lock:
-            self.registered.append(RegisteredResource(
-                type=request.type, name=request.name, urn=response.urn, parent_urn=request.parent,
-                custom=bool(request.custom), inputs={k: _unwrap(v) for k, v in inputs.items()},
-                secret_inputs=frozenset(k for k, v in inputs.items() if _has_secret(v)),
-                id=registration.id or "", outputs=dict(registration.state or {})))
+            self.registered.append(
+                RegisteredResource(
+                    type=request.type,
+                    name=request.name,
+                    urn=response.urn,
+                    parent_urn=request.parent,
+                    custom=bool(request.custom),
+                    inputs={k: _unwrap(v) for k, v in inputs.items()},
+                    secret_inputs=frozenset(k for k, v in inputs.items() if _has_secret(v)),
+                    id=registration.id or "",
+                    outputs=dict(registration.state or {}),
+                )
+            )
         return response
 
 
@@ -219,9 +256,15 @@ def _encode(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def run_program(config: Mapping[str, Any], *, stack: str = "dev", project: str = PROJECT,
-                program: Path = PROGRAM, secret_keys: tuple[str, ...] = (),
-                check: bool = True) -> StackRun:
+def run_program(
+    config: Mapping[str, Any],
+    *,
+    stack: str = "dev",
+    project: str = PROJECT,
+    program: Path = PROGRAM,
+    secret_keys: tuple[str, ...] = (),
+    check: bool = True,
+) -> StackRun:
     """Run ``program`` with ``config`` (full keys, e.g. ``dask-platform:vpcCidr``).
 
     Each call runs in a fresh thread, so Pulumi's context-local state (root stack,
@@ -239,6 +282,7 @@ def run_program(config: Mapping[str, Any], *, stack: str = "dev", project: str =
     def run() -> None:
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
+        SETTINGS.outputs = set()  # its context default is one set shared by every thread
         try:
             set_mocks(mocks, project=project, stack=stack, preview=False, monitor=monitor)
             set_all_config({k: _encode(v) for k, v in config.items()}, list(secret_keys))
@@ -252,17 +296,29 @@ def run_program(config: Mapping[str, Any], *, stack: str = "dev", project: str =
         except BaseException as exc:  # noqa: BLE001 handed to the caller's thread
             errors.append(exc)
         finally:
+            leftovers = asyncio.all_tasks(loop)  # a failed program leaves registrations pending
+            for task in leftovers:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
             loop.close()
 
     worker = threading.Thread(target=run, name=f"pulumi-mock-{stack}")
     worker.start()
     worker.join()
     if mocks.unknown_invokes:
-        errors.insert(0, UnknownInvokeError(
-            f"strict mocks: unknown invoke(s) {sorted(set(mocks.unknown_invokes))}; "
-            f"known: {mocks.known_invokes}"))
-    result = StackRun(list(monitor.registered), exports, time.perf_counter() - started,
-                      errors[0] if errors else None)
+        errors.insert(
+            0,
+            UnknownInvokeError(
+                f"strict mocks: unknown invoke(s) {sorted(set(mocks.unknown_invokes))}; "
+                f"known: {mocks.known_invokes}"
+            ),
+        )
+    result = StackRun(
+        list(monitor.registered),
+        exports,
+        time.perf_counter() - started,
+        errors[0] if errors else None,
+    )
     if check and result.error is not None:
         raise result.error
     return result
@@ -277,8 +333,13 @@ def stack_config(stack: str = "dev", root: Path = PROJECT_ROOT) -> dict[str, Any
     """The config of ``Pulumi.<stack>.yaml``; ``secure:`` values are left out (no key here)."""
     path = root / f"Pulumi.{stack}.yaml"
     if not path.is_file():
-        raise FileNotFoundError(f"no stack file {path.name}; stacks here: "
-                                f"{', '.join(p.name for p in sorted(root.glob('Pulumi.*.yaml')))}")
+        raise FileNotFoundError(
+            f"no stack file {path.name}; stacks here: "
+            f"{', '.join(p.name for p in sorted(root.glob('Pulumi.*.yaml')))}"
+        )
     document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    return {key: value for key, value in (document.get("config") or {}).items()
-            if not (isinstance(value, dict) and "secure" in value)}
+    return {
+        key: value
+        for key, value in (document.get("config") or {}).items()
+        if not (isinstance(value, dict) and "secure" in value)
+    }

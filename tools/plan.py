@@ -14,7 +14,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from daskplatform.settings import SettingsError
+import pulumi
+
 from tools.mockrun import RegisteredResource, StackRun, run_program, stack_config
 
 KEY_PROPERTIES: dict[str, tuple[str, ...]] = {
@@ -26,19 +27,45 @@ KEY_PROPERTIES: dict[str, tuple[str, ...]] = {
     "ec2/flowLog:FlowLog": ("trafficType", "logDestinationType"),
     "ec2/securityGroup:SecurityGroup": ("description",),
     "vpc/securityGroupIngressRule:SecurityGroupIngressRule": (
-        "securityGroupId", "fromPort", "toPort", "referencedSecurityGroupId", "cidrIpv4", "cidrIpv6"),
+        "securityGroupId",
+        "fromPort",
+        "toPort",
+        "referencedSecurityGroupId",
+        "cidrIpv4",
+        "cidrIpv6",
+    ),
     "vpc/securityGroupEgressRule:SecurityGroupEgressRule": (
-        "securityGroupId", "fromPort", "toPort", "referencedSecurityGroupId", "cidrIpv4", "cidrIpv6"),
+        "securityGroupId",
+        "fromPort",
+        "toPort",
+        "referencedSecurityGroupId",
+        "cidrIpv4",
+        "cidrIpv6",
+    ),
     "ec2/launchTemplate:LaunchTemplate": (
-        "instanceType", "metadataOptions.httpTokens", "metadataOptions.httpPutResponseHopLimit",
-        "blockDeviceMappings.0.ebs.volumeType", "blockDeviceMappings.0.ebs.encrypted",
-        "networkInterfaces.0.associatePublicIpAddress", "userData"),
+        "instanceType",
+        "metadataOptions.httpTokens",
+        "metadataOptions.httpPutResponseHopLimit",
+        "blockDeviceMappings.0.ebs.volumeType",
+        "blockDeviceMappings.0.ebs.encrypted",
+        "networkInterfaces.0.associatePublicIpAddress",
+        "userData",
+    ),
     "ec2/instance:Instance": ("launchTemplate.id",),
-    "autoscaling/group:Group": ("name", "minSize", "maxSize", "defaultCooldown",
-                                "instanceRefresh.strategy"),
+    "autoscaling/group:Group": (
+        "name",
+        "minSize",
+        "maxSize",
+        "defaultCooldown",
+        "instanceRefresh.strategy",
+    ),
     "autoscaling/policy:Policy": ("policyType", "stepAdjustments.0.scalingAdjustment"),
-    "cloudwatch/metricAlarm:MetricAlarm": ("metricName", "comparisonOperator", "threshold",
-                                           "alarmActions"),
+    "cloudwatch/metricAlarm:MetricAlarm": (
+        "metricName",
+        "comparisonOperator",
+        "threshold",
+        "alarmActions",
+    ),
     "cloudwatch/logGroup:LogGroup": ("name", "retentionInDays"),
     "cloudwatch/dashboard:Dashboard": ("dashboardName",),
     "efs/fileSystem:FileSystem": ("encrypted", "throughputMode"),
@@ -46,13 +73,21 @@ KEY_PROPERTIES: dict[str, tuple[str, ...]] = {
     "efs/accessPoint:AccessPoint": ("rootDirectory.path",),
     "efs/backupPolicy:BackupPolicy": ("backupPolicy.status",),
     "s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration": (
-        "rules.0.applyServerSideEncryptionByDefault.sseAlgorithm",),
+        "rules.0.applyServerSideEncryptionByDefault.sseAlgorithm",
+    ),
     "s3/bucketVersioning:BucketVersioning": ("versioningConfiguration.status",),
     "s3/bucketPublicAccessBlock:BucketPublicAccessBlock": (
-        "blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets"),
+        "blockPublicAcls",
+        "blockPublicPolicy",
+        "ignorePublicAcls",
+        "restrictPublicBuckets",
+    ),
     "s3/bucketLogging:BucketLogging": ("targetBucket", "targetPrefix"),
     "s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration": (
-        "rules.0.transitions.0.days", "rules.0.transitions.0.storageClass", "rules.0.expiration.days"),
+        "rules.0.transitions.0.days",
+        "rules.0.transitions.0.storageClass",
+        "rules.0.expiration.days",
+    ),
     "s3/bucketObjectv2:BucketObjectv2": ("key",),
     "lb/loadBalancer:LoadBalancer": ("internal", "subnets", "accessLogs.enabled"),
     "lb/listener:Listener": ("port", "protocol", "sslPolicy", "defaultActions.0.type"),
@@ -111,13 +146,20 @@ def render_plan(run: StackRun, stack: str) -> str:
         if resource.custom:
             children.setdefault(resource.parent_urn, []).append(resource)
     custom_count = sum(len(v) for v in children.values())
-    lines = [f"Offline plan of stack {stack!r} under Pulumi mocks (no credentials): "
-             f"{custom_count} resources in {len(components)} components, "
-             f"registered in {run.seconds:.2f} s", ""]
+    summary = (
+        f"Offline plan of stack {stack!r} under Pulumi mocks (no credentials): "
+        f"{custom_count} resources in {len(components)} components, "
+        f"registered in {run.seconds:.2f} s"
+    )
+    lines = [summary, ""]
     for component in components:
         lines.append(f"{component.type.rsplit(':', 1)[-1]} {component.name!r} ({component.type})")
         for resource in sorted(children[component.urn], key=lambda r: r.name):
-            kind = resource.type.removeprefix("aws:").split("/")[0] + ":" + resource.type.rsplit(":", 1)[-1]
+            kind = (
+                resource.type.removeprefix("aws:").split("/")[0]
+                + ":"
+                + resource.type.rsplit(":", 1)[-1]
+            )
             lines.append(f"  {kind:<36} {resource.name:<40} {describe(resource, names)}".rstrip())
         lines.append("")
     lines.append("Outputs")
@@ -126,14 +168,16 @@ def render_plan(run: StackRun, stack: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.plan", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.plan", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("stack_name", nargs="?", help="stack name (same as --stack)")
     parser.add_argument("--stack", default=None, help="reads Pulumi.<stack>.yaml (default: dev)")
     args = parser.parse_args(argv)
     stack = args.stack or args.stack_name or "dev"
     try:
         run = run_program(stack_config(stack), stack=stack)
-    except (SettingsError, FileNotFoundError) as exc:
+    except (pulumi.RunError, FileNotFoundError) as exc:
         sys.stderr.write(f"plan: {exc}\n")
         return 2
     sys.stdout.write(render_plan(run, stack))

@@ -41,12 +41,13 @@ def join(*parts: str) -> str:
     return "/".join(p.strip("/") if i else p.rstrip("/") for i, p in enumerate(parts))
 
 
-def write_parquet(fs: fsspec.AbstractFileSystem, path: str, table: pa.Table) -> None:
+def write_parquet(fs: fsspec.AbstractFileSystem, path: str, table: pa.Table,
+                  compression: str = "snappy") -> None:
     """Write one Parquet file; a whole-object put on S3, so readers never see half a file."""
     parent = path.rsplit("/", 1)[0]
     fs.makedirs(parent, exist_ok=True)
     with fs.open(path, "wb") as handle:
-        pq.write_table(table, handle, compression="zstd")
+        pq.write_table(table, handle, compression=compression)
 
 
 def read_parquet(fs: fsspec.AbstractFileSystem, path: str,

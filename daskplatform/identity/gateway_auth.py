@@ -15,16 +15,10 @@ import binascii
 from aiohttp import web
 from dask_gateway_server.auth import JupyterHubAuthenticator
 from dask_gateway_server.models import User
-from traitlets import Unicode
 
 from daskplatform.gateway.quotas import NoPlatformGroup, group_of
-from daskplatform.identity.ldap import (
-    DirectoryUnavailable,
-    InvalidCredentials,
-    LdapDirectory,
-)
-from daskplatform.runtime_config import load_runtime_settings
-from daskplatform.settings import RuntimeSettings
+from daskplatform.identity.configurable import DirectoryConfig
+from daskplatform.identity.ldap import DirectoryUnavailable, InvalidCredentials, is_valid_username
 
 
 def unauthorized(message: str = "invalid username or password") -> web.HTTPException:
@@ -32,30 +26,12 @@ def unauthorized(message: str = "invalid username or password") -> web.HTTPExcep
                                 headers={"WWW-Authenticate": 'Basic realm="dask-gateway"'})
 
 
-class PlatformAuthenticator(JupyterHubAuthenticator):
+class PlatformAuthenticator(DirectoryConfig, JupyterHubAuthenticator):
     """LDAP basic auth plus JupyterHub tokens, both mapped to platform groups.
 
     Hub tokens are accepted only when ``jupyterhub_api_url`` is configured (or
     ``JUPYTERHUB_API_URL`` is set, as JupyterHub does for its services).
     """
-
-    settings_source = Unicode(
-        help="Where the runtime settings come from: ssm://<name>, a Pulumi.<stack>.yaml "
-             "or a RuntimeSettings JSON file (daskplatform.runtime_config).",
-        config=True,
-    )
-    ldap_bind_password = Unicode(
-        "",
-        help="Service bind password; empty reads it from Secrets Manager or the "
-             "environment (daskplatform.identity.ldap.read_bind_password).",
-        config=True,
-    )
-    ldap_ca_file = Unicode(
-        "",
-        help="CA bundle that signs the LDAP server certificate; empty uses LDAPTLS_CACERT "
-             "or the system store.",
-        config=True,
-    )
 
     def _hub_configured(self) -> bool:
         try:
@@ -64,13 +40,7 @@ class PlatformAuthenticator(JupyterHubAuthenticator):
             return False
 
     async def setup(self, app: web.Application) -> None:
-        if not self.settings_source:
-            raise ValueError("PlatformAuthenticator.settings_source must be set")
-        self.settings: RuntimeSettings = await asyncio.to_thread(
-            load_runtime_settings, self.settings_source)
-        self.directory = await asyncio.to_thread(
-            LdapDirectory.from_settings, self.settings,
-            bind_password=self.ldap_bind_password or None, ca_file=self.ldap_ca_file or None)
+        self.settings, self.directory = await self.load_directory()
         self.hub_enabled = self._hub_configured()
         if self.hub_enabled:
             await super().setup(app)
@@ -100,7 +70,8 @@ class PlatformAuthenticator(JupyterHubAuthenticator):
         try:
             found = await asyncio.to_thread(self.directory.authenticate, username, password)
         except InvalidCredentials:
-            self.log.info("LDAP login failed for %r", username)
+            self.log.info("LDAP login failed for %r",
+                          username if is_valid_username(username) else "(malformed name)")
             raise unauthorized() from None
         except DirectoryUnavailable as exc:
             self.log.warning("LDAP unavailable: %s", exc)

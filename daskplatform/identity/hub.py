@@ -18,42 +18,27 @@ from typing import Any
 
 from jupyterhub.auth import Authenticator
 from tornado import web
-from traitlets import Unicode, default
+from traitlets import default
 from traitlets.config import Config
 
+from daskplatform.identity.configurable import DirectoryConfig
 from daskplatform.identity.ldap import (
     DirectoryUnavailable,
     InvalidCredentials,
     LdapDirectory,
 )
-from daskplatform.runtime_config import load_runtime_settings
 from daskplatform.settings import QuotaSettings
 
 GATEWAY_SERVICE = "dask-gateway"
 """The gateway's name as a hub service (its token scope is access:services!service=...)."""
 
 
-class LdapHubAuthenticator(Authenticator):
+class LdapHubAuthenticator(DirectoryConfig, Authenticator):
     """FreeIPA login for JupyterHub; LDAP groups become hub groups.
 
     Only members of a group that grants a platform group may log in; admins (the
     platform group) become hub admins.
     """
-
-    settings_source = Unicode(
-        help="ssm://<name>, a Pulumi.<stack>.yaml or a RuntimeSettings JSON file.",
-        config=True,
-    )
-    ldap_bind_password = Unicode(
-        "",
-        help="Service bind password; empty reads it from Secrets Manager or the "
-             "environment (daskplatform.identity.ldap.read_bind_password).",
-        config=True,
-    )
-    ldap_ca_file = Unicode(
-        "", help="CA bundle for the LDAP server; empty uses LDAPTLS_CACERT or the system store.",
-        config=True,
-    )
 
     @default("manage_groups")
     def _manage_groups(self) -> bool:
@@ -68,13 +53,7 @@ class LdapHubAuthenticator(Authenticator):
 
     async def _load(self) -> tuple[LdapDirectory, QuotaSettings]:
         if self._directory is None or self._quotas is None:
-            if not self.settings_source:
-                raise ValueError("LdapHubAuthenticator.settings_source must be set")
-            settings = await asyncio.to_thread(load_runtime_settings, self.settings_source)
-            self._directory = await asyncio.to_thread(
-                LdapDirectory.from_settings, settings,
-                bind_password=self.ldap_bind_password or None,
-                ca_file=self.ldap_ca_file or None)
+            settings, self._directory = await self.load_directory()
             self._quotas = settings.quotas
         return self._directory, self._quotas
 
@@ -135,11 +114,13 @@ def gateway_client_env(gateway_url: str, proxy_address: str) -> dict[str, str]:
 
 def hub_config(*, settings_source: str, bind_url: str, hub_port: int, proxy_api_port: int,
                gateway_url: str, gateway_proxy_address: str, gateway_api_token: str,
-               data_dir: Path, ldap_ca_file: str = "", admin_token: str = "") -> Config:
+               data_dir: Path, ldap_ca_file: str = "", admin_token: str = "",
+               default_url: str = "") -> Config:
     """JupyterHub config: LDAP login with group sync, dask-gateway as a service.
 
     Everything the hub writes (database, cookie secret, proxy pid) goes to ``data_dir``.
-    ``admin_token`` registers an admin service for automation (tests, the local demo).
+    ``admin_token`` registers an admin service for automation (tests). ``default_url``
+    is where users land after login (default: their notebook server).
     """
     c = Config()
     c.JupyterHub.bind_url = bind_url
@@ -149,6 +130,8 @@ def hub_config(*, settings_source: str, bind_url: str, hub_port: int, proxy_api_
     c.ConfigurableHTTPProxy.pid_file = str(data_dir / "jupyterhub-proxy.pid")
     c.JupyterHub.db_url = f"sqlite:///{data_dir / 'jupyterhub.sqlite'}"
     c.JupyterHub.cookie_secret_file = str(data_dir / "jupyterhub_cookie_secret")
+    if default_url:
+        c.JupyterHub.default_url = default_url
     c.JupyterHub.authenticator_class = f"{__name__}.{LdapHubAuthenticator.__name__}"
     c.LdapHubAuthenticator.settings_source = settings_source
     c.LdapHubAuthenticator.ldap_ca_file = ldap_ca_file
@@ -172,8 +155,9 @@ def hub_config(*, settings_source: str, bind_url: str, hub_port: int, proxy_api_
 
 
 def write_hub_config(config: Config, path: Path) -> list[str]:
-    """Write ``config`` as a JSON config file (no secrets in it: the bind password
-    comes from Secrets Manager or the environment); returns the command that runs
-    the hub with it."""
+    """Write ``config`` as a JSON config file, readable by its owner only (it holds the
+    service tokens; the LDAP bind password is never in it); returns the command that
+    runs the hub with it."""
+    path.touch(mode=0o600)
     path.write_text(json.dumps(config, indent=1))
     return [sys.executable, "-m", "jupyterhub", "-f", str(path)]

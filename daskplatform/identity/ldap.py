@@ -40,6 +40,12 @@ _USERNAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,63}$")
 """FreeIPA's login name rule; anything else cannot be a user and never reaches LDAP."""
 
 
+def is_valid_username(username: str) -> bool:
+    """Whether ``username`` can be a FreeIPA login (so it is safe to log it: a password
+    typed into the user field usually is not)."""
+    return bool(_USERNAME.match(username))
+
+
 class DirectoryError(Exception):
     """Base class for directory failures."""
 
@@ -130,7 +136,7 @@ class LdapDirectory:
 
         Raises InvalidCredentials or DirectoryUnavailable. Blocking.
         """
-        if not _USERNAME.match(username) or not password:
+        if not is_valid_username(username) or not password:
             # An empty password would be an anonymous bind that "succeeds".
             raise InvalidCredentials("invalid username or password")
         key = self._cache.key(username, password)
@@ -150,7 +156,7 @@ class LdapDirectory:
 
     def lookup(self, username: str) -> DirectoryUser | None:
         """The user's entry and groups via the service account, or None if absent."""
-        if not _USERNAME.match(username):
+        if not is_valid_username(username):
             return None
         try:
             with self._connection(self._bind_dn, self._bind_password) as conn:

@@ -19,23 +19,31 @@ LDAP_PASSWORD = "s3cret-Bind-Pw-7f2a"
 ADOPTED_VPC = "vpc-0a1b2c3d4e5f60718"
 ADOPTED_PRIVATE = ["subnet-0aaaaaaaaaaaaaaa1", "subnet-0aaaaaaaaaaaaaaa2"]
 ADOPTED_PUBLIC = ["subnet-0bbbbbbbbbbbbbbb1", "subnet-0bbbbbbbbbbbbbbb2"]
-CUSTOM_WORKERS = {"instanceType": "c5.2xlarge", "min": 2, "max": 7, "scaleOutCpu": 80,
-                  "scaleInCpu": 20, "cooldownSeconds": 600}
+CUSTOM_WORKERS = {
+    "instanceType": "c5.2xlarge",
+    "min": 2,
+    "max": 7,
+    "scaleOutCpu": 80,
+    "scaleInCpu": 20,
+    "cooldownSeconds": 600,
+}
 
 
 def custom_config() -> dict[str, Any]:
     config = stack_config("dev")
     config.pop("dask-platform:vpcCidr")
-    config.update({
-        "dask-platform:vpcId": ADOPTED_VPC,
-        "dask-platform:privateSubnetIds": ADOPTED_PRIVATE,
-        "dask-platform:publicSubnetIds": ADOPTED_PUBLIC,
-        "dask-platform:workers": CUSTOM_WORKERS,
-        "dask-platform:ldapBindPassword": LDAP_PASSWORD,
-        "dask-platform:ldapUrl": "ldap://ipa.example.internal",
-        "dask-platform:allowedCidrs": ["10.20.0.0/16", "192.168.7.0/24"],
-        "dask-platform:alertEmails": ["a@example.internal", "b@example.internal"],
-    })
+    config.update(
+        {
+            "dask-platform:vpcId": ADOPTED_VPC,
+            "dask-platform:privateSubnetIds": ADOPTED_PRIVATE,
+            "dask-platform:publicSubnetIds": ADOPTED_PUBLIC,
+            "dask-platform:workers": CUSTOM_WORKERS,
+            "dask-platform:ldapBindPassword": LDAP_PASSWORD,
+            "dask-platform:ldapUrl": "ldap://ipa.example.internal",
+            "dask-platform:allowedCidrs": ["10.20.0.0/16", "192.168.7.0/24"],
+            "dask-platform:alertEmails": ["a@example.internal", "b@example.internal"],
+        }
+    )
     return config
 
 
@@ -54,7 +62,9 @@ def dev() -> StackRun:
 
 @pytest.fixture(scope="session")
 def custom() -> StackRun:
-    return quiet_run(custom_config(), stack="custom", secret_keys=("dask-platform:ldapBindPassword",))
+    return quiet_run(
+        custom_config(), stack="custom", secret_keys=("dask-platform:ldapBindPassword",)
+    )
 
 
 def short_type(resource: RegisteredResource) -> str:
@@ -64,11 +74,11 @@ def short_type(resource: RegisteredResource) -> str:
 
 def one(run: StackRun, type_: str, name: str) -> RegisteredResource:
     """The resource of ``type_`` (short or full token) named ``name``."""
-    found = [r for r in run.resources
-             if r.name == name and type_ in (r.type, short_type(r))]
+    found = [r for r in run.resources if r.name == name and type_ in (r.type, short_type(r))]
     assert len(found) == 1, f"expected one {type_} {name!r}, found {len(found)}"
     return found[0]
 
 
 def of_short_type(run: StackRun, type_: str) -> list[RegisteredResource]:
-    return [r for r in run.resources if short_type(r) == type_]
+    """Provider resources (not components) whose type ends in ``type_``."""
+    return [r for r in run.resources if r.custom and short_type(r) == type_]

@@ -33,7 +33,11 @@ def test_every_root_volume_is_encrypted_gp3_and_no_host_gets_a_public_ip(dev: St
 
 def test_instance_types_follow_the_settings(dev: StackRun, custom: StackRun) -> None:
     types = {t.name: t.inputs["instanceType"] for t in of_short_type(dev, "LaunchTemplate")}
-    assert types == {"gateway-lt": "t3.medium", "scheduler-lt": "c5.xlarge", "workers-lt": "c5.large"}
+    assert types == {
+        "gateway-lt": "t3.medium",
+        "scheduler-lt": "c5.xlarge",
+        "workers-lt": "c5.large",
+    }
     assert one(custom, "LaunchTemplate", "workers-lt").inputs["instanceType"] == "c5.2xlarge"
 
 
@@ -50,7 +54,8 @@ def test_each_host_gets_its_own_instance_profile(dev: StackRun) -> None:
     for template, role in TEMPLATES.items():
         profile = one(dev, "InstanceProfile", f"identity-{role}-profile")
         assert one(dev, "LaunchTemplate", template).inputs["iamInstanceProfile"] == {
-            "arn": profile.outputs["arn"]}
+            "arn": profile.outputs["arn"]
+        }
 
 
 @pytest.mark.parametrize("template", TEMPLATES)
@@ -59,8 +64,11 @@ def test_user_data_is_a_small_stub_that_runs_the_role(dev: StackRun, template: s
     assert len(text.encode()) < 4096
     parameter = "ssm:///dask-platform/dev/runtime-settings"
     role = TEMPLATES[template]
-    expected = f"gateway --settings {parameter}" if role == "gateway" else \
-        f"agent --role {role} --settings {parameter}"
+    expected = (
+        f"gateway --settings {parameter}"
+        if role == "gateway"
+        else f"agent --role {role} --settings {parameter}"
+    )
     assert f"dask-platform {expected}\n" in text
     artifacts = one(dev, "Bucket", "storage-artifacts").outputs["bucket"]
     assert f"s3://{artifacts}/runtime/" in text
@@ -75,7 +83,11 @@ def test_user_data_carries_no_secret(custom: StackRun) -> None:
 def test_worker_pool_bounds_follow_the_settings(dev: StackRun, custom: StackRun) -> None:
     for run, (low, high, cooldown) in ((dev, (5, 20, 300)), (custom, (2, 7, 600))):
         group = one(run, "Group", "workers-asg").inputs
-        assert (group["minSize"], group["maxSize"], group["defaultCooldown"]) == (low, high, cooldown)
+        assert (group["minSize"], group["maxSize"], group["defaultCooldown"]) == (
+            low,
+            high,
+            cooldown,
+        )
         private = [s for s in of_short_type(run, "Subnet") if s.inputs["tags"]["tier"] == "private"]
         if private:
             assert sorted(group["vpcZoneIdentifiers"]) == sorted(s.id for s in private)
@@ -92,12 +104,21 @@ def alarm_and_policy(run: StackRun, alarm: str) -> tuple[dict, dict]:
     return inputs, policy.inputs
 
 
-@pytest.mark.parametrize("run_name, out_cpu, in_cpu, cooldown", [
-    ("dev", 70, 30, 300),
-    ("custom", CUSTOM_WORKERS["scaleOutCpu"], CUSTOM_WORKERS["scaleInCpu"], CUSTOM_WORKERS["cooldownSeconds"]),
-])
-def test_cpu_alarms_drive_the_right_scaling_policy(request: pytest.FixtureRequest, run_name: str,
-                                                   out_cpu: int, in_cpu: int, cooldown: int) -> None:
+@pytest.mark.parametrize(
+    "run_name, out_cpu, in_cpu, cooldown",
+    [
+        ("dev", 70, 30, 300),
+        (
+            "custom",
+            CUSTOM_WORKERS["scaleOutCpu"],
+            CUSTOM_WORKERS["scaleInCpu"],
+            CUSTOM_WORKERS["cooldownSeconds"],
+        ),
+    ],
+)
+def test_cpu_alarms_drive_the_right_scaling_policy(
+    request: pytest.FixtureRequest, run_name: str, out_cpu: int, in_cpu: int, cooldown: int
+) -> None:
     run: StackRun = request.getfixturevalue(run_name)
     asg = one(run, "Group", "workers-asg")
     high, scale_out = alarm_and_policy(run, "workers-cpu-high")

@@ -40,6 +40,7 @@ def test_gateway_protects_only_the_worker_group(dev: StackRun) -> None:
     assert protect["Resource"].endswith(f":autoScalingGroupName/{asg_name}")
     for role in ("scheduler", "worker"):
         assert "autoscaling:SetInstanceProtection" not in all_actions(dev, role)
+        assert "elasticfilesystem:ClientRootAccess" not in all_actions(dev, role)
 
 
 def test_every_host_reads_its_settings_and_package_and_nothing_wider(dev: StackRun) -> None:
@@ -47,16 +48,25 @@ def test_every_host_reads_its_settings_and_package_and_nothing_wider(dev: StackR
     efs = one(dev, "FileSystem", "storage-efs").outputs["arn"]
     for role in ROLES:
         granted = statements(dev, role)
-        assert granted["ReadRuntimeSettings"]["Resource"].endswith(":parameter/dask-platform/dev/runtime-settings")
+        assert granted["ReadRuntimeSettings"]["Resource"].endswith(
+            ":parameter/dask-platform/dev/runtime-settings"
+        )
         assert granted["FetchRuntimePackage"]["Resource"] == f"{artifacts}/runtime/*"
         assert granted["MountEfs"]["Resource"] == efs
         assert granted["PutPlatformMetrics"]["Condition"] == {
-            "StringEquals": {"cloudwatch:namespace": "DaskPlatform/dev"}}
+            "StringEquals": {"cloudwatch:namespace": "DaskPlatform/dev"}
+        }
         for statement in granted.values():
             actions = statement["Action"]
-            assert "*" not in actions and not any(a.endswith(":*") for a in actions), (role, statement)
+            assert "*" not in actions and not any(a.endswith(":*") for a in actions), (
+                role,
+                statement,
+            )
             if statement["Resource"] == "*":
-                assert statement["Sid"] in ("PutPlatformMetrics", "DiscoverNodes"), (role, statement)
+                assert statement["Sid"] in ("PutPlatformMetrics", "DiscoverNodes"), (
+                    role,
+                    statement,
+                )
 
 
 def test_one_role_and_profile_per_host_role_each_with_session_manager(dev: StackRun) -> None:
@@ -64,14 +74,17 @@ def test_one_role_and_profile_per_host_role_each_with_session_manager(dev: Stack
         iam_role = one(dev, "Role", f"identity-{role}")
         trust = json.loads(iam_role.inputs["assumeRolePolicy"])["Statement"][0]
         assert trust["Principal"] == {"Service": "ec2.amazonaws.com"}
-        assert one(dev, "InstanceProfile", f"identity-{role}-profile").inputs["role"] == \
-            iam_role.outputs["name"]
+        assert (
+            one(dev, "InstanceProfile", f"identity-{role}-profile").inputs["role"]
+            == iam_role.outputs["name"]
+        )
         attachment = one(dev, "RolePolicyAttachment", f"identity-{role}-ssm-core").inputs
         assert attachment["policyArn"] == "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
 
 
-def test_secret_value_only_when_a_password_is_set_and_only_as_a_secret(dev: StackRun,
-                                                                        custom: StackRun) -> None:
+def test_secret_value_only_when_a_password_is_set_and_only_as_a_secret(
+    dev: StackRun, custom: StackRun
+) -> None:
     assert not of_short_type(dev, "SecretVersion")
     (version,) = of_short_type(custom, "SecretVersion")
     assert version.inputs["secretString"] == LDAP_PASSWORD
@@ -85,8 +98,10 @@ def test_runtime_settings_parameter_has_the_secret_arn_not_the_password(custom: 
     parameter = one(custom, "Parameter", "gateway-settings").inputs
     assert parameter["name"] == "/dask-platform/custom/runtime-settings"
     runtime = RuntimeSettings.from_json(parameter["value"])
-    assert runtime.ldap_bind_password_secret_arn == one(
-        custom, "Secret", "identity-ldap-bind-password").outputs["arn"]
+    assert (
+        runtime.ldap_bind_password_secret_arn
+        == one(custom, "Secret", "identity-ldap-bind-password").outputs["arn"]
+    )
     assert runtime.metrics_namespace == "DaskPlatform/custom"
     assert runtime.workers.max == 7 and runtime.ldap_url == "ldap://ipa.example.internal"
     assert LDAP_PASSWORD not in parameter["value"]

@@ -8,10 +8,24 @@ from tests.cloud.conftest import of_short_type, one
 from tools.mockrun import StackRun
 
 OUTPUTS = {
-    "vpc_id", "private_subnet_ids", "public_subnet_ids", "gateway_url", "gateway_scheduler_address",
-    "raw_bucket_name", "raw_bucket_arn", "processed_bucket_name", "processed_bucket_arn",
-    "audit_bucket_name", "audit_bucket_arn", "artifacts_bucket_name", "artifacts_bucket_arn",
-    "efs_id", "worker_asg_name", "alert_topic_arn", "dashboard_name", "settings_parameter_name",
+    "vpc_id",
+    "private_subnet_ids",
+    "public_subnet_ids",
+    "gateway_url",
+    "gateway_scheduler_address",
+    "raw_bucket_name",
+    "raw_bucket_arn",
+    "processed_bucket_name",
+    "processed_bucket_arn",
+    "audit_bucket_name",
+    "audit_bucket_arn",
+    "artifacts_bucket_name",
+    "artifacts_bucket_arn",
+    "efs_id",
+    "worker_asg_name",
+    "alert_topic_arn",
+    "dashboard_name",
+    "settings_parameter_name",
     "client_security_group_id",
 }
 
@@ -25,23 +39,36 @@ def alerting(run: StackRun, name: str) -> dict:
 def test_alert_topic_mails_every_address(custom: StackRun) -> None:
     topic = one(custom, "Topic", "monitoring-alerts").outputs["arn"]
     subscriptions = of_short_type(custom, "TopicSubscription")
-    assert sorted(s.inputs["endpoint"] for s in subscriptions) == ["a@example.internal", "b@example.internal"]
-    assert all(s.inputs["protocol"] == "email" and s.inputs["topic"] == topic for s in subscriptions)
+    assert sorted(s.inputs["endpoint"] for s in subscriptions) == [
+        "a@example.internal",
+        "b@example.internal",
+    ]
+    assert all(
+        s.inputs["protocol"] == "email" and s.inputs["topic"] == topic for s in subscriptions
+    )
 
 
 def test_alarms_for_cpu_queue_and_unhealthy_gateway(dev: StackRun) -> None:
     cpu = alerting(dev, "monitoring-worker-cpu")
     assert (cpu["metricName"], cpu["comparisonOperator"], cpu["threshold"]) == (
-        "CPUUtilization", "GreaterThanThreshold", 85)
+        "CPUUtilization",
+        "GreaterThanThreshold",
+        85,
+    )
     assert cpu["dimensions"] == {"AutoScalingGroupName": "dask-platform-dev-workers"}
     queued = alerting(dev, "monitoring-queued-tasks")
-    assert (queued["namespace"], queued["metricName"], queued["comparisonOperator"], queued["threshold"]) \
-        == ("DaskPlatform/dev", "QueuedTasks", "GreaterThanThreshold", 50)
+    assert (
+        queued["namespace"],
+        queued["metricName"],
+        queued["comparisonOperator"],
+        queued["threshold"],
+    ) == ("DaskPlatform/dev", "QueuedTasks", "GreaterThanThreshold", 50)
     unhealthy = alerting(dev, "monitoring-gateway-unhealthy")
     assert unhealthy["metricName"] == "UnHealthyHostCount" and unhealthy["threshold"] == 1
     assert unhealthy["dimensions"] == {
         "LoadBalancer": one(dev, "LoadBalancer", "alb-lb").outputs["arnSuffix"],
-        "TargetGroup": one(dev, "TargetGroup", "alb-gateway").outputs["arnSuffix"]}
+        "TargetGroup": one(dev, "TargetGroup", "alb-gateway").outputs["arnSuffix"],
+    }
 
 
 def test_alarm_when_clusters_exist_without_workers(dev: StackRun) -> None:
@@ -55,7 +82,9 @@ def test_alarm_when_clusters_exist_without_workers(dev: StackRun) -> None:
 
 
 def test_host_log_groups_keep_90_days_and_a_dashboard_exists(dev: StackRun) -> None:
-    names = {g.inputs.get("name"): g.inputs["retentionInDays"] for g in of_short_type(dev, "LogGroup")}
+    names = {
+        g.inputs.get("name"): g.inputs["retentionInDays"] for g in of_short_type(dev, "LogGroup")
+    }
     for role in ("gateway", "scheduler", "worker"):
         assert names[f"/dask-platform/dev/{role}"] == 90
     assert all(days == 90 for days in names.values())
@@ -65,17 +94,28 @@ def test_host_log_groups_keep_90_days_and_a_dashboard_exists(dev: StackRun) -> N
 
 def test_alb_is_public_in_two_subnets_https_only_with_tls12_policy(dev: StackRun) -> None:
     alb = one(dev, "LoadBalancer", "alb-lb")
-    public = sorted(s.id for s in of_short_type(dev, "Subnet") if s.inputs["tags"]["tier"] == "public")
+    public = sorted(
+        s.id for s in of_short_type(dev, "Subnet") if s.inputs["tags"]["tier"] == "public"
+    )
     assert sorted(alb.inputs["subnets"]) == public and alb.inputs["internal"] is False
-    assert alb.inputs["accessLogs"] == {"bucket": one(dev, "Bucket", "storage-audit").outputs["bucket"],
-                                        "prefix": "alb", "enabled": True}
-    listeners = {int(listener.inputs["port"]): listener.inputs for listener in of_short_type(dev, "Listener")}
+    assert alb.inputs["accessLogs"] == {
+        "bucket": one(dev, "Bucket", "storage-audit").outputs["bucket"],
+        "prefix": "alb",
+        "enabled": True,
+    }
+    listeners = {
+        int(listener.inputs["port"]): listener.inputs for listener in of_short_type(dev, "Listener")
+    }
     assert set(listeners) == {443, 80}
     https = listeners[443]
-    assert https["protocol"] == "HTTPS" and https["sslPolicy"] == "ELBSecurityPolicy-TLS13-1-2-2021-06"
+    assert (
+        https["protocol"] == "HTTPS" and https["sslPolicy"] == "ELBSecurityPolicy-TLS13-1-2-2021-06"
+    )
     assert https["certificateArn"].startswith("arn:aws:acm:")
     target_group = one(dev, "TargetGroup", "alb-gateway")
-    assert https["defaultActions"] == [{"type": "forward", "targetGroupArn": target_group.outputs["arn"]}]
+    assert https["defaultActions"] == [
+        {"type": "forward", "targetGroupArn": target_group.outputs["arn"]}
+    ]
     redirect = listeners[80]["defaultActions"][0]
     assert redirect["type"] == "redirect"
     assert (redirect["redirect"]["protocol"], redirect["redirect"]["port"]) == ("HTTPS", "443")
@@ -92,13 +132,17 @@ def test_gateway_is_the_target_on_8000_with_a_health_check(dev: StackRun) -> Non
 def test_every_documented_output_exists_and_points_at_the_right_resource(dev: StackRun) -> None:
     outputs = dev.outputs
     assert set(outputs) == OUTPUTS
-    assert outputs["gateway_url"] == "https://" + one(dev, "LoadBalancer", "alb-lb").outputs["dnsName"]
+    assert (
+        outputs["gateway_url"] == "https://" + one(dev, "LoadBalancer", "alb-lb").outputs["dnsName"]
+    )
     gateway_ip = one(dev, "Instance", "gateway-instance").outputs["privateIp"]
     assert outputs["gateway_scheduler_address"] == f"gateway://{gateway_ip}:8786"
     for kind in ("raw", "processed", "audit", "artifacts"):
         bucket = one(dev, "Bucket", f"storage-{kind}").outputs
         assert (outputs[f"{kind}_bucket_name"], outputs[f"{kind}_bucket_arn"]) == (
-            bucket["bucket"], bucket["arn"])
+            bucket["bucket"],
+            bucket["arn"],
+        )
     assert outputs["vpc_id"] == one(dev, "Vpc", "network-vpc").id
     assert outputs["efs_id"] == one(dev, "FileSystem", "storage-efs").id
     assert outputs["worker_asg_name"] == "dask-platform-dev-workers"

@@ -40,7 +40,9 @@ def rules(run: StackRun, kind: str) -> set[tuple]:
         assert inputs["ipProtocol"] == "tcp", rule.name
         peer = inputs.get("referencedSecurityGroupId")
         peer = roles[peer] if peer else inputs.get("cidrIpv4") or inputs.get("cidrIpv6")
-        found.add((roles[inputs["securityGroupId"]], peer, int(inputs["fromPort"]), int(inputs["toPort"])))
+        found.add(
+            (roles[inputs["securityGroupId"]], peer, int(inputs["fromPort"]), int(inputs["toPort"]))
+        )
     return found
 
 
@@ -50,7 +52,9 @@ def test_ingress_between_groups_is_exactly_the_port_table(dev: StackRun) -> None
     assert by_reference == EXPECTED_SG_INGRESS
 
 
-def test_only_the_alb_takes_cidr_ingress_and_only_on_443_and_80(dev: StackRun, custom: StackRun) -> None:
+def test_only_the_alb_takes_cidr_ingress_and_only_on_443_and_80(
+    dev: StackRun, custom: StackRun
+) -> None:
     for run, cidrs in ((dev, {"10.20.0.0/16"}), (custom, {"10.20.0.0/16", "192.168.7.0/24"})):
         roles = set(group_roles(run).values())
         by_cidr = {r for r in rules(run, INGRESS) if r[1] not in roles}
@@ -74,8 +78,12 @@ def test_egress_leaves_the_vpc_only_on_https_and_ldap(dev: StackRun, custom: Sta
     for run, ldap in ((dev, 636), (custom, 389)):
         roles = set(group_roles(run).values())
         outside = {r for r in rules(run, EGRESS) if r[1] not in roles}
-        assert outside == {("gateway", "0.0.0.0/0", 443, 443), ("scheduler", "0.0.0.0/0", 443, 443),
-                           ("worker", "0.0.0.0/0", 443, 443), ("gateway", "0.0.0.0/0", ldap, ldap)}
+        assert outside == {
+            ("gateway", "0.0.0.0/0", 443, 443),
+            ("scheduler", "0.0.0.0/0", 443, 443),
+            ("worker", "0.0.0.0/0", 443, 443),
+            ("gateway", "0.0.0.0/0", ldap, ldap),
+        }
 
 
 def test_no_port_22_and_no_inline_rules_anywhere(dev: StackRun, custom: StackRun) -> None:
@@ -91,9 +99,14 @@ def test_no_port_22_and_no_inline_rules_anywhere(dev: StackRun, custom: StackRun
 
 def test_alb_and_hosts_use_their_own_groups(dev: StackRun) -> None:
     roles = group_roles(dev)
-    assert [roles[g] for g in one(dev, "LoadBalancer", "alb-lb").inputs["securityGroups"]] == ["alb"]
-    for template, role in (("gateway-lt", "gateway"), ("scheduler-lt", "scheduler"),
-                           ("workers-lt", "worker")):
+    assert [roles[g] for g in one(dev, "LoadBalancer", "alb-lb").inputs["securityGroups"]] == [
+        "alb"
+    ]
+    for template, role in (
+        ("gateway-lt", "gateway"),
+        ("scheduler-lt", "scheduler"),
+        ("workers-lt", "worker"),
+    ):
         interface = one(dev, "LaunchTemplate", template).inputs["networkInterfaces"][0]
         assert [roles[g] for g in interface["securityGroups"]] == [role]
     for mount in of_short_type(dev, "MountTarget"):

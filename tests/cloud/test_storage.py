@@ -25,8 +25,15 @@ def test_every_bucket_is_encrypted_versioned_and_private(dev: StackRun) -> None:
         rule = sse[kind]["rules"][0]["applyServerSideEncryptionByDefault"]
         assert rule["sseAlgorithm"] in ("AES256", "aws:kms"), kind
         assert versioning[kind]["versioningConfiguration"]["status"] == "Enabled", kind
-        assert all(public[kind][flag] is True for flag in (
-            "blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets")), kind
+        assert all(
+            public[kind][flag] is True
+            for flag in (
+                "blockPublicAcls",
+                "blockPublicPolicy",
+                "ignorePublicAcls",
+                "restrictPublicBuckets",
+            )
+        ), kind
         assert ownership[kind]["rule"]["objectOwnership"] == "BucketOwnerEnforced", kind
 
 
@@ -35,8 +42,10 @@ def test_every_bucket_denies_plain_http(dev: StackRun) -> None:
     assert set(policies) == set(BUCKETS)
     for kind, inputs in policies.items():
         statements = json.loads(inputs["policy"])["Statement"]
-        assert any(s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
-                   for s in statements), kind
+        assert any(
+            s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+            for s in statements
+        ), kind
 
 
 def test_access_logs_of_the_other_buckets_go_to_audit(dev: StackRun) -> None:
@@ -59,13 +68,19 @@ def test_raw_moves_to_glacier_at_90_days_and_expires_at_365(dev: StackRun) -> No
     assert rule["expiration"]["days"] == 365
 
 
-def test_efs_is_encrypted_backed_up_tls_only_with_a_mount_target_per_private_subnet(dev: StackRun) -> None:
+def test_efs_is_encrypted_backed_up_tls_only_with_a_mount_target_per_private_subnet(
+    dev: StackRun,
+) -> None:
     efs = one(dev, "FileSystem", "storage-efs")
     assert efs.inputs["encrypted"] is True
-    assert one(dev, "BackupPolicy", "storage-efs-backup").inputs["backupPolicy"]["status"] == "ENABLED"
+    assert (
+        one(dev, "BackupPolicy", "storage-efs-backup").inputs["backupPolicy"]["status"] == "ENABLED"
+    )
     policy = json.loads(one(dev, "FileSystemPolicy", "storage-efs-tls-only").inputs["policy"])
     assert policy["Statement"][0]["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
-    private = sorted(s.id for s in of_short_type(dev, "Subnet") if s.inputs["tags"]["tier"] == "private")
+    private = sorted(
+        s.id for s in of_short_type(dev, "Subnet") if s.inputs["tags"]["tier"] == "private"
+    )
     mounts = of_short_type(dev, "MountTarget")
     assert sorted(m.inputs["subnetId"] for m in mounts) == private
     assert {m.inputs["fileSystemId"] for m in mounts} == {efs.id}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,3 +73,16 @@ async def platform_gateway(slapd: Slapd, workdir: Path) -> AsyncIterator[Running
 async def gateway(slapd: Slapd, tmp_path: Path) -> AsyncIterator[RunningGateway]:
     async with platform_gateway(slapd, tmp_path) as running:
         yield running
+
+
+async def hub_login(hub_url: str, username: str, password: str) -> tuple[int, str]:
+    """JupyterHub's own login form, with its XSRF token: (status, body)."""
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        async with http.get(f"{hub_url}/hub/login") as resp:
+            page = await resp.text()
+        xsrf = re.search(r'name="_xsrf"\s+value="([^"]+)"', page)
+        assert xsrf, f"no XSRF token in the login page:\n{page[:2000]}"
+        async with http.post(f"{hub_url}/hub/login",
+                             data={"username": username, "password": password,
+                                   "_xsrf": xsrf.group(1)}, allow_redirects=False) as resp:
+            return resp.status, await resp.text()

@@ -49,18 +49,18 @@ async def test_outsider_gets_403_naming_the_granting_groups(gateway: RunningGate
                                   aiohttp.BasicAuth("nobody", "engineer1-demo"), None])
 async def test_bad_or_missing_credentials_get_401(gateway: RunningGateway,
                                                   auth: aiohttp.BasicAuth | None) -> None:
-    async with aiohttp.ClientSession() as http:
-        async with http.get(f"{gateway.address}/api/v1/options", auth=auth) as resp:
-            assert resp.status == 401
-            assert "Basic" in resp.headers["WWW-Authenticate"]
+    async with aiohttp.ClientSession() as http, \
+            http.get(f"{gateway.address}/api/v1/options", auth=auth) as resp:
+        assert resp.status == 401
+        assert "Basic" in resp.headers["WWW-Authenticate"]
 
 
 async def test_hub_tokens_are_refused_when_no_hub_is_configured(
         gateway: RunningGateway) -> None:
-    async with aiohttp.ClientSession() as http:
-        async with http.get(f"{gateway.address}/api/v1/options",
-                            headers={"Authorization": "jupyterhub abc"}) as resp:
-            assert resp.status == 401
+    async with aiohttp.ClientSession() as http, \
+            http.get(f"{gateway.address}/api/v1/options",
+                     headers={"Authorization": "jupyterhub abc"}) as resp:
+        assert resp.status == 401
 
 
 async def test_ldap_outage_gives_503_and_the_gateway_recovers(tmp_path: Path) -> None:

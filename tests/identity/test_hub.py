@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import secrets
 import subprocess
 import time
@@ -26,7 +25,7 @@ from daskplatform.identity.ldap import BIND_PASSWORD_ENV
 from daskplatform.identity.slapd import Slapd
 from daskplatform.settings import RuntimeSettings
 from tests.conftest import free_port
-from tests.identity.conftest import AUTHENTICATOR
+from tests.identity.conftest import AUTHENTICATOR, hub_login
 
 
 @dataclass
@@ -106,27 +105,16 @@ def hub(slapd: Slapd, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]
         gateway.stop()
 
 
-async def login(hub: Hub, username: str, password: str) -> tuple[int, str]:
-    """The hub's own login form, with its XSRF token: (status, body)."""
-    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
-        async with http.get(f"{hub.url}/hub/login") as resp:
-            xsrf = re.search(r'name="_xsrf"\s+value="([^"]+)"', await resp.text()).group(1)
-        async with http.post(f"{hub.url}/hub/login",
-                             data={"username": username, "password": password,
-                                   "_xsrf": xsrf}, allow_redirects=False) as resp:
-            return resp.status, await resp.text()
-
-
 async def admin(hub: Hub, method: str, path: str, **kwargs: object) -> dict:
-    async with aiohttp.ClientSession() as http:
-        async with http.request(method, f"{hub.api}{path}", **kwargs,  # type: ignore[arg-type]
-                                headers={"Authorization": f"token {hub.admin_token}"}) as resp:
-            assert resp.status < 300, await resp.text()
-            return await resp.json()
+    headers = {"Authorization": f"token {hub.admin_token}"}
+    async with aiohttp.ClientSession(headers=headers) as http, \
+            http.request(method, f"{hub.api}{path}", **kwargs) as resp:  # type: ignore[arg-type]
+        assert resp.status < 300, await resp.text()
+        return await resp.json()
 
 
 async def test_login_syncs_freeipa_groups_into_hub_groups(hub: Hub) -> None:
-    status, _ = await login(hub, "engineer1", "engineer1-demo")
+    status, _ = await hub_login(hub.url, "engineer1", "engineer1-demo")
     assert status == 302
     user = await admin(hub, "GET", "/users/engineer1")
     assert sorted(user["groups"]) == ["data_engineers", "ipausers"]
@@ -134,22 +122,22 @@ async def test_login_syncs_freeipa_groups_into_hub_groups(hub: Hub) -> None:
     group = await admin(hub, "GET", "/groups/data_engineers")
     assert group["users"] == ["engineer1"]
 
-    status, _ = await login(hub, "admin1", "admin1-demo")
+    status, _ = await hub_login(hub.url, "admin1", "admin1-demo")
     assert status == 302
     assert (await admin(hub, "GET", "/users/admin1"))["admin"] is True
 
 
 async def test_hub_refuses_wrong_passwords_and_outsiders(hub: Hub) -> None:
-    status, body = await login(hub, "analyst1", "wrong")
+    status, body = await hub_login(hub.url, "analyst1", "wrong")
     assert status != 302 and "Invalid username or password" in body
-    status, body = await login(hub, "outsider1", "outsider1-demo")
+    status, body = await hub_login(hub.url, "outsider1", "outsider1-demo")
     assert status == 403
     assert "admins, data_analysts, data_engineers" in body
 
 
 async def test_a_hub_token_reaches_the_gateway_with_the_group_quota(hub: Hub) -> None:
     for username, cores in (("engineer1", 4), ("analyst1", 2)):
-        status, _ = await login(hub, username, f"{username}-demo")
+        status, _ = await hub_login(hub.url, username, f"{username}-demo")
         assert status == 302
         token = (await admin(hub, "POST", f"/users/{username}/tokens",
                              json={"note": "test"}))["token"]
@@ -162,7 +150,7 @@ async def test_a_hub_token_reaches_the_gateway_with_the_group_quota(hub: Hub) ->
 async def test_gateway_with_no_arguments_in_a_notebook_environment(
         hub: Hub, monkeypatch: pytest.MonkeyPatch) -> None:
     """What a single-user server gets: the spawner environment plus its hub token."""
-    status, _ = await login(hub, "analyst1", "analyst1-demo")
+    status, _ = await hub_login(hub.url, "analyst1", "analyst1-demo")
     assert status == 302
     token = (await admin(hub, "POST", "/users/analyst1/tokens", json={}))["token"]
     for name, value in {**hub.environment, "JUPYTERHUB_API_TOKEN": token}.items():

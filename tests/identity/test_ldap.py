@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from daskplatform.aws import aws_client
 from daskplatform.identity.ldap import (
     DirectoryUnavailable,
     InvalidCredentials,
     LdapDirectory,
     read_bind_password,
 )
-from daskplatform.aws import aws_client
 from daskplatform.identity.slapd import DEMO_USERS, Slapd, write_tls_files
 from daskplatform.settings import RuntimeSettings, TimeoutSettings
 

@@ -1,0 +1,161 @@
+"""AppsFlyer pipeline throughput: Dask on N local workers vs plain pandas, same steps.
+
+    ./dev bench appsflyer [--rows 5000000] [--days 7] [--workers 2] [--dir DIR]
+
+Generates a Data Locker drop (gzip CSV, hourly files), then runs
+  * the pipeline (``run_pipeline``) on a LocalCluster of single-threaded workers, and
+  * a plain pandas implementation of the same steps in one process: checksum, read and
+    validate every file, deduplicate, write events/quarantine in the same layout, daily
+    aggregates.
+Both use the same reader and validation code, so the ratio measures the execution model.
+Reports rows/s for each, the ratio (floor: 1.3x on 2 workers), and peak RSS per worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from daskplatform.appsflyer import generate, run_pipeline  # noqa: E402
+from daskplatform.appsflyer.layout import checksum, discover  # noqa: E402
+from daskplatform.appsflyer.readers import read_chunks  # noqa: E402
+from daskplatform.appsflyer.schema import (  # noqa: E402
+    AGGREGATE_DIMENSIONS,
+    AGGREGATES_SCHEMA,
+    EVENTS_SCHEMA,
+    QUARANTINE_SCHEMA,
+    REPORTS,
+)
+from daskplatform.appsflyer.steps import to_arrow  # noqa: E402
+from daskplatform.appsflyer.storage import write_parquet  # noqa: E402
+from daskplatform.appsflyer.validate import validate  # noqa: E402
+
+FLOOR = 1.3
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def pandas_pipeline(raw: str, out: str, audit: str) -> dict[str, Any]:
+    """The same steps as the pipeline, the way one would write them with pandas alone."""
+    import fsspec
+
+    fs = fsspec.filesystem("file")
+    started = time.perf_counter()
+    inputs = discover(raw, {}).ready
+    sums = [checksum(f.url, {}) for f in inputs]
+    events, quarantine, rows_in = [], [], 0
+    for source in inputs:
+        for chunk in read_chunks(source, {}, chunk_rows=10**9):
+            checked = validate(chunk, source.report, source.url)
+            rows_in += len(chunk.frame) + len(chunk.malformed)
+            events.append(checked.events)
+            quarantine.append(checked.quarantine)
+    frame = pd.concat(events, ignore_index=True).sort_values(["source_file", "source_row"])
+    kept = frame.drop_duplicates("event_id")
+    bad = pd.concat(quarantine, ignore_index=True)
+    if len(bad):
+        write_parquet(fs, f"{audit}/quarantine/part-0.parquet", to_arrow(bad, QUARANTINE_SCHEMA))
+    hour = kept["event_time"].dt.floor("h")
+    for (report, when), rows in kept.groupby([kept["report"], hour], sort=True):
+        path = (f"{out}/events/report={report}/date={when:%Y-%m-%d}/"
+                f"part-h{when:%H}-pandas.parquet")
+        write_parquet(fs, path, to_arrow(rows.sort_values(["event_time", "event_id"]),
+                                       EVENTS_SCHEMA))
+    dims = list(AGGREGATE_DIMENSIONS)
+    measure = kept["report"].map(REPORTS)
+    daily = kept.assign(
+        date=kept["event_time"].dt.strftime("%Y-%m-%d"),
+        installs=(measure == "installs").astype("int64"),
+        events=(measure == "events").astype("int64"),
+        uninstalls=(measure == "uninstalls").astype("int64"),
+        revenue_usd=kept["event_revenue_usd"].where(measure == "events", 0.0).fillna(0.0),
+    ).groupby(["date", *dims], dropna=False)[
+        ["installs", "events", "uninstalls", "revenue_usd"]].sum().reset_index()
+    for day, rows in daily.groupby("date"):
+        write_parquet(fs, f"{out}/aggregates/date={day}/part-0.parquet",
+                      to_arrow(rows, AGGREGATES_SCHEMA))
+    return {"seconds": time.perf_counter() - started, "rows_in": rows_in,
+            "rows_written": len(kept), "duplicates": len(frame) - len(kept),
+            "quarantined": len(bad), "files": len(sums), "peak_rss_mib": _peak_rss_mib()}
+
+
+def _in_child(queue: multiprocessing.Queue, *args: str) -> None:
+    queue.put(pandas_pipeline(*args))
+
+
+def run_pandas(raw: str, out: str, audit: str) -> dict[str, Any]:
+    """In a fresh process, so its peak memory is its own."""
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    child = context.Process(target=_in_child, args=(queue, raw, out, audit))
+    child.start()
+    result = queue.get()
+    child.join()
+    return result
+
+
+def run_dask(raw: str, out: str, audit: str, workers: int, memory: str) -> dict[str, Any]:
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                      memory_limit=memory, host="127.0.0.1", dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        client.run(lambda: None)  # workers up before the clock starts
+        started = time.perf_counter()
+        manifest = run_pipeline(raw, out, audit, client=client)
+        seconds = time.perf_counter() - started
+        peaks = sorted(client.run(_peak_rss_mib).values())
+    totals = manifest["totals"]
+    return {"seconds": seconds, **{k: totals[k] for k in
+                                   ("rows_in", "rows_written", "duplicates", "quarantined")},
+            "files": totals["files_processed"], "peak_rss_mib_per_worker": peaks}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=5_000_000)
+    parser.add_argument("--days", type=int, default=7)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--memory-per-worker", default="4GiB")
+    parser.add_argument("--dir", help="work directory (default: a temporary one)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(dir=args.dir) as work:
+        raw = f"{work}/raw"
+        started = time.perf_counter()
+        truth = generate(raw, layout="datalocker", rows=args.rows, days=args.days,
+                         faults={"bad_event_time": 100, "non_numeric_revenue": 100,
+                                 "bad_currency": 100, "duplicate_rows": 1000,
+                                 "duplicate_files": 5, "extra_columns": 20})
+        generated = time.perf_counter() - started
+        dask_result = run_dask(raw, f"{work}/dask/out", f"{work}/dask/audit", args.workers,
+                               args.memory_per_worker)
+        pandas_result = run_pandas(raw, f"{work}/pandas/out", f"{work}/pandas/audit")
+    counts = ("rows_in", "rows_written", "duplicates", "quarantined")
+    agree = all(dask_result[k] == pandas_result[k] == truth["expected"][k] for k in counts)
+    rows = truth["expected"]["rows_in"]
+    ratio = pandas_result["seconds"] / dask_result["seconds"]
+    report = {
+        "rows": rows, "files": dask_result["files"], "generate_seconds": round(generated, 1),
+        "dask": {**dask_result, "rows_per_second": round(rows / dask_result["seconds"])},
+        "pandas": {**pandas_result, "rows_per_second": round(rows / pandas_result["seconds"])},
+        "ratio": round(ratio, 2), "floor": FLOOR, "counts_agree": agree,
+    }
+    print(json.dumps(report, indent=2, default=str))
+    return 0 if agree and ratio >= FLOOR else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

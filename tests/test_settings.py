@@ -1,0 +1,405 @@
+"""The settings schema directly: defaults from the brief, field rules, each cross-field
+check, error messages that name the key, and the runtime part hosts read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from daskplatform.settings import (
+    ClusterSettings,
+    GroupQuota,
+    HostSettings,
+    PlatformSettings,
+    PortSettings,
+    QuotaSettings,
+    RuntimeSettings,
+    SchedulerHostSettings,
+    SettingsError,
+    WorkerPoolSettings,
+    check_network,
+    check_ports,
+    check_quotas,
+    check_worker_pool,
+    load_settings,
+    load_stack_file,
+    node_capacity,
+    strip_namespace,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+CERT = "arn:aws:acm:eu-west-1:123456789012:certificate/00000000-0000-0000-0000-000000000000"
+REQUIRED = {
+    "allowedCidrs": ["10.20.0.0/16"],
+    "certificateArn": CERT,
+    "ldapUrl": "ldaps://ipa.example.internal:636",
+    "ldapBaseDn": "dc=example,dc=internal",
+    "ldapBindDn": "uid=svc,dc=example,dc=internal",
+}
+
+
+def settings(**changes: Any) -> PlatformSettings:
+    return load_settings({**REQUIRED, **changes})
+
+
+def rejected(**changes: Any) -> str:
+    with pytest.raises(SettingsError) as caught:
+        settings(**changes)
+    return str(caught.value)
+
+
+def quota(**changes: Any) -> GroupQuota:
+    values = {
+        "priority": 1,
+        "cluster_max_cores": 2,
+        "cluster_max_memory_gb": 4,
+        "user_max_cores": 2,
+        "user_max_memory_gb": 4,
+    }
+    return GroupQuota(**{**values, **changes})
+
+
+def quotas(**groups: GroupQuota) -> QuotaSettings:
+    defaults = QuotaSettings().groups
+    return QuotaSettings(groups={**defaults, **groups})
+
+
+# ------------------------------------------------------------------ defaults
+
+
+def test_defaults_are_the_briefs() -> None:
+    s = settings()
+    assert (s.workers.instance_type, s.workers.min, s.workers.max) == ("c5.large", 5, 20)
+    assert (s.workers.scale_out_cpu, s.workers.scale_in_cpu, s.workers.cooldown_seconds) == (
+        70,
+        30,
+        300,
+    )
+    assert (s.scheduler.instance_type, s.gateway.instance_type) == ("c5.xlarge", "t3.medium")
+    groups = s.quotas.groups
+    assert (
+        groups["data_engineers"].user_max_cores,
+        groups["data_engineers"].user_max_memory_gb,
+    ) == (4, 8)
+    assert (groups["data_analysts"].user_max_cores, groups["data_analysts"].user_max_memory_gb) == (
+        2,
+        4,
+    )
+    assert groups["admins"].user_max_cores > 4 and groups["admins"].user_max_memory_gb > 8
+    assert (
+        groups["admins"].priority
+        > groups["data_engineers"].priority
+        > groups["data_analysts"].priority
+    )
+    assert (s.quotas.idle_timeout_minutes, s.quotas.max_pending_per_user) == (120, 50)
+    assert s.vpc_cidr == "10.0.0.0/16" and not s.adopts_vpc
+
+
+def test_the_dev_stack_file_is_valid_and_states_the_defaults() -> None:
+    """Pulumi.dev.yaml says 'default X' beside each key: its values must be the schema's."""
+    dev = load_stack_file(str(ROOT / "Pulumi.dev.yaml"))
+    defaults = settings()
+    for section in ("scheduler", "gateway", "workers", "clusters", "ports", "timeouts"):
+        assert getattr(dev, section) == getattr(defaults, section), section
+    assert dev.vpc_cidr == defaults.vpc_cidr
+    # ldapGroups is spelled out there; the default (empty) means "the group's own name".
+    assert dev.quotas.model_dump(
+        exclude={"groups": {"__all__": {"ldap_groups"}}}
+    ) == defaults.quotas.model_dump(exclude={"groups": {"__all__": {"ldap_groups"}}})
+    assert dev.quotas.granting_ldap_groups() == defaults.quotas.granting_ldap_groups()
+
+
+def test_stack_file_leaves_secure_values_out(tmp_path: Path) -> None:
+    document = {
+        "config": {
+            "aws:region": "eu-west-1",
+            **{f"dask-platform:{k}": v for k, v in REQUIRED.items()},
+            "dask-platform:ldapBindPassword": {"secure": "AAAbase64"},
+        }
+    }
+    path = tmp_path / "Pulumi.t.yaml"
+    path.write_text(yaml.safe_dump(document))
+    assert load_stack_file(str(path)).ldap_bind_password is None
+
+
+def test_strip_namespace_keeps_only_ours() -> None:
+    assert strip_namespace({"aws:region": "x", "dask-platform:vpcCidr": "10.0.0.0/16"}) == {
+        "vpcCidr": "10.0.0.0/16"
+    }
+
+
+# ------------------------------------------------------------------ field rules
+
+
+@pytest.mark.parametrize(
+    "changes, key, hint",
+    [
+        ({"allowedCidrs": ["10.0.0.300/8"]}, "dask-platform:allowedCidrs", "valid CIDR"),
+        ({"allowedCidrs": ["10.0.0.1/16"]}, "dask-platform:allowedCidrs", "valid CIDR"),
+        ({"allowedCidrs": []}, "dask-platform:allowedCidrs", "at least 1"),
+        ({"vpcCidr": "10.0.0.0/8"}, "dask-platform:vpcCidr", "/16 to /24"),
+        ({"vpcCidr": "10.0.0.0/26"}, "dask-platform:vpcCidr", "/16 to /24"),
+        ({"vpcCidr": "banana"}, "dask-platform:vpcCidr", "valid CIDR"),
+        ({"vpcId": "vpc-xyz"}, "dask-platform:vpcId", "vpc-0123456789abcdef0"),
+        (
+            {"certificateArn": "arn:aws:iam::1:cert"},
+            "dask-platform:certificateArn",
+            "ACM certificate ARN",
+        ),
+        ({"ldapUrl": "https://ipa"}, "dask-platform:ldapUrl", "ldaps://host:636"),
+        ({"alertEmails": ["not-an-address"]}, "dask-platform:alertEmails", "not e-mail"),
+        (
+            {"workers": {"instanceType": "c5.huge"}},
+            "dask-platform:workers.instanceType",
+            "allowed families",
+        ),
+        ({"workers": {"min": -1}}, "dask-platform:workers.min", "greater than or equal to 0"),
+        ({"workers": {"scaleOutCpu": 100}}, "dask-platform:workers.scaleOutCpu", "less than 100"),
+        ({"workers": {"cooldownSeconds": 30}}, "dask-platform:workers.cooldownSeconds", "60"),
+        ({"quotas": {"maxPendingPerUser": 51}}, "dask-platform:quotas.maxPendingPerUser", "50"),
+        (
+            {
+                "quotas": {
+                    "groups": {
+                        "admins": {
+                            "priority": 3,
+                            "clusterMaxCores": 16,
+                            "clusterMaxMemoryGb": 32,
+                            "userMaxCores": 32,
+                            "userMaxMemoryGb": 64,
+                        }
+                    }
+                }
+            },
+            "dask-platform:quotas.groups",
+            "missing group(s) data_engineers, data_analysts",
+        ),
+        (
+            {"quotas": {"groups": {"admins": {}}}},
+            "dask-platform:quotas.groups.admins.priority",
+            "is required but not set (pulumi config set --path quotas.groups.admins.priority",
+        ),
+        (
+            {"ports": {"workerRange": [9999, 9200]}},
+            "dask-platform:ports.workerRange",
+            "low <= high",
+        ),
+        ({"colour": "blue"}, "dask-platform:colour", "not a known setting"),
+        ({"workers": {"minimum": 3}}, "dask-platform:workers.minimum", "not a known setting"),
+    ],
+)
+def test_bad_fields_are_named_with_what_is_allowed(changes: dict, key: str, hint: str) -> None:
+    message = rejected(**changes)
+    assert key in message and hint in message, message
+
+
+@pytest.mark.parametrize("missing", sorted(REQUIRED))
+def test_each_required_key_is_named_when_missing(missing: str) -> None:
+    with pytest.raises(SettingsError, match=f"dask-platform:{missing}: is required"):
+        load_settings({k: v for k, v in REQUIRED.items() if k != missing})
+
+
+def test_unknown_quota_group_lists_the_allowed_ones() -> None:
+    groups = {
+        name: {
+            "priority": p,
+            "clusterMaxCores": 2,
+            "clusterMaxMemoryGb": 4,
+            "userMaxCores": 2,
+            "userMaxMemoryGb": 4,
+        }
+        for name, p in (("admins", 3), ("data_engineers", 2), ("data_analysts", 1), ("interns", 4))
+    }
+    message = rejected(quotas={"groups": groups})
+    assert "interns" in message and "admins, data_engineers, data_analysts" in message
+
+
+def test_the_password_never_shows_in_repr_or_runtime_json() -> None:
+    s = settings(ldapBindPassword="hunter2-hunter2")
+    assert s.ldap_bind_password.get_secret_value() == "hunter2-hunter2"
+    assert "hunter2" not in repr(s) and "hunter2" not in s.runtime("arn:secret").to_json()
+
+
+# ------------------------------------------------------------------ cross-field checks
+
+
+def test_check_network_create_and_adopt() -> None:
+    check_network(settings())
+    check_network(
+        settings(
+            vpcId="vpc-0123456789abcdef0",
+            privateSubnetIds=["subnet-0aaaaaaaaaaaaaaa1", "subnet-0aaaaaaaaaaaaaaa2"],
+            publicSubnetIds=["subnet-0bbbbbbbbbbbbbbb1", "subnet-0bbbbbbbbbbbbbbb2"],
+        )
+    )
+    message = rejected(privateSubnetIds=["subnet-0aaaaaaaaaaaaaaa1", "subnet-0aaaaaaaaaaaaaaa2"])
+    assert "dask-platform:privateSubnetIds is set but dask-platform:vpcId is not" in message
+    message = rejected(
+        vpcId="vpc-0123456789abcdef0",
+        privateSubnetIds=["subnet-0aaaaaaaaaaaaaaa1"],
+        publicSubnetIds=["subnet-0bbbbbbbbbbbbbbb1", "subnet-0bbbbbbbbbbbbbbb2"],
+    )
+    assert "dask-platform:privateSubnetIds needs at least 2 subnets" in message
+
+
+def test_check_worker_pool() -> None:
+    check_worker_pool(WorkerPoolSettings(min=20, max=20, scale_in_cpu=69, scale_out_cpu=70))
+    with pytest.raises(
+        SettingsError,
+        match=r"dask-platform:workers.min \(21\) must be <= "
+        r"dask-platform:workers.max \(20\)",
+    ):
+        check_worker_pool(WorkerPoolSettings(min=21, max=20))
+    for scale_in in (70, 80):
+        with pytest.raises(
+            SettingsError,
+            match="dask-platform:workers.scaleInCpu .* must be below "
+            "dask-platform:workers.scaleOutCpu",
+        ):
+            check_worker_pool(WorkerPoolSettings(scale_in_cpu=scale_in, scale_out_cpu=70))
+
+
+def test_node_capacity_subtracts_the_reserve() -> None:
+    assert node_capacity(HostSettings(instance_type="c5.large"), ClusterSettings()) == (2.0, 3.5)
+    assert node_capacity(
+        HostSettings(instance_type="m5.xlarge"), ClusterSettings(node_reserved_memory_gb=1)
+    ) == (4.0, 15.0)
+
+
+def check(
+    quota_settings: QuotaSettings | None = None,
+    clusters: ClusterSettings | None = None,
+    workers: WorkerPoolSettings | None = None,
+) -> None:
+    check_quotas(
+        quota_settings or QuotaSettings(),
+        clusters or ClusterSettings(),
+        workers or WorkerPoolSettings(),
+        SchedulerHostSettings(),
+    )
+
+
+def test_check_quotas_accepts_the_defaults() -> None:
+    check()
+
+
+@pytest.mark.parametrize(
+    "kwargs, fragment",
+    [
+        (
+            {"clusters": ClusterSettings(worker_cores=3)},
+            "a default worker (3 cores, 1.5 GB) does not fit a c5.large",
+        ),
+        (
+            {"clusters": ClusterSettings(worker_memory_gb=3.6)},
+            "does not fit a c5.large node (2 cores, 3.5 GB",
+        ),
+        (
+            {"clusters": ClusterSettings(scheduler_cores=5)},
+            "does not fit a c5.xlarge scheduler host",
+        ),
+        (
+            {"quota_settings": quotas(data_analysts=quota(cluster_max_cores=3))},
+            (
+                "dask-platform:quotas.groups.data_analysts.clusterMaxCores (3) must be <= "
+                "dask-platform:quotas.groups.data_analysts.userMaxCores (2)"
+            ),
+        ),
+        (
+            {"quota_settings": quotas(data_analysts=quota(cluster_max_memory_gb=5))},
+            "dask-platform:quotas.groups.data_analysts.clusterMaxMemoryGb (5) must be <=",
+        ),
+        (
+            {
+                "quota_settings": quotas(
+                    admins=quota(priority=3, user_max_cores=41, cluster_max_cores=2)
+                )
+            },
+            (
+                "dask-platform:quotas.groups.admins: per-user quota (41 cores, 4 GB) exceeds "
+                "what the pool can ever hold at dask-platform:workers.max=20 x c5.large "
+                "(40 cores, 70 GB)"
+            ),
+        ),
+        (
+            {
+                "quota_settings": quotas(
+                    data_analysts=quota(cluster_max_memory_gb=1, user_max_memory_gb=4)
+                )
+            },
+            (
+                "dask-platform:quotas.groups.data_analysts: per-cluster quota (2 cores, 1 GB) "
+                "cannot hold one default worker"
+            ),
+        ),
+        (
+            {"quota_settings": quotas(data_analysts=quota(priority=2))},
+            "priority (2) is the same as dask-platform:quotas.groups.data_engineers.priority",
+        ),
+    ],
+)
+def test_check_quotas_rejects(kwargs: dict, fragment: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        check(**kwargs)
+    assert fragment in str(caught.value)
+
+
+def test_quota_limits_scale_with_the_pool() -> None:
+    """The same quota is fine or not depending on workers.max alone."""
+    big = quotas(admins=quota(priority=3, user_max_cores=41, cluster_max_cores=2))
+    check(big, workers=WorkerPoolSettings(max=21))
+    with pytest.raises(SettingsError, match="exceeds what the pool can ever hold"):
+        check(big, workers=WorkerPoolSettings(max=20))
+
+
+def test_check_ports() -> None:
+    check_ports(PortSettings())
+    with pytest.raises(
+        SettingsError,
+        match="dask-platform:ports.schedulerRange 9000-9300 overlaps "
+        "dask-platform:ports.workerRange 9200-9999",
+    ):
+        check_ports(PortSettings(scheduler_range=(9000, 9300)))
+    with pytest.raises(
+        SettingsError,
+        match=r"dask-platform:ports.nodeAgent \(9100\) falls inside "
+        "dask-platform:ports.schedulerRange 9000-9199",
+    ):
+        check_ports(PortSettings(node_agent=9100))
+    with pytest.raises(
+        SettingsError,
+        match=r"dask-platform:ports.gatewayTls \(9500\) falls inside "
+        "dask-platform:ports.workerRange",
+    ):
+        check_ports(PortSettings(gateway_tls=9500))
+
+
+def test_cross_field_checks_run_when_loading() -> None:
+    assert "dask-platform:workers.min (9) must be <=" in rejected(workers={"min": 9, "max": 3})
+    assert "overlaps" in rejected(ports={"schedulerRange": [9000, 9300]})
+
+
+# ------------------------------------------------------------------ runtime part
+
+
+def test_runtime_settings_round_trip_and_carry_the_secret_arn_only() -> None:
+    s = settings(workers={"max": 19}, ldapBindPassword="pw-pw-pw-pw")
+    runtime = s.runtime("arn:aws:secretsmanager:eu-west-1:123456789012:secret:ldap")
+    again = RuntimeSettings.from_json(runtime.to_json())
+    assert again == runtime
+    assert again.workers.max == 19 and again.ldap_url == REQUIRED["ldapUrl"]
+    assert again.ldap_bind_password_secret_arn.endswith(":secret:ldap")
+    assert again.metrics_namespace == "DaskPlatform"
+    assert "pw-pw-pw-pw" not in runtime.to_json()
+
+
+def test_ldap_groups_map_to_the_highest_priority_platform_group() -> None:
+    groups = quotas(data_analysts=quota(ldap_groups=("analysts", "interns"))).groups
+    q = QuotaSettings(groups=groups)
+    assert q.group_for_ldap({"interns"}) == "data_analysts"
+    assert q.group_for_ldap({"interns", "admins"}) == "admins"
+    assert q.group_for_ldap({"data_analysts"}) is None
+    assert q.granting_ldap_groups() == ["admins", "analysts", "data_engineers", "interns"]
