@@ -1,8 +1,10 @@
 """The offline plan: what ``pulumi up`` would create for a stack, without credentials.
 
 Runs ``__main__.py`` under strict mocks (:mod:`tools.mockrun`) with the config of
-``Pulumi.<stack>.yaml`` and prints the resources grouped by component with the
-properties a reviewer checks (ports, instance types, pool bounds, encryption...).
+``Pulumi.<stack>.yaml``, prints the resources grouped by component with the
+properties a reviewer checks (ports, instance types, pool bounds, encryption...),
+then the policy pack's verdicts on those resources. Exits non-zero on a mandatory
+violation, so pull requests without cloud credentials still get the check.
 
     python -m tools.plan [--stack dev]     (or: ./dev plan [dev])
 """
@@ -16,6 +18,7 @@ from typing import Any
 
 import pulumi
 
+from policies.offline import evaluate, format_violations
 from tools.mockrun import RegisteredResource, StackRun, run_program, stack_config
 
 KEY_PROPERTIES: dict[str, tuple[str, ...]] = {
@@ -181,7 +184,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"plan: {exc}\n")
         return 2
     sys.stdout.write(render_plan(run, stack))
-    return 0
+    violations = evaluate(run.resources)
+    mandatory = [v for v in violations if v.enforcement == "mandatory"]
+    sys.stdout.write(
+        f"\nPolicy pack: {len(mandatory)} mandatory, "
+        f"{len(violations) - len(mandatory)} advisory violation(s)\n"
+    )
+    if violations:
+        sys.stdout.write(format_violations(violations) + "\n")
+    return 1 if mandatory else 0
 
 
 if __name__ == "__main__":
