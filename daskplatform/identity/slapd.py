@@ -173,27 +173,27 @@ class Slapd:
     def ca_file(self) -> Path:
         return self.workdir / "tls" / "ca.crt"
 
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
-
     def start(self, timeout: float = 15) -> None:
         """Start slapd (writing config and data on first start) and wait until it answers."""
         binary = _slapd_binary()
         if not (self.workdir / "slapd.conf").exists():
             self._write_config()
-        log = open(self.workdir / "slapd.log", "ab")  # noqa: SIM115 - owned by the process
         urls = f"{self.starttls_url}/ {self.ldaps_url}/"
-        with log:
+        with open(self.workdir / "slapd.log", "ab") as log:
+            # -d 0: stay in the foreground, so this object owns the process.
             self._process = subprocess.Popen(
                 [binary, "-d", "0", "-f", str(self.workdir / "slapd.conf"), "-h", urls],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
-        self._wait_ready(timeout)
-        if not self._seeded:
-            self._seed()
-            self._seeded = True
+        try:
+            self._wait_ready(timeout)
+            if not self._seeded:
+                self._seed()
+                self._seeded = True
+        except BaseException:
+            self.stop()
+            raise
 
     def stop(self, timeout: float = 10) -> None:
         """SIGTERM, then SIGKILL after ``timeout``; waits until the process is gone."""
@@ -229,7 +229,6 @@ class Slapd:
                     return
             except OSError:
                 time.sleep(0.05)
-        self.stop()
         raise SlapdError(f"slapd did not listen within {timeout:g}s:\n{self._log_tail()}")
 
     def _write_config(self) -> None:

@@ -7,6 +7,7 @@ agents, then the agents, then anything still left in their process trees.
 from __future__ import annotations
 
 import base64
+import gc
 import json
 import os
 import secrets
@@ -268,3 +269,14 @@ def make_pool(tmp_path: Path) -> Iterator[Callable[..., Pool]]:
     yield make
     for pool in pools:
         pool.close()
+
+
+@pytest.fixture(autouse=True)
+def collect_gateway_clients() -> Iterator[None]:
+    """Collect dropped dask_gateway clients on this thread.
+
+    A ``Gateway`` collected on its own IO-loop thread closes itself synchronously from
+    inside that loop and deadlocks (a dask_gateway client quirk); collecting here avoids it.
+    """
+    yield
+    gc.collect()

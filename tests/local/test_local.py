@@ -19,6 +19,7 @@ import pytest
 from dask_gateway import BasicAuth, Gateway
 
 from daskplatform import local
+from daskplatform.settings import load_stack_file
 from tests.conftest import free_port
 from tests.identity.conftest import hub_login
 
@@ -93,6 +94,10 @@ def run_local() -> Iterator[list[LocalRun]]:
         run.kill()
 
 
+def in_range(port: int, bounds: tuple[int, int]) -> bool:
+    return bounds[0] <= port <= bounds[1]
+
+
 def listening(port: int) -> bool:
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", port)) == 0
@@ -129,10 +134,10 @@ def test_serves_engineer1_and_stops_cleanly_on_sigterm(run_local: list[LocalRun]
     assert sum("daskplatform.cli agent" in n for n in names) == 3
     assert sum("daskplatform.cli gateway" in n for n in names) == 1
     assert run.port in ports
-    # The running cluster's Dask processes (ports.schedulerRange / workerRange of
-    # Pulumi.dev.yaml) are among what must be gone after SIGTERM.
-    assert any(9000 <= port <= 9199 for port in ports)
-    assert sum(9200 <= port <= 9999 for port in ports) >= 2
+    # The running cluster's Dask processes are among what must be gone after SIGTERM.
+    stack_ports = load_stack_file(str(REPO / "Pulumi.dev.yaml")).ports
+    assert any(in_range(port, stack_ports.scheduler_range) for port in ports)
+    assert sum(in_range(port, stack_ports.worker_range) for port in ports) >= 2
 
     run.process.send_signal(signal.SIGTERM)
     output = run.rest()
