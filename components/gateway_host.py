@@ -28,7 +28,7 @@ class GatewayHost(pulumi.ComponentResource):
         *,
         parameter_name: str,
         metrics_namespace: str,
-        ldap_secret_arn: pulumi.Input[str],
+        ldap_secret_name: str,
         subnet_id: pulumi.Input[str],
         security_group_id: pulumi.Input[str],
         instance_profile_arn: pulumi.Input[str],
@@ -38,12 +38,12 @@ class GatewayHost(pulumi.ComponentResource):
     ) -> None:
         super().__init__("daskplatform:aws:GatewayHost", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        runtime_json = pulumi.Output.from_input(ldap_secret_arn).apply(
-            lambda arn: (
-                settings.runtime(arn)
-                .model_copy(update={"metrics_namespace": metrics_namespace})
-                .to_json()
-            )
+        # Built from config alone (the secret is named, not referenced by ARN), so the
+        # value is known in preview and the policy pack's quota rules can check it.
+        runtime_json = (
+            settings.runtime(ldap_secret_name)
+            .model_copy(update={"metrics_namespace": metrics_namespace})
+            .to_json()
         )
         self.settings_parameter = aws.ssm.Parameter(
             f"{name}-settings",

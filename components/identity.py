@@ -45,6 +45,7 @@ class IdentityInputs:
     """What the policies point at; names are fixed up front so no resource cycle forms."""
 
     settings_parameter_name: str
+    ldap_secret_name: str
     worker_asg_name: str
     log_group_prefix: str
     metrics_namespace: str
@@ -71,6 +72,7 @@ class Identity(pulumi.ComponentResource):
         tags = dict(tags)
         self.ldap_secret = aws.secretsmanager.Secret(
             f"{name}-ldap-bind-password",
+            name=inputs.ldap_secret_name,
             recovery_window_in_days=7,
             tags=tags,
             opts=child,

@@ -38,6 +38,7 @@ def build(settings: PlatformSettings) -> None:
     project, stack = pulumi.get_project(), pulumi.get_stack()
     prefix = f"{project}-{stack}"
     parameter_name = f"/{project}/{stack}/runtime-settings"
+    ldap_secret_name = f"{project}/{stack}/ldap-bind-password"
     log_group_prefix = f"/{project}/{stack}/"
     metrics_namespace = f"DaskPlatform/{stack}"
     worker_asg_name = f"{prefix}-workers"
@@ -53,6 +54,7 @@ def build(settings: PlatformSettings) -> None:
         context,
         IdentityInputs(
             settings_parameter_name=parameter_name,
+            ldap_secret_name=ldap_secret_name,
             worker_asg_name=worker_asg_name,
             log_group_prefix=log_group_prefix,
             metrics_namespace=metrics_namespace,
@@ -85,7 +87,7 @@ def build(settings: PlatformSettings) -> None:
         settings,
         parameter_name=parameter_name,
         metrics_namespace=metrics_namespace,
-        ldap_secret_arn=identity.ldap_secret.arn,
+        ldap_secret_name=ldap_secret_name,
         subnet_id=network.private_subnet_ids[0],
         **host("gateway"),
     )

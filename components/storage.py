@@ -20,8 +20,8 @@ import pulumi_aws as aws
 
 from components.aws_context import AwsContext
 from components.bootstrap import ARTIFACT_KEY, runtime_package
+from daskplatform.settings import BUCKET_KINDS
 
-BUCKETS = ("raw", "processed", "audit", "artifacts")
 ACCESS_LOG_PREFIX = "s3-access/"
 ALB_LOG_PREFIX = "alb"
 RAW_TO_GLACIER_DAYS = 90
@@ -101,7 +101,7 @@ class Storage(pulumi.ComponentResource):
         audit = self._bucket(name, "audit", None, tags)
         self.buckets = {
             kind: audit if kind == "audit" else self._bucket(name, kind, audit, tags)
-            for kind in BUCKETS
+            for kind in BUCKET_KINDS
         }
         child = pulumi.ResourceOptions(parent=self)
         elb_account = aws.elb.get_service_account_output(

@@ -40,9 +40,8 @@ from daskplatform.gateway.directory import NodeSpec
 from daskplatform.identity.hub import GATEWAY_SERVICE, hub_config, write_hub_config
 from daskplatform.identity.ldap import CA_FILE_ENV
 from daskplatform.identity.slapd import DEMO_USERS, Slapd, SlapdNotInstalled
-from daskplatform.settings import RuntimeSettings, SettingsError, load_stack_file
+from daskplatform.settings import BUCKET_KINDS, RuntimeSettings, SettingsError, load_stack_file
 
-BUCKET_KINDS = ("raw", "processed", "audit", "artifacts")
 """The stack's four buckets (components/storage.py), created empty in moto."""
 SETTINGS_PARAMETER = "/dask-platform/local/runtime-settings"
 """Where the hosts read their settings, as the stack publishes them on AWS."""
@@ -237,9 +236,9 @@ class LocalPlatform:
         for kind in BUCKET_KINDS:
             s3.create_bucket(Bucket=f"dask-platform-local-{kind}",
                              CreateBucketConfiguration={"LocationConstraint": REGION})
-        secret_arn = aws_client("secretsmanager").create_secret(
-            Name=BIND_SECRET, SecretString=slapd.bind_password)["ARN"]
-        settings = load_stack_file(str(self.args.stack)).runtime(secret_arn).model_copy(
+        aws_client("secretsmanager").create_secret(
+            Name=BIND_SECRET, SecretString=slapd.bind_password)
+        settings = load_stack_file(str(self.args.stack)).runtime(BIND_SECRET).model_copy(
             update={"ldap_url": slapd.ldaps_url, "ldap_base_dn": slapd.base_dn,
                     "ldap_bind_dn": slapd.bind_dn})
         aws_client("ssm").put_parameter(Name=SETTINGS_PARAMETER, Type="String",

@@ -35,6 +35,9 @@ CONFIG_NAMESPACE = "dask-platform"
 PLATFORM_GROUPS = ("admins", "data_engineers", "data_analysts")
 """Platform groups, highest priority first by default."""
 
+BUCKET_KINDS = ("raw", "processed", "audit", "artifacts")
+"""The platform's S3 buckets (DESIGN.md, Data), created by the stack and by local mode."""
+
 
 class SettingsError(ValueError):
     """Invalid settings; the message names each offending key and what is allowed."""
@@ -261,8 +264,10 @@ class RuntimeSettings(_Model):
     ldap_url: str = ""
     ldap_base_dn: str = ""
     ldap_bind_dn: str = ""
-    ldap_bind_password_secret_arn: str = ""
-    """Secrets Manager ARN of the bind password; never the password itself."""
+    ldap_bind_password_secret_id: str = ""
+    """Secrets Manager name (or ARN) of the bind password; never the password itself.
+    The stack names the secret, so this is known at preview and the policy pack can
+    check the whole parameter before anything exists."""
     metrics_namespace: str = "DaskPlatform"
     """CloudWatch namespace of the platform metrics (``*_METRIC`` below); the stack
     publishes ``DaskPlatform/<stack>`` so stacks sharing an account stay apart."""
@@ -403,7 +408,7 @@ class PlatformSettings(_Model):
     def adopts_vpc(self) -> bool:
         return self.vpc_id is not None
 
-    def runtime(self, ldap_bind_password_secret_arn: str = "") -> RuntimeSettings:
+    def runtime(self, ldap_bind_password_secret_id: str = "") -> RuntimeSettings:
         """The host-facing part of the settings (no secrets)."""
         return RuntimeSettings(
             quotas=self.quotas,
@@ -415,7 +420,7 @@ class PlatformSettings(_Model):
             ldap_url=self.ldap_url,
             ldap_base_dn=self.ldap_base_dn,
             ldap_bind_dn=self.ldap_bind_dn,
-            ldap_bind_password_secret_arn=ldap_bind_password_secret_arn,
+            ldap_bind_password_secret_id=ldap_bind_password_secret_id,
         )
 
 

@@ -385,13 +385,13 @@ def test_cross_field_checks_run_when_loading() -> None:
 # ------------------------------------------------------------------ runtime part
 
 
-def test_runtime_settings_round_trip_and_carry_the_secret_arn_only() -> None:
+def test_runtime_settings_round_trip_and_carry_the_secret_id_only() -> None:
     s = settings(workers={"max": 19}, ldapBindPassword="pw-pw-pw-pw")
     runtime = s.runtime("arn:aws:secretsmanager:eu-west-1:123456789012:secret:ldap")
     again = RuntimeSettings.from_json(runtime.to_json())
     assert again == runtime
     assert again.workers.max == 19 and again.ldap_url == REQUIRED["ldapUrl"]
-    assert again.ldap_bind_password_secret_arn.endswith(":secret:ldap")
+    assert again.ldap_bind_password_secret_id.endswith(":secret:ldap")
     assert again.metrics_namespace == "DaskPlatform"
     assert "pw-pw-pw-pw" not in runtime.to_json()
 

@@ -221,12 +221,12 @@ class LdapDirectory:
 def read_bind_password(settings: RuntimeSettings) -> str:
     """The service bind password: Secrets Manager when the settings name a secret
     (AWS and local mode), else the environment variable."""
-    if settings.ldap_bind_password_secret_arn:
+    if settings.ldap_bind_password_secret_id:
         secret = aws_client("secretsmanager").get_secret_value(
-            SecretId=settings.ldap_bind_password_secret_arn)
+            SecretId=settings.ldap_bind_password_secret_id)
         return secret["SecretString"]
     password = os.environ.get(BIND_PASSWORD_ENV)
     if password is None:
-        raise ValueError(f"no LDAP bind password: set ldapBindPasswordSecretArn in the "
+        raise ValueError(f"no LDAP bind password: set ldapBindPasswordSecretId in the "
                          f"settings or {BIND_PASSWORD_ENV}")
     return password

@@ -94,14 +94,13 @@ def test_secret_value_only_when_a_password_is_set_and_only_as_a_secret(
             assert LDAP_PASSWORD not in json.dumps(resource.inputs, default=str), resource.name
 
 
-def test_runtime_settings_parameter_has_the_secret_arn_not_the_password(custom: StackRun) -> None:
+def test_runtime_settings_parameter_names_the_secret_not_the_password(custom: StackRun) -> None:
     parameter = one(custom, "Parameter", "gateway-settings").inputs
     assert parameter["name"] == "/dask-platform/custom/runtime-settings"
     runtime = RuntimeSettings.from_json(parameter["value"])
-    assert (
-        runtime.ldap_bind_password_secret_arn
-        == one(custom, "Secret", "identity-ldap-bind-password").outputs["arn"]
-    )
+    secret = one(custom, "Secret", "identity-ldap-bind-password")
+    assert runtime.ldap_bind_password_secret_id == secret.inputs["name"]
+    assert secret.inputs["name"] == "dask-platform/custom/ldap-bind-password"
     assert runtime.metrics_namespace == "DaskPlatform/custom"
     assert runtime.workers.max == 7 and runtime.ldap_url == "ldap://ipa.example.internal"
     assert LDAP_PASSWORD not in parameter["value"]

@@ -77,7 +77,7 @@ def test_bind_password_comes_from_secrets_manager(aws_env: str, slapd: Slapd) ->
     arn = aws_client("secretsmanager").create_secret(
         Name="identity-test-bind", SecretString=slapd.bind_password)["ARN"]
     settings = RuntimeSettings(ldap_url=slapd.ldaps_url, ldap_base_dn=slapd.base_dn,
-                               ldap_bind_dn=slapd.bind_dn, ldap_bind_password_secret_arn=arn,
+                               ldap_bind_dn=slapd.bind_dn, ldap_bind_password_secret_id=arn,
                                timeouts=TimeoutSettings(ldap_cache_seconds=0))
     assert read_bind_password(settings) == slapd.bind_password
     client = LdapDirectory.from_settings(settings, ca_file=str(slapd.ca_file))
@@ -86,6 +86,6 @@ def test_bind_password_comes_from_secrets_manager(aws_env: str, slapd: Slapd) ->
 
 def test_missing_bind_password_names_both_sources(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DASK_PLATFORM_LDAP_BIND_PASSWORD", raising=False)
-    with pytest.raises(ValueError, match="ldapBindPasswordSecretArn.*"
+    with pytest.raises(ValueError, match="ldapBindPasswordSecretId.*"
                                          "DASK_PLATFORM_LDAP_BIND_PASSWORD"):
         read_bind_password(RuntimeSettings())

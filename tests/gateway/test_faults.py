@@ -1,0 +1,75 @@
+"""Idle clusters stop; a lost node's workers come back elsewhere; clusters outlive a
+gateway restart."""
+
+from __future__ import annotations
+
+from tests.gateway.conftest import Pool, wait_for
+
+
+def _workers(client) -> int:
+    return len(client.scheduler_info(n_workers=-1)["workers"])
+
+
+def _alive(pool: Pool) -> int:
+    return sum(len(pool.processes(n)) for n, a in pool.agents.items()
+               if a.process.poll() is None)
+
+
+def test_an_idle_cluster_stops_after_the_timeout(make_pool) -> None:
+    pool: Pool = make_pool()
+    pool.add_agent("sched-1", "scheduler", cores=1, memory_gb=1)
+    pool.add_agent("work-1", "worker", cores=1, memory_gb=1)
+    pool.start_gateway(extra_config="c.PoolClusterConfig.idle_timeout = 4\n")
+    with pool.client("ann") as gateway:
+        cluster = gateway.new_cluster()
+        cluster.scale(1)
+        wait_for(lambda: _alive(pool) == 2, 30, "cluster did not start")
+        wait_for(lambda: not gateway.list_clusters(), 30, "idle cluster still listed")
+        wait_for(lambda: _alive(pool) == 0, 30, "idle cluster's processes still running")
+        cluster.close()
+
+
+def test_a_killed_agents_workers_come_back_on_another_node(make_pool) -> None:
+    pool: Pool = make_pool()
+    pool.add_agent("sched-1", "scheduler", cores=1, memory_gb=1)
+    pool.add_agent("work-1", "worker", cores=1, memory_gb=1)
+    pool.add_agent("work-2", "worker", cores=1, memory_gb=1)
+    pool.start_gateway()
+    with pool.client("ann") as gateway, gateway.new_cluster() as cluster, \
+            cluster.get_client() as client:
+        cluster.scale(1)
+        client.wait_for_workers(1, timeout=60)
+        doomed = next(n for n in ("work-1", "work-2") if pool.processes(n))
+        survivor = "work-2" if doomed == "work-1" else "work-1"
+        pool.kill_agent(doomed)
+        wait_for(lambda: len(pool.processes(survivor)) == 1, 60,
+                 f"worker not replaced on {survivor}")
+        client.wait_for_workers(1, timeout=60)
+        assert client.submit(sum, [1, 2, 3]).result(timeout=30) == 6
+        lost = [n for n in pool.metrics()["nodes"] if n["node_id"] == doomed]
+        assert lost[0]["lost"] is True
+
+
+def test_running_clusters_stay_reachable_across_a_gateway_restart(make_pool) -> None:
+    pool: Pool = make_pool()
+    pool.add_agent("sched-1", "scheduler", cores=1, memory_gb=1)
+    pool.add_agent("work-1", "worker", cores=1, memory_gb=1)
+    pool.start_gateway(db=True)
+    with pool.client("ann") as gateway, gateway.new_cluster(shutdown_on_close=False) as cluster:
+        name = cluster.name
+        cluster.scale(1)
+        with cluster.get_client() as client:
+            client.wait_for_workers(1, timeout=60)
+    before = {p["id"] for p in pool.processes("sched-1") + pool.processes("work-1")}
+
+    pool.gateway.stop()
+    assert {p["id"] for p in pool.processes("sched-1") + pool.processes("work-1")} == before
+    pool.start_gateway()
+
+    with pool.client("ann") as gateway:
+        assert [c.name for c in gateway.list_clusters()] == [name]
+        with gateway.connect(name) as cluster, cluster.get_client() as client:
+            assert client.submit(lambda: 7 * 6).result(timeout=30) == 42
+            assert _workers(client) == 1
+            cluster.shutdown()  # stopped through the checkpoints the first gateway wrote
+    wait_for(lambda: _alive(pool) == 0, 30, "processes left after shutdown")
