@@ -20,26 +20,25 @@ import resource
 import sys
 import tempfile
 import time
-from pathlib import Path
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from daskplatform.appsflyer import generate, run_pipeline  # noqa: E402
-from daskplatform.appsflyer.layout import checksum, discover  # noqa: E402
-from daskplatform.appsflyer.readers import read_chunks  # noqa: E402
-from daskplatform.appsflyer.schema import (  # noqa: E402
+from daskplatform.appsflyer import generate, run_pipeline
+from daskplatform.appsflyer.layout import checksum, discover
+from daskplatform.appsflyer.pipeline import DEFAULT_CHUNK_ROWS
+from daskplatform.appsflyer.readers import read_chunks
+from daskplatform.appsflyer.schema import (
     AGGREGATE_DIMENSIONS,
     AGGREGATES_SCHEMA,
     EVENTS_SCHEMA,
     QUARANTINE_SCHEMA,
     REPORTS,
 )
-from daskplatform.appsflyer.steps import to_arrow  # noqa: E402
-from daskplatform.appsflyer.storage import write_parquet  # noqa: E402
-from daskplatform.appsflyer.validate import validate  # noqa: E402
+from daskplatform.appsflyer.steps import to_arrow
+from daskplatform.appsflyer.storage import write_parquet
+from daskplatform.appsflyer.validate import validate
 
 FLOOR = 1.3
 
@@ -58,7 +57,7 @@ def pandas_pipeline(raw: str, out: str, audit: str) -> dict[str, Any]:
     sums = [checksum(f.url, {}) for f in inputs]
     events, quarantine, rows_in = [], [], 0
     for source in inputs:
-        for chunk in read_chunks(source, {}, chunk_rows=10**9):
+        for chunk in read_chunks(source, {}, DEFAULT_CHUNK_ROWS):
             checked = validate(chunk, source.report, source.url)
             rows_in += len(chunk.frame) + len(chunk.malformed)
             events.append(checked.events)
@@ -92,19 +91,10 @@ def pandas_pipeline(raw: str, out: str, audit: str) -> dict[str, Any]:
             "quarantined": len(bad), "files": len(sums), "peak_rss_mib": _peak_rss_mib()}
 
 
-def _in_child(queue: multiprocessing.Queue, *args: str) -> None:
-    queue.put(pandas_pipeline(*args))
-
-
 def run_pandas(raw: str, out: str, audit: str) -> dict[str, Any]:
     """In a fresh process, so its peak memory is its own."""
-    context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    child = context.Process(target=_in_child, args=(queue, raw, out, audit))
-    child.start()
-    result = queue.get()
-    child.join()
-    return result
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(pandas_pipeline, raw, out, audit).result()
 
 
 def run_dask(raw: str, out: str, audit: str, workers: int, memory: str) -> dict[str, Any]:

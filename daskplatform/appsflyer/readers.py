@@ -72,7 +72,7 @@ def _csv_chunks(handle: io.IOBase, compression: str | None, chunk_rows: int) -> 
     reader = pcsv.open_csv(
         pa.input_stream(handle, compression=compression),
         read_options=pcsv.ReadOptions(column_names=names, skip_rows=1,
-                                      block_size=max(1 << 16, chunk_rows * 200)),
+                                      block_size=min(max(1 << 16, chunk_rows * 200), 1 << 28)),
         parse_options=pcsv.ParseOptions(invalid_row_handler=keep_aside),
         convert_options=pcsv.ConvertOptions(
             column_types={name: pa.string() for name in names},

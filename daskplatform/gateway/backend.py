@@ -69,6 +69,8 @@ class NodeState:
     """Capacity fetched at least once."""
     failures: int = 0
     lost: bool = False
+    set_aside: bool = False
+    """Did not answer a start; skipped by placement until it answers a health check."""
     reserved: dict[str, tuple[float, float]] = field(default_factory=dict)
     """process id -> (cores, GB) of every process this backend placed here."""
     agent_used: tuple[float, float] = (0.0, 0.0)
@@ -84,7 +86,7 @@ class NodeState:
 
     @property
     def usable(self) -> bool:
-        return self.known and not self.lost
+        return self.known and not self.lost and not self.set_aside
 
     @property
     def busy(self) -> bool:
@@ -224,18 +226,24 @@ class PoolBackend(DBBackendBase):
     async def do_start_cluster(self, cluster: Cluster) -> AsyncIterator[dict[str, Any]]:
         cfg = cluster.config
         memory_gb = cfg.scheduler_memory / GIB
-        node_id = best_fit(self._rooms(), "scheduler", cfg.scheduler_cores, memory_gb)
-        if node_id is None:
-            raise RuntimeError(
-                f"no scheduler node has room for a scheduler ({cfg.scheduler_cores:g} cores, "
-                f"{memory_gb:g} GB); the scheduler host is full or unreachable")
-        node = self._nodes[node_id]
-        state = self._placement_state(node, f"{cluster.name}-scheduler")
-        node.reserved[state["process_id"]] = (cfg.scheduler_cores, memory_gb)
-        yield state
-        await node.client.spawn(self._spawn_spec(
-            state["process_id"], "scheduler", self.get_scheduler_command(cluster),
-            self.get_scheduler_env(cluster), cluster, cfg.scheduler_cores, memory_gb))
+        while True:
+            node_id = best_fit(self._rooms(), "scheduler", cfg.scheduler_cores, memory_gb)
+            if node_id is None:
+                raise RuntimeError(
+                    f"no scheduler node has room for a scheduler ({cfg.scheduler_cores:g} "
+                    f"cores, {memory_gb:g} GB); the scheduler host is full or unreachable")
+            node = self._nodes[node_id]
+            state = self._placement_state(node, f"{cluster.name}-scheduler")
+            node.reserved[state["process_id"]] = (cfg.scheduler_cores, memory_gb)
+            yield state
+            try:
+                await node.client.spawn(self._spawn_spec(
+                    state["process_id"], "scheduler", self.get_scheduler_command(cluster),
+                    self.get_scheduler_env(cluster), cluster, cfg.scheduler_cores,
+                    memory_gb))
+                return
+            except NodeUnreachable as exc:
+                self._set_aside(node, state, exc)
 
     async def do_stop_cluster(self, cluster: Cluster) -> None:
         await self._stop_process(cluster.state or {})
@@ -262,14 +270,20 @@ class PoolBackend(DBBackendBase):
             yield {"capped": str(exc)}
             await self._cap(worker, str(exc))
             return
-        placed = self._dispatch()
-        if worker.name not in placed:
-            yield {"queued": True}
-            return
-        _, node, state = placed.pop(worker.name)
-        self._start_launches(placed)
-        yield state
-        await self._spawn_worker(worker, node, state)
+        while True:
+            placed = self._dispatch()
+            if worker.name not in placed:
+                yield {"queued": True}
+                return
+            _, node, state = placed.pop(worker.name)
+            self._start_launches(placed)
+            yield state
+            try:
+                await self._spawn_worker(worker, node, state)
+                return
+            except NodeUnreachable as exc:
+                self._set_aside(node, state, exc)
+                self._enqueue(worker)
 
     async def do_stop_worker(self, worker: Worker) -> None:
         launch = self._launches.pop(worker.name, None)
@@ -293,6 +307,15 @@ class PoolBackend(DBBackendBase):
             raise ValueError(
                 f"a worker of {cores:g} cores and {memory_gb:g} GB is larger than any worker "
                 f"node (largest offers {largest.cores:g} cores, {largest.memory_gb:g} GB)")
+
+    def _set_aside(self, node: NodeState, state: dict[str, Any], exc: Exception) -> None:
+        """A node that did not answer a start gets no more processes until it answers a
+        health check; the request goes elsewhere instead of counting as a start failure
+        (three of those would fail the whole cluster)."""
+        self.log.warning("Node %s did not answer a start (%s); placing elsewhere",
+                         node.spec.node_id, exc)
+        node.set_aside = True
+        node.reserved.pop(state["process_id"], None)
 
     def _enqueue(self, worker: Worker) -> None:
         cfg = worker.cluster.config
@@ -355,6 +378,11 @@ class PoolBackend(DBBackendBase):
     async def _launch(self, worker: Worker, node: NodeState, state: dict[str, Any]) -> None:
         try:
             await self._spawn_worker(worker, node, state)
+        except NodeUnreachable as exc:
+            self._set_aside(node, state, exc)
+            self.db.update_worker(worker, state={"queued": True})
+            self._enqueue(worker)
+            self._start_launches(self._dispatch())
         except Exception as exc:
             self.log.warning("Worker %s failed to start on %s: %s", worker.name,
                              node.spec.node_id, exc)
@@ -482,7 +510,7 @@ class PoolBackend(DBBackendBase):
             return
         if node.lost:
             self.log.info("Node %s is reachable again", node.spec.node_id)
-        node.failures, node.known, node.lost = 0, True, False
+        node.failures, node.known, node.lost, node.set_aside = 0, True, False, False
         alive = [p for p in processes if p["state"] in ALIVE]
         node.alive_processes = len(alive)
         node.agent_used = (sum(p["cores"] for p in alive), sum(p["memory_gb"] for p in alive))

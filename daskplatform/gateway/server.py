@@ -147,9 +147,9 @@ class GatewayProcess:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60) -> GatewayProcess:
-        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
-        self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
-                                        env=self.env)
+        with open(self.log_path or os.devnull, "ab") as log:  # the child keeps its copy
+            self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
+                                            env=self.env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -117,8 +117,9 @@ class Pool:
                 "--port", str(port), "--token-file", str(self.tmp / "token"),
                 "--cores", str(cores), "--memory-gb", str(memory_gb),
                 "--workdir", str(self.tmp / f"agent-{node_id}"), "--node-id", node_id]
-        process = subprocess.Popen(argv, stdout=log_path.open("ab"), stderr=subprocess.STDOUT,
-                                   env=self.env)
+        with log_path.open("ab") as out:  # the child keeps its copy
+            process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
+                                       env=self.env)
         agent = Agent(node_id, role, f"http://127.0.0.1:{port}", process, log_path)
         self.agents[node_id] = agent
         _wait_for(lambda: _answers(agent.url + "/v1/health"), 30,

@@ -89,14 +89,13 @@ def test_a_user_in_no_platform_group_is_refused_with_the_granting_groups(pool: P
 
 
 def test_one_user_can_neither_list_nor_connect_to_another_users_cluster(pool: Pool) -> None:
-    with pool.client("ann") as gateway:
-        with gateway.new_cluster() as cluster:
-            with pool.client("bob") as other:
-                assert other.list_clusters() == []
-                with pytest.raises(Exception, match="403"):
-                    other.connect(cluster.name)
-                status, _ = pool.api("POST", f"/api/v1/clusters/{cluster.name}/scale", "bob",
-                                     {"count": 1})
-                assert status == 403
-                assert pool.api("DELETE", f"/api/v1/clusters/{cluster.name}", "bob")[0] == 403
-            assert [c.name for c in gateway.list_clusters()] == [cluster.name]
+    with pool.client("ann") as gateway, gateway.new_cluster() as cluster:
+        with pool.client("bob") as other:
+            assert other.list_clusters() == []
+            with pytest.raises(Exception, match="403"):
+                other.connect(cluster.name)
+            status, _ = pool.api("POST", f"/api/v1/clusters/{cluster.name}/scale", "bob",
+                                 {"count": 1})
+            assert status == 403
+            assert pool.api("DELETE", f"/api/v1/clusters/{cluster.name}", "bob")[0] == 403
+        assert [c.name for c in gateway.list_clusters()] == [cluster.name]

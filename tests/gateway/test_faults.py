@@ -46,8 +46,8 @@ def test_a_killed_agents_workers_come_back_on_another_node(make_pool) -> None:
                  f"worker not replaced on {survivor}")
         client.wait_for_workers(1, timeout=60)
         assert client.submit(sum, [1, 2, 3]).result(timeout=30) == 6
-        lost = [n for n in pool.metrics()["nodes"] if n["node_id"] == doomed]
-        assert lost[0]["lost"] is True
+        wait_for(lambda: any(n["node_id"] == doomed and n["lost"]
+                             for n in pool.metrics()["nodes"]), 20, f"{doomed} not marked lost")
 
 
 def test_running_clusters_stay_reachable_across_a_gateway_restart(make_pool) -> None:

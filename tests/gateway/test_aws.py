@@ -1,0 +1,73 @@
+"""The Auto Scaling side, through moto's server: node discovery, scale-in protection
+of nodes holding processes, and the PendingWorkers metric."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+from daskplatform.aws import aws_client
+from daskplatform.gateway.directory import asg_worker_nodes
+from tests.gateway.conftest import Pool, wait_for
+
+
+def _make_group(size: int) -> tuple[str, list[str]]:
+    """A worker group in moto with ``size`` InService instances."""
+    name = f"workers-{uuid.uuid4().hex[:8]}"
+    autoscaling = aws_client("autoscaling")
+    autoscaling.create_launch_configuration(LaunchConfigurationName=name,
+                                            ImageId="ami-12c6146b", InstanceType="c5.large")
+    autoscaling.create_auto_scaling_group(
+        AutoScalingGroupName=name, LaunchConfigurationName=name, MinSize=size,
+        MaxSize=size, DesiredCapacity=size, AvailabilityZones=["eu-west-1a"])
+    group = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[name])
+    return name, sorted(i["InstanceId"] for i in group["AutoScalingGroups"][0]["Instances"])
+
+
+def _protected(name: str) -> dict[str, bool]:
+    group = aws_client("autoscaling").describe_auto_scaling_groups(
+        AutoScalingGroupNames=[name])["AutoScalingGroups"][0]
+    return {i["InstanceId"]: i["ProtectedFromScaleIn"] for i in group["Instances"]}
+
+
+def test_directory_lists_in_service_instances_by_private_ip(aws_env: str) -> None:
+    name, ids = _make_group(2)
+    aws_client("autoscaling").enter_standby(
+        AutoScalingGroupName=name, InstanceIds=[ids[0]], ShouldDecrementDesiredCapacity=True)
+    nodes = asg_worker_nodes(name, agent_port=8790)
+    ip = aws_client("ec2").describe_instances(InstanceIds=[ids[1]])[
+        "Reservations"][0]["Instances"][0]["PrivateIpAddress"]
+    assert [(n.node_id, n.role, n.agent_url) for n in nodes] == [
+        (ids[1], "worker", f"http://{ip}:8790")]
+    with pytest.raises(LookupError, match="no-such-group"):
+        asg_worker_nodes("no-such-group", agent_port=8790)
+
+
+def test_nodes_holding_processes_are_protected_until_they_empty(aws_env: str,
+                                                                make_pool) -> None:
+    name, ids = _make_group(2)
+    aws_keys = ("DASK_PLATFORM_AWS_ENDPOINT", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID",
+                "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
+    pool: Pool = make_pool(env={k: os.environ[k] for k in aws_keys})
+    pool.add_agent("sched-1", "scheduler", cores=1, memory_gb=1)
+    for instance_id in ids:  # agents on 127.0.0.1 stand in for the two instances
+        pool.add_agent(instance_id, "worker", cores=1, memory_gb=1)
+    pool.start_gateway(
+        extra_config="c.PoolBackend.metrics_period = 0.5\n",
+        extra_args=["--asg-name", name, "--metrics-namespace", f"test-{name}"])
+    assert _protected(name) == {i: False for i in ids}
+    with pool.client("ann") as gateway, gateway.new_cluster() as cluster, \
+            cluster.get_client() as client:
+        cluster.scale(1)
+        client.wait_for_workers(1, timeout=60)
+        busy = next(i for i in ids if pool.processes(i))
+        assert _protected(name) == {i: i == busy for i in ids}
+        cluster.scale(0)
+        wait_for(lambda: not pool.processes(busy), 30, "worker did not stop")
+        wait_for(lambda: _protected(name) == {i: False for i in ids}, 20,
+                 "protection not cleared on the emptied node")
+    metrics = aws_client("cloudwatch").list_metrics(Namespace=f"test-{name}")["Metrics"]
+    assert [m["MetricName"] for m in metrics][:1] == ["PendingWorkers"]
+    assert metrics[0]["Dimensions"] == [{"Name": "AutoScalingGroupName", "Value": name}]
