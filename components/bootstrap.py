@@ -3,7 +3,8 @@
 Behaviour lives in ``daskplatform`` (tested for real); this only mounts EFS, installs
 the runtime package the stack uploaded to the artifacts bucket, ships the service log
 to CloudWatch, and starts ``dask-platform <role>`` under systemd. It carries names and
-ids only, never a secret: the LDAP password stays in Secrets Manager.
+ids only, never a secret: the LDAP password and the agents' token stay in Secrets
+Manager, and everything else a host needs follows from the settings parameter.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pulumi
+
+from daskplatform.settings import PortSettings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PACKAGE_FILES = ("pyproject.toml", "README.md")
@@ -67,6 +70,7 @@ Wants=network-online.target
 After=network-online.target remote-fs.target
 [Service]
 Environment=AWS_DEFAULT_REGION=@region
+StateDirectory=dask-platform
 ExecStart=/opt/dask-platform/venv/bin/dask-platform @command
 Delegate=yes
 Restart=always
@@ -92,13 +96,17 @@ class HostBootstrap:
     shared_access_point_id: str
     homes_access_point_id: str
     log_group_name: str
+    ports: PortSettings
 
     @property
     def command(self) -> str:
+        """Listen on the host's interfaces (security groups decide who reaches them);
+        agents advertise the private IPv4 from instance metadata."""
         source = f"--settings ssm://{self.settings_parameter_name}"
         if self.role == "gateway":
-            return f"gateway {source}"
-        return f"agent --role {self.role} {source}"
+            return (f"gateway {source} --proxy-address 0.0.0.0:{self.ports.gateway_http} "
+                    f"--proxy-tcp-address 0.0.0.0:{self.ports.gateway_tls}")
+        return f"agent --role {self.role} {source} --host 0.0.0.0 --advertise-host imds"
 
     def render(self) -> str:
         gateway = self.role == "gateway"
@@ -128,6 +136,7 @@ def user_data(
     shared_access_point_id: pulumi.Input[str],
     homes_access_point_id: pulumi.Input[str],
     log_group_name: pulumi.Input[str],
+    ports: PortSettings,
 ) -> pulumi.Output[str]:
     """The rendered stub for ``role`` once the ids it names are known."""
     return pulumi.Output.all(
@@ -137,4 +146,6 @@ def user_data(
         shared_access_point_id,
         homes_access_point_id,
         log_group_name,
-    ).apply(lambda v: HostBootstrap(role, v[0], settings_parameter_name, *v[1:]).render())
+    ).apply(
+        lambda v: HostBootstrap(role, v[0], settings_parameter_name, *v[1:], ports).render()
+    )

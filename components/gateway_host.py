@@ -1,7 +1,8 @@
 """GatewayHost: JupyterHub + dask-gateway-server, and the runtime settings it publishes.
 
-The host-facing part of the settings (quotas, shapes, ports, timeouts, the LDAP
-secret's ARN, never a password) goes into an SSM parameter that every host reads at
+The host-facing part of the settings (quotas, shapes, ports, timeouts, the names of
+the secrets, the worker group and the stack, never a secret value) goes into an SSM
+parameter that every host reads at
 start (``--settings ssm://<name>``); the policy pack can check it in preview and the
 gateway can reload it without a new instance.
 """
@@ -13,8 +14,8 @@ from collections.abc import Mapping
 import pulumi
 import pulumi_aws as aws
 
-from components.host import launch_template
-from daskplatform.settings import PlatformSettings
+from components.host import host_tags, launch_template
+from daskplatform.settings import PlatformSettings, RuntimeSettings
 
 
 class GatewayHost(pulumi.ComponentResource):
@@ -27,8 +28,7 @@ class GatewayHost(pulumi.ComponentResource):
         settings: PlatformSettings,
         *,
         parameter_name: str,
-        metrics_namespace: str,
-        ldap_secret_name: str,
+        runtime_settings: RuntimeSettings,
         subnet_id: pulumi.Input[str],
         security_group_id: pulumi.Input[str],
         instance_profile_arn: pulumi.Input[str],
@@ -38,13 +38,9 @@ class GatewayHost(pulumi.ComponentResource):
     ) -> None:
         super().__init__("daskplatform:aws:GatewayHost", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        # Built from config alone (the secret is named, not referenced by ARN), so the
-        # value is known in preview and the policy pack's quota rules can check it.
-        runtime_json = (
-            settings.runtime(ldap_secret_name)
-            .model_copy(update={"metrics_namespace": metrics_namespace})
-            .to_json()
-        )
+        # Built from config and fixed names alone (secrets are named, not referenced by
+        # ARN), so the value is known in preview and the policy pack can check it.
+        runtime_json = runtime_settings.to_json()
         self.settings_parameter = aws.ssm.Parameter(
             f"{name}-settings",
             name=parameter_name,
@@ -70,7 +66,7 @@ class GatewayHost(pulumi.ComponentResource):
         self.instance = aws.ec2.Instance(
             f"{name}-instance",
             launch_template={"id": template.id, "version": template.latest_version.apply(str)},
-            tags={**tags, "Name": f"{name}-instance"},
+            tags=host_tags(tags, "gateway"),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.settings_parameter]),
         )
         self.register_outputs(

@@ -13,11 +13,19 @@ from collections.abc import Mapping
 import pulumi
 import pulumi_aws as aws
 
+from daskplatform.settings import ROLE_TAG
+
 AMI = "resolve:ssm:/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
 """Amazon Linux 2023, resolved by EC2 at launch; an instance refresh picks up new AMIs."""
 ROOT_DEVICE = "/dev/xvda"
 ROOT_VOLUME_GIB = 30
-ROLE_TAG = "dask-platform:role"
+
+
+def host_tags(tags: Mapping[str, str], role: str) -> dict[str, str]:
+    """An instance's tags: the common ones, its name and its role. Single instances
+    carry them on the Instance resource too, so an update never strips the role tag
+    the gateway finds the scheduler host by."""
+    return {**tags, "Name": f"{tags.get('project')}-{tags.get('stack')}-{role}", ROLE_TAG: role}
 
 
 def launch_template(
@@ -33,11 +41,7 @@ def launch_template(
     subnet_id: pulumi.Input[str] | None = None,
 ) -> aws.ec2.LaunchTemplate:
     """A hardened launch template for ``role``; ``subnet_id`` pins a single host."""
-    instance_tags = {
-        **tags,
-        "Name": f"{tags.get('project')}-{tags.get('stack')}-{role}",
-        ROLE_TAG: role,
-    }
+    instance_tags = host_tags(tags, role)
     return aws.ec2.LaunchTemplate(
         name,
         image_id=AMI,

@@ -1,12 +1,15 @@
 """Identity: one IAM role and instance profile per host role, least privilege, and
-the Secrets Manager secret holding the LDAP bind password.
+the Secrets Manager secrets: the LDAP bind password and the node agents' token.
 
 Every host may: read the runtime-settings SSM parameter, fetch the runtime package
 from the artifacts prefix, mount EFS as an IAM client, put metrics into the platform
 namespace, write its platform log group, and be reached by SSM Session Manager (no SSH).
-The gateway may also read the LDAP secret (and no other), describe the Auto Scaling
-groups and instances, set scale-in protection on the worker group only, and act as
-root on EFS (it creates and chowns each user's home under the homes access point).
+The gateway may also read the LDAP secret, read and put the agent-token secret (it
+generates the token on its first start), describe the Auto Scaling groups and
+instances (worker nodes, and the scheduler host by its tags), set scale-in protection
+on the worker group only, and act as root on EFS (it creates and chowns each user's
+home under the homes access point). Scheduler and worker hosts may read the agent
+token and no other secret.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ class IdentityInputs:
 
     settings_parameter_name: str
     ldap_secret_name: str
+    agent_token_secret_name: str
     worker_asg_name: str
     log_group_prefix: str
     metrics_namespace: str
@@ -57,6 +61,7 @@ class Identity(pulumi.ComponentResource):
     instance_profiles: dict[str, aws.iam.InstanceProfile]
     roles: dict[str, aws.iam.Role]
     ldap_secret: aws.secretsmanager.Secret
+    agent_token_secret: aws.secretsmanager.Secret
 
     def __init__(
         self,
@@ -85,6 +90,16 @@ class Identity(pulumi.ComponentResource):
                 opts=child,
                 secret_string=pulumi.Output.secret(settings.ldap_bind_password.get_secret_value()),
             )
+        # Created empty: the gateway generates the token at its first start, so it
+        # never enters stack state (docs/node-agent.md).
+        self.agent_token_secret = aws.secretsmanager.Secret(
+            f"{name}-agent-token",
+            name=inputs.agent_token_secret_name,
+            recovery_window_in_days=7,
+            tags=tags,
+            opts=child,
+            description="Bearer token of the node agents; the gateway fills it",
+        )
         self.roles, self.instance_profiles = {}, {}
         for role in HOST_ROLES:
             iam_role = aws.iam.Role(
@@ -102,7 +117,17 @@ class Identity(pulumi.ComponentResource):
             )
             statements = _host_statements(context, inputs, role)
             if role == "gateway":
-                statements += _gateway_statements(context, inputs, self.ldap_secret.arn)
+                statements += _gateway_statements(
+                    context, inputs, self.ldap_secret.arn, self.agent_token_secret.arn)
+            else:
+                statements.append(
+                    {
+                        "Sid": "ReadAgentToken",
+                        "Effect": "Allow",
+                        "Action": "secretsmanager:GetSecretValue",
+                        "Resource": self.agent_token_secret.arn,
+                    }
+                )
             aws.iam.RolePolicy(
                 f"{name}-{role}-policy",
                 role=iam_role.id,
@@ -116,6 +141,7 @@ class Identity(pulumi.ComponentResource):
         self.register_outputs(
             {
                 "ldap_secret_arn": self.ldap_secret.arn,
+                "agent_token_secret_arn": self.agent_token_secret.arn,
                 **{f"{role}_role_arn": r.arn for role, r in self.roles.items()},
             }
         )
@@ -161,7 +187,10 @@ def _host_statements(context: AwsContext, inputs: IdentityInputs, role: str) -> 
 
 
 def _gateway_statements(
-    context: AwsContext, inputs: IdentityInputs, ldap_secret_arn: pulumi.Output[str]
+    context: AwsContext,
+    inputs: IdentityInputs,
+    ldap_secret_arn: pulumi.Output[str],
+    agent_token_secret_arn: pulumi.Output[str],
 ) -> list[dict]:
     worker_asg_arn = context.arn(
         "autoscaling", f"autoScalingGroup:*:autoScalingGroupName/{inputs.worker_asg_name}"
@@ -178,6 +207,12 @@ def _gateway_statements(
             "Effect": "Allow",
             "Action": "secretsmanager:GetSecretValue",
             "Resource": ldap_secret_arn,
+        },
+        {
+            "Sid": "ManageAgentToken",
+            "Effect": "Allow",
+            "Action": ["secretsmanager:GetSecretValue", "secretsmanager:PutSecretValue"],
+            "Resource": agent_token_secret_arn,
         },
         {
             "Sid": "DiscoverNodes",

@@ -182,7 +182,10 @@ def _dashboard(region: str, asg_name: str, alb: str, namespace: str) -> str:
                 ),
                 widget(
                     "Pending workers and queued tasks",
-                    [[namespace, PENDING_WORKERS_METRIC], [namespace, QUEUED_TASKS_METRIC]],
+                    [
+                        [namespace, PENDING_WORKERS_METRIC, "AutoScalingGroupName", asg_name],
+                        [namespace, QUEUED_TASKS_METRIC],
+                    ],
                 ),
                 widget(
                     "Worker pool CPU %",

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 import pulumi
 import pulumi_aws as aws
 
-from components.host import launch_template
+from components.host import host_tags, launch_template
 from daskplatform.settings import PlatformSettings
 
 
@@ -45,7 +45,7 @@ class SchedulerHost(pulumi.ComponentResource):
         self.instance = aws.ec2.Instance(
             f"{name}-instance",
             launch_template={"id": template.id, "version": template.latest_version.apply(str)},
-            tags={**tags, "Name": f"{name}-instance"},
+            tags=host_tags(tags, "scheduler"),
             opts=pulumi.ResourceOptions(parent=self),
         )
         self.register_outputs(

@@ -1,8 +1,9 @@
 """The whole platform composed in one stack: settings -> components -> outputs.
 
-Names other parts must agree on (the settings parameter, the worker group, the log
-groups, the metrics namespace) are fixed here from the project and stack names, so
-IAM policies can point at them before the resources exist and no dependency cycle forms.
+Names other parts must agree on (the settings parameter, the secrets, the worker
+group, the log groups, the metrics namespace) are fixed here from the project and stack
+names, so IAM policies and the runtime settings can name them before the resources
+exist, and no dependency cycle forms.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from components.scheduler_host import SchedulerHost
 from components.security_groups import SecurityGroups
 from components.storage import Storage
 from components.worker_pool import WorkerPool
-from daskplatform.settings import PlatformSettings
+from daskplatform.settings import STACK_TAG, PlatformSettings
 
 
 def common_tags(settings: PlatformSettings) -> dict[str, str]:
@@ -28,7 +29,7 @@ def common_tags(settings: PlatformSettings) -> dict[str, str]:
     return {
         **settings.tags,
         "project": pulumi.get_project(),
-        "stack": pulumi.get_stack(),
+        STACK_TAG: pulumi.get_stack(),
         "managed-by": "pulumi",
     }
 
@@ -39,9 +40,17 @@ def build(settings: PlatformSettings) -> None:
     prefix = f"{project}-{stack}"
     parameter_name = f"/{project}/{stack}/runtime-settings"
     ldap_secret_name = f"{project}/{stack}/ldap-bind-password"
+    agent_token_secret_name = f"{project}/{stack}/agent-token"
     log_group_prefix = f"/{project}/{stack}/"
     metrics_namespace = f"DaskPlatform/{stack}"
     worker_asg_name = f"{prefix}-workers"
+    runtime_settings = settings.runtime(
+        ldap_secret_name,
+        stack_name=stack,
+        worker_asg_name=worker_asg_name,
+        agent_token_secret_id=agent_token_secret_name,
+        metrics_namespace=metrics_namespace,
+    )
     tags = common_tags(settings)
     context = AwsContext.lookup()
 
@@ -55,6 +64,7 @@ def build(settings: PlatformSettings) -> None:
         IdentityInputs(
             settings_parameter_name=parameter_name,
             ldap_secret_name=ldap_secret_name,
+            agent_token_secret_name=agent_token_secret_name,
             worker_asg_name=worker_asg_name,
             log_group_prefix=log_group_prefix,
             metrics_namespace=metrics_namespace,
@@ -79,6 +89,7 @@ def build(settings: PlatformSettings) -> None:
                 shared_access_point_id=storage.shared_access_point.id,
                 homes_access_point_id=storage.homes_access_point.id,
                 log_group_name=f"{log_group_prefix}{role}",
+                ports=settings.ports,
             ),
         }
 
@@ -86,8 +97,7 @@ def build(settings: PlatformSettings) -> None:
         "gateway",
         settings,
         parameter_name=parameter_name,
-        metrics_namespace=metrics_namespace,
-        ldap_secret_name=ldap_secret_name,
+        runtime_settings=runtime_settings,
         subnet_id=network.private_subnet_ids[0],
         **host("gateway"),
     )

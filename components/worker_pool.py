@@ -140,6 +140,7 @@ class WorkerPool(pulumi.ComponentResource):
             f"{name}-pending-workers",
             namespace=metrics_namespace,
             metric_name=PENDING_WORKERS_METRIC,
+            dimensions={"AutoScalingGroupName": asg_name},  # as the gateway publishes it
             statistic="Maximum",
             comparison_operator="GreaterThanThreshold",
             threshold=0,

@@ -49,7 +49,6 @@ BIND_SECRET = "dask-platform-local/ldap-bind-password"
 START_TIMEOUT = 60.0
 """Seconds one component may take to answer after it was started."""
 REGION = "eu-west-1"
-GATEWAY_AUTHENTICATOR = "daskplatform.identity.gateway_auth.PlatformAuthenticator"
 
 
 def say(message: str) -> None:
@@ -284,8 +283,8 @@ class LocalPlatform:
 
     def _start_gateway(self, slapd: Slapd) -> None:
         say("local: starting the gateway (pool backend, LDAP login) ...")
-        auth: dict[str, str] = {"settings_source": f"ssm://{SETTINGS_PARAMETER}",
-                                "ldap_ca_file": str(slapd.ca_file)}
+        # The settings name slapd, so the gateway picks the LDAP authenticator itself.
+        auth: dict[str, str] = {"ldap_ca_file": str(slapd.ca_file)}
         env = dict(self.env)
         if self.args.hub:
             auth.update(jupyterhub_api_url=f"http://127.0.0.1:{self.args.hub_port}/hub/api",
@@ -302,7 +301,6 @@ class LocalPlatform:
             "--proxy-address", f"127.0.0.1:{self.args.port}",
             "--agent-token-file", str(self.state / "agent-token"),
             "--db-url", "sqlite://",  # in memory: clusters stop with the gateway
-            "--authenticator-class", GATEWAY_AUTHENTICATOR,
             "--authenticator-config", str(auth_file),
             "--temp-dir", str(self.state / "gateway"),
             *[f"--node={n.node_id},{n.role},{n.agent_url}" for n in nodes],

@@ -271,6 +271,16 @@ class RuntimeSettings(_Model):
     metrics_namespace: str = "DaskPlatform"
     """CloudWatch namespace of the platform metrics (``*_METRIC`` below); the stack
     publishes ``DaskPlatform/<stack>`` so stacks sharing an account stay apart."""
+    stack_name: str = ""
+    """The Pulumi stack whose hosts these are; the gateway finds the scheduler host by
+    its tags (``STACK_TAG`` = this, ``ROLE_TAG`` = scheduler). Empty locally, where
+    nodes are a static list."""
+    worker_asg_name: str = ""
+    """The worker Auto Scaling group (the gateway lists its nodes and protects busy ones
+    from scale-in). Empty locally."""
+    agent_token_secret_id: str = ""
+    """Secrets Manager name of the node agents' bearer token: the gateway fills it on
+    first start, the agents wait for it. Empty locally, where a token file is used."""
 
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True)
@@ -291,6 +301,13 @@ ACTIVE_CLUSTERS_METRIC = "ActiveClusters"
 """Dask clusters running (gateway); with ActiveWorkers at 0 this raises an alarm."""
 QUEUED_TASKS_METRIC = "QueuedTasks"
 """Tasks waiting on all schedulers together (gateway); above 50 raises an alarm."""
+
+# --------------------------------------------------------------------------- host tags
+
+ROLE_TAG = "dask-platform:role"
+"""Instance tag naming a host's role (gateway, scheduler, worker); the stack sets it."""
+STACK_TAG = "stack"
+"""Instance tag naming the host's stack, among the common tags on every resource."""
 
 
 # --------------------------------------------------------------------------- platform
@@ -408,8 +425,13 @@ class PlatformSettings(_Model):
     def adopts_vpc(self) -> bool:
         return self.vpc_id is not None
 
-    def runtime(self, ldap_bind_password_secret_id: str = "") -> RuntimeSettings:
-        """The host-facing part of the settings (no secrets)."""
+    def runtime(self, ldap_bind_password_secret_id: str = "", **names: str) -> RuntimeSettings:
+        """The host-facing part of the settings (no secrets).
+
+        ``names`` are the RuntimeSettings fields only the stack knows (``stack_name``,
+        ``worker_asg_name``, ``agent_token_secret_id``, ``metrics_namespace``); left
+        out, they keep their local defaults.
+        """
         return RuntimeSettings(
             quotas=self.quotas,
             clusters=self.clusters,
@@ -421,6 +443,7 @@ class PlatformSettings(_Model):
             ldap_base_dn=self.ldap_base_dn,
             ldap_bind_dn=self.ldap_bind_dn,
             ldap_bind_password_secret_id=ldap_bind_password_secret_id,
+            **names,
         )
 
 

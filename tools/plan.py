@@ -21,6 +21,15 @@ import pulumi
 from policies.offline import evaluate, format_violations
 from tools.mockrun import RegisteredResource, StackRun, run_program, stack_config
 
+_SECURITY_GROUP_RULE = (
+    "securityGroupId",
+    "fromPort",
+    "toPort",
+    "referencedSecurityGroupId",
+    "cidrIpv4",
+    "cidrIpv6",
+)
+
 KEY_PROPERTIES: dict[str, tuple[str, ...]] = {
     "ec2/vpc:Vpc": ("cidrBlock",),
     "ec2/subnet:Subnet": ("cidrBlock", "availabilityZone", "mapPublicIpOnLaunch"),
@@ -29,22 +38,8 @@ KEY_PROPERTIES: dict[str, tuple[str, ...]] = {
     "ec2/vpcEndpoint:VpcEndpoint": ("serviceName", "vpcEndpointType"),
     "ec2/flowLog:FlowLog": ("trafficType", "logDestinationType"),
     "ec2/securityGroup:SecurityGroup": ("description",),
-    "vpc/securityGroupIngressRule:SecurityGroupIngressRule": (
-        "securityGroupId",
-        "fromPort",
-        "toPort",
-        "referencedSecurityGroupId",
-        "cidrIpv4",
-        "cidrIpv6",
-    ),
-    "vpc/securityGroupEgressRule:SecurityGroupEgressRule": (
-        "securityGroupId",
-        "fromPort",
-        "toPort",
-        "referencedSecurityGroupId",
-        "cidrIpv4",
-        "cidrIpv6",
-    ),
+    "vpc/securityGroupIngressRule:SecurityGroupIngressRule": _SECURITY_GROUP_RULE,
+    "vpc/securityGroupEgressRule:SecurityGroupEgressRule": _SECURITY_GROUP_RULE,
     "ec2/launchTemplate:LaunchTemplate": (
         "instanceType",
         "metadataOptions.httpTokens",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import time
 from collections import Counter
 from datetime import datetime, timezone
 from typing import Any
@@ -42,19 +43,23 @@ DEFAULT_CHUNK_ROWS = 250_000
 _CHECKSUM_BATCH = 64
 
 
-def _compute(tasks: list[Any], client: Any) -> list[Any]:
-    if not tasks:
-        return []
+def _compute(tasks: list[Any], client: Any, timings: dict[str, float], stage: str) -> list[Any]:
+    """Run one stage's tasks; its wall time goes into the manifest (where time goes)."""
+    started = time.perf_counter()
     scheduler = client.get if client is not None else "synchronous"
-    return list(dask.compute(*tasks, scheduler=scheduler))
+    results = list(dask.compute(*tasks, scheduler=scheduler)) if tasks else []
+    timings[stage] = round(time.perf_counter() - started, 3)
+    return results
 
 
-def _checksums(urls: list[str], options: StorageOptions, client: Any) -> list[str]:
+def _checksums(urls: list[str], options: StorageOptions, client: Any,
+               timings: dict[str, float]) -> list[str]:
     def batch(chunk: list[str]) -> list[str]:
         return [checksum(url, options) for url in chunk]
 
     chunks = [urls[i:i + _CHECKSUM_BATCH] for i in range(0, len(urls), _CHECKSUM_BATCH)]
-    return [s for part in _compute([delayed(batch)(c) for c in chunks], client) for s in part]
+    tasks = [delayed(batch)(c) for c in chunks]
+    return [s for part in _compute(tasks, client, timings, "checksum") for s in part]
 
 
 def _now() -> str:
@@ -77,8 +82,9 @@ def run_pipeline(input_url: str, processed_url: str, audit_url: str, *, client: 
         return dict(storage_options) if storage_options is not None else default_storage_options(url)
 
     started = _now()
+    timings: dict[str, float] = {}
     found = discover(input_url, options(input_url))
-    sums = _checksums([f.url for f in found.ready], options(input_url), client)
+    sums = _checksums([f.url for f in found.ready], options(input_url), client, timings)
     done = processed_inputs(audit_url, options(audit_url))
     pending = [(f, s) for f, s in zip(found.ready, sums) if (f.url, s) not in done]
     summary: dict[str, Any] = {
@@ -99,15 +105,17 @@ def run_pipeline(input_url: str, processed_url: str, audit_url: str, *, client: 
 
     staged: list[StageResult] = _compute(
         [delayed(stage_input)(f, i, places, chunk_rows) for i, (f, _) in enumerate(pending)],
-        client)
+        client, timings, "validate")
     groups: dict[Group, list[str]] = {}
     for result in staged:
         for group, paths in result.staged.items():
             groups.setdefault(group, []).extend(paths)
     writes: list[WriteResult] = _compute(
-        [delayed(dedup_write)(g, groups[g], places) for g in sorted(groups)], client)
+        [delayed(dedup_write)(g, groups[g], places) for g in sorted(groups)], client, timings,
+        "dedup_write")
     days = sorted({w.group[1] for w in writes if w.path})
-    aggregates = _compute([delayed(aggregate_day)(d, places) for d in days], client)
+    aggregates = _compute([delayed(aggregate_day)(d, places) for d in days], client, timings,
+                          "aggregate")
     remove(out_fs, places.staging())
 
     written: Counter[str] = Counter()
@@ -123,7 +131,7 @@ def run_pipeline(input_url: str, processed_url: str, audit_url: str, *, client: 
     manifest = {
         "run_id": run_id, "status": "failed" if any(r.error for r in staged) else "complete",
         "started_at": started, "finished_at": _now(), **summary,
-        "totals": totals(inputs), "inputs": inputs,
+        "totals": totals(inputs), "stage_seconds": timings, "inputs": inputs,
         "outputs": {"events": sorted(w.path for w in writes if w.path),
                     "aggregates": aggregates, "quarantine": places.quarantine()},
     }

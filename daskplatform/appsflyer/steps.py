@@ -36,8 +36,10 @@ from daskplatform.appsflyer.storage import (
     StorageOptions,
     filesystem,
     join,
+    read_arrow,
     read_parquet,
     remove,
+    write_arrow,
     write_parquet,
 )
 from daskplatform.appsflyer.validate import validate
@@ -94,22 +96,22 @@ def stage_input(source: InputFile, index: int, places: Places, chunk_rows: int) 
     try:
         for number, chunk in enumerate(read_chunks(source, places.input_options,
                                                    chunk_rows)):
-            name = f"{index:06d}-{number:05d}.parquet"
+            name = f"{index:06d}-{number:05d}"
             checked = validate(chunk, source.report, source.url)
             result.rows_in += len(chunk.frame) + len(chunk.malformed)
             if len(checked.quarantine):
-                path = join(places.quarantine(), name)
+                path = join(places.quarantine(), name + ".parquet")
                 write_parquet(audit_fs, path, to_arrow(checked.quarantine, QUARANTINE_SCHEMA))
                 written.append((audit_fs, path))
                 result.quarantined.update(checked.quarantine["reason"].value_counts().to_dict())
-            events = checked.events
-            if events.empty:
+            if checked.events.empty:
                 continue
-            for hour, rows in events.groupby(events["event_time"].dt.floor("h"), sort=True):
+            events = to_arrow(checked.events, STAGED_SCHEMA)
+            hours = pc.floor_temporal(events["event_time"], unit="hour")
+            for hour in pc.unique(hours).to_pylist():
                 group = (str(source.report), hour.strftime("%Y-%m-%d"), hour.strftime("%H"))
-                path = join(places.staging(), *group, name)
-                # Staging is read once, moments later: speed over size.
-                write_parquet(out_fs, path, to_arrow(rows, STAGED_SCHEMA), compression="none")
+                path = join(places.staging(), *group, name + ".arrow")
+                write_arrow(out_fs, path, events.filter(pc.equal(hours, hour)))
                 written.append((out_fs, path))
                 result.staged.setdefault(group, []).append(path)
     except (OSError, ValueError, EOFError, pa.ArrowException) as exc:
@@ -140,20 +142,22 @@ def dedup_write(group: Group, staged: list[str], places: Places) -> WriteResult:
     folder = events_dir(root, report, day)
     target = join(folder, f"part-h{hour}-{places.tag}.parquet")
     earlier = [p for p in fs.glob(join(folder, f"part-h{hour}-*.parquet")) if p != target]
-    seen = pd.Index(pd.concat(
-        [read_parquet(fs, p, ["event_id"]).to_pandas()["event_id"] for p in earlier]
-    ) if earlier else [], dtype="str")
-    rows = pd.concat([read_parquet(fs, p).to_pandas() for p in staged], ignore_index=True)
-    rows = rows.sort_values(["source_file", "source_row"], kind="stable")
-    duplicate = rows["event_id"].duplicated(keep="first") | rows["event_id"].isin(seen)
+    seen = pa.concat_tables([read_parquet(fs, p, ["event_id"]) for p in earlier]) \
+        if earlier else pa.table({"event_id": pa.array([], pa.string())})
+    rows = pa.concat_tables([read_arrow(fs, p) for p in staged]).sort_by(
+        [("source_file", "ascending"), ("source_row", "ascending")])
+    ids = rows["event_id"].to_pandas()
+    duplicate = (ids.duplicated(keep="first") | ids.isin(seen["event_id"].to_pandas())).to_numpy()
+    sources = rows["source_file"].to_pandas()
     result = WriteResult(group)
-    result.written.update(rows.loc[~duplicate, "source_file"].value_counts().to_dict())
-    result.duplicates.update(rows.loc[duplicate, "source_file"].value_counts().to_dict())
-    kept = rows[~duplicate].sort_values(["event_time", "event_id"])
-    if kept.empty:
+    result.written.update(sources[~duplicate].value_counts().to_dict())
+    result.duplicates.update(sources[duplicate].value_counts().to_dict())
+    if duplicate.all():
         remove(fs, target)
         return result
-    write_parquet(fs, target, to_arrow(kept, EVENTS_SCHEMA))
+    kept = rows.filter(pa.array(~duplicate)).sort_by(
+        [("event_time", "ascending"), ("event_id", "ascending")])
+    write_parquet(fs, target, kept.select(EVENTS_SCHEMA.names).cast(EVENTS_SCHEMA))
     result.path = target
     return result
 

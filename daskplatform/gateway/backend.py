@@ -23,7 +23,7 @@ from dask_gateway_server.routes import api_handler
 from dask_gateway_server.traitlets import MemoryLimit
 from traitlets import Dict, Float, Integer, List, Unicode, default
 
-from daskplatform.gateway.directory import NodeSpec, asg_worker_nodes
+from daskplatform.gateway.directory import NodeSpec, asg_worker_nodes, tagged_scheduler_nodes
 from daskplatform.gateway.metrics import CloudWatchPublisher
 from daskplatform.gateway.placement import NodeRoom, best_fit
 from daskplatform.gateway.protection import ScaleInProtection
@@ -101,13 +101,16 @@ class PoolBackend(DBBackendBase):
         return PoolClusterConfig
 
     nodes = List(Dict(), help="""Static nodes: dicts with node_id, role (scheduler|worker)
-        and agent_url. Default: [] (then only Auto Scaling group nodes).""", config=True)
+        and agent_url. Default: [] (then only discovered nodes).""", config=True)
     asg_name = Unicode("", help="""Worker Auto Scaling group: its InService instances are
         worker nodes and get scale-in protection while they hold processes.
-        Default: "" (static nodes only).""", config=True)
-    agent_port = Integer(8790, help="Agent port on Auto Scaling group nodes (default 8790).",
+        Default: "" (no worker discovery).""", config=True)
+    stack_name = Unicode("", help="""Stack whose running instances tagged
+        dask-platform:role=scheduler are scheduler nodes. Default: "" (no scheduler
+        discovery).""", config=True)
+    agent_port = Integer(8790, help="Agent port on discovered nodes (default 8790).",
                          config=True)
-    agent_scheme = Unicode("http", help="Scheme for Auto Scaling group agents "
+    agent_scheme = Unicode("http", help="Scheme for discovered agents "
                                         "(default http; https when agents have TLS).",
                            config=True)
     agent_ca_file = Unicode("", help="CA bundle that signs the agents' certificates "
@@ -121,8 +124,8 @@ class PoolBackend(DBBackendBase):
                               config=True)
     node_lost_after = Integer(3, min=1, help="""Failed health rounds in a row after which a
         node is lost and its processes are marked failed (default 3).""", config=True)
-    directory_refresh_period = Float(30, help="""Seconds between Auto Scaling group
-        listings (default 30).""", config=True)
+    directory_refresh_period = Float(30, help="""Seconds between node discoveries
+        (Auto Scaling group and scheduler tags; default 30).""", config=True)
     max_pending_per_user = Integer(50, min=1, help="""Worker requests one user may have
         waiting for room (default 50, quotas.maxPendingPerUser).""", config=True)
     metrics_namespace = Unicode("", help="""CloudWatch namespace for PendingWorkers.
@@ -473,7 +476,8 @@ class PoolBackend(DBBackendBase):
         loop = asyncio.get_running_loop()
         while True:
             try:
-                if self.asg_name and loop.time() - last_listing >= self.directory_refresh_period:
+                discovers = self.asg_name or self.stack_name
+                if discovers and loop.time() - last_listing >= self.directory_refresh_period:
                     last_listing = loop.time()
                     await self._refresh_directory()
                 await asyncio.gather(*(self._poll(n) for n in list(self._nodes.values())))
@@ -486,8 +490,13 @@ class PoolBackend(DBBackendBase):
             await asyncio.sleep(self.node_check_period)
 
     async def _refresh_directory(self) -> None:
-        specs = await asyncio.to_thread(asg_worker_nodes, self.asg_name, self.agent_port,
-                                        self.agent_scheme)
+        specs: list[NodeSpec] = []
+        if self.asg_name:
+            specs += await asyncio.to_thread(asg_worker_nodes, self.asg_name,
+                                             self.agent_port, self.agent_scheme)
+        if self.stack_name:
+            specs += await asyncio.to_thread(tagged_scheduler_nodes, self.stack_name,
+                                             self.agent_port, self.agent_scheme)
         listed = {spec.node_id for spec in specs} | self._static_ids
         for spec in specs:
             self._add_node(spec)

@@ -1,5 +1,6 @@
-"""Where the node agents are: a static list (local mode, the scheduler host) or the
-worker Auto Scaling group's InService instances (on AWS)."""
+"""Where the node agents are: a static list (local mode), or on AWS the worker Auto
+Scaling group's InService instances and the running instances tagged as this stack's
+scheduler host."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from daskplatform.aws import aws_client
+from daskplatform.settings import ROLE_TAG, STACK_TAG
 
 ROLES = ("scheduler", "worker")
 """Schedulers run only on scheduler nodes, workers only on worker nodes."""
@@ -54,9 +56,30 @@ def asg_worker_nodes(asg_name: str, agent_port: int, scheme: str = "http") -> li
                  if i["LifecycleState"] == "InService")
     if not ids:
         return []
-    reservations = aws_client("ec2").describe_instances(InstanceIds=ids)["Reservations"]
+    return _instance_nodes("worker", agent_port, scheme, InstanceIds=ids)
+
+
+def tagged_scheduler_nodes(stack_name: str, agent_port: int,
+                           scheme: str = "http") -> list[NodeSpec]:
+    """Scheduler nodes: this stack's running instances tagged with the scheduler role.
+
+    The scheduler host is a single instance outside any group, so its tags are how the
+    gateway finds it, also after it is replaced. Blocking (boto3): call it in a thread.
+    """
+    return _instance_nodes("scheduler", agent_port, scheme, Filters=[
+        {"Name": f"tag:{ROLE_TAG}", "Values": ["scheduler"]},
+        {"Name": f"tag:{STACK_TAG}", "Values": [stack_name]},
+        {"Name": "instance-state-name", "Values": ["running"]},
+    ])
+
+
+def _instance_nodes(role: str, agent_port: int, scheme: str,
+                    **query: Any) -> list[NodeSpec]:
+    """The instances ``DescribeInstances(**query)`` lists, as ``role`` nodes on their
+    private IPs (every page)."""
+    pages = aws_client("ec2").get_paginator("describe_instances").paginate(**query)
     return [
-        NodeSpec(inst["InstanceId"], "worker", f"{scheme}://{inst['PrivateIpAddress']}:{agent_port}")
-        for res in reservations for inst in res["Instances"]
+        NodeSpec(inst["InstanceId"], role, f"{scheme}://{inst['PrivateIpAddress']}:{agent_port}")
+        for page in pages for res in page["Reservations"] for inst in res["Instances"]
         if inst.get("PrivateIpAddress")
     ]

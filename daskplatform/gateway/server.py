@@ -1,6 +1,11 @@
 """dask-gateway-server with the pool backend: one config builder for every way it runs
 (``dask-platform gateway`` on the gateway host, ``local`` mode, tests), an in-process
-runner and a subprocess runner."""
+runner and a subprocess runner.
+
+On the gateway host the command line is just ``--settings ssm://<parameter>``: the
+worker group, the stack (to find the scheduler host by its tags), the agent token's
+secret, the LDAP login and the metrics namespace all follow from the settings.
+"""
 
 from __future__ import annotations
 
@@ -22,10 +27,12 @@ from pathlib import Path
 from dask_gateway_server.app import DaskGateway
 from traitlets.config import Config
 
+from daskplatform.agent_token import MIN_TOKEN_CHARS, AgentTokenError, ensure_agent_token
 from daskplatform.gateway.directory import NodeSpec
 from daskplatform.gateway.quotas import GIB, cluster_options_for
 from daskplatform.runtime_config import load_runtime_settings
 from daskplatform.settings import RuntimeSettings
+from daskplatform.state_dir import default_state_dir
 
 QUEUE_WAIT_SECONDS = 1800
 """How long a worker may wait in the queue for room before dask-gateway gives up on it
@@ -35,6 +42,11 @@ ENCRYPT_KEY_FILE = "gateway-db.key"
 """Database encryption key kept in ``temp_dir`` when none is given (local mode)."""
 
 ENCRYPT_KEYS_ENV = "DASK_GATEWAY_ENCRYPT_KEYS"
+
+LDAP_AUTHENTICATOR = "daskplatform.identity.gateway_auth.PlatformAuthenticator"
+"""The default when the settings name an LDAP directory (AWS, local mode)."""
+STATIC_AUTHENTICATOR = "daskplatform.gateway.auth_static.StaticGroupsAuthenticator"
+"""The default without one (tests with fixed users and groups)."""
 
 
 def _encrypt_keys(db_url: str, temp_dir: str, given: Sequence[str] | None) -> list[str]:
@@ -69,12 +81,15 @@ def gateway_config(
     temp_dir: str,
     encrypt_keys: Sequence[str] | None = None,
     metrics_namespace: str = "",
+    stack_name: str = "",
 ) -> Config:
     """Everything a ``DaskGateway`` needs to run the pool backend with the settings' quotas.
 
     ``authenticator_config`` holds traits of ``authenticator_class`` (e.g. ``groups`` and
     ``password`` of ``StaticGroupsAuthenticator``). With a persistent ``db_url`` clusters
-    survive a gateway restart; in memory they are stopped with the gateway.
+    survive a gateway restart; in memory they are stopped with the gateway. Nodes are
+    ``nodes`` plus, when named, the ``asg_name`` group's workers and ``stack_name``'s
+    tagged scheduler host.
     """
     c = Config()
     c.DaskGateway.address = address
@@ -92,6 +107,7 @@ def gateway_config(
     backend = c.PoolBackend
     backend.nodes = [spec.to_dict() for spec in nodes or []]
     backend.asg_name = asg_name or ""
+    backend.stack_name = stack_name
     backend.agent_port = settings.ports.node_agent
     backend.agent_token = agent_token
     backend.agent_timeout = settings.timeouts.agent_request_seconds
@@ -198,41 +214,90 @@ def _parser() -> argparse.ArgumentParser:
                    help="scheduler TLS proxy (default: same as --proxy-address)")
     p.add_argument("--node", action="append", type=_parse_node, default=[],
                    help="static node NODE_ID,ROLE,AGENT_URL (repeatable)")
-    p.add_argument("--asg-name", default=None, help="worker Auto Scaling group")
-    p.add_argument("--agent-token-file", required=True,
-                   help="file holding the node agents' bearer token")
+    p.add_argument("--asg-name", default=None,
+                   help="worker Auto Scaling group (default: settings workerAsgName)")
+    p.add_argument("--stack-name", default=None,
+                   help="find this stack's scheduler host by its tags "
+                        "(default: settings stackName)")
+    p.add_argument("--agent-token-file", default=None,
+                   help="file holding the node agents' bearer token (default: the secret "
+                        "named by settings agentTokenSecretId, generated on first start)")
     p.add_argument("--db-url", default=None,
                    help="SQLAlchemy URL (default: sqlite file in --temp-dir)")
-    p.add_argument("--authenticator-class",
-                   default="daskplatform.gateway.auth_static.StaticGroupsAuthenticator")
+    p.add_argument("--authenticator-class", default=None,
+                   help=f"default: {LDAP_AUTHENTICATOR} when the settings name an "
+                        f"ldapUrl, else {STATIC_AUTHENTICATOR}")
     p.add_argument("--authenticator-config", default=None,
                    help="JSON file: traits of the authenticator class")
-    p.add_argument("--temp-dir", required=True, help="state directory (database, key)")
-    p.add_argument("--metrics-namespace", default="",
-                   help="CloudWatch namespace for PendingWorkers (default: not published)")
+    p.add_argument("--temp-dir", default=None,
+                   help="state directory: database, key (default: $STATE_DIRECTORY or "
+                        "~/.local/state/dask-platform/gateway)")
+    p.add_argument("--metrics-namespace", default=None,
+                   help="CloudWatch namespace for PendingWorkers (default: settings "
+                        "metricsNamespace when there is a worker group, else not published)")
     p.add_argument("--config", default=None,
                    help="extra traitlets config file loaded last (overrides, e.g. timeouts)")
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    os.makedirs(args.temp_dir, mode=0o700, exist_ok=True)
-    auth_config = {}
+def _agent_token(args: argparse.Namespace, settings: RuntimeSettings) -> str:
+    if args.agent_token_file:
+        token = Path(args.agent_token_file).read_text(encoding="utf-8").strip()
+    elif settings.agent_token_secret_id:
+        try:
+            token = ensure_agent_token(settings.agent_token_secret_id)
+        except AgentTokenError as exc:
+            raise SystemExit(f"dask-platform gateway: {exc}") from None
+    else:
+        raise SystemExit("dask-platform gateway: --agent-token-file is required when the "
+                         "settings name no agentTokenSecretId")
+    if len(token) < MIN_TOKEN_CHARS:
+        raise SystemExit(f"dask-platform gateway: the agent token must have at least "
+                         f"{MIN_TOKEN_CHARS} characters")
+    return token
+
+
+def _authenticator(args: argparse.Namespace, settings: RuntimeSettings) -> tuple[str, dict]:
+    """The class and its traits: LDAP logins whenever the settings name a directory,
+    reading the same settings source the gateway was given."""
+    traits: dict = {}
     if args.authenticator_config:
-        auth_config = json.loads(Path(args.authenticator_config).read_text(encoding="utf-8"))
+        traits = json.loads(Path(args.authenticator_config).read_text(encoding="utf-8"))
+    name = args.authenticator_class or (
+        LDAP_AUTHENTICATOR if settings.ldap_url else STATIC_AUTHENTICATOR)
+    if name == LDAP_AUTHENTICATOR:
+        traits.setdefault("settings_source", args.settings)
+    return name, traits
+
+
+def config_from_argv(argv: list[str] | None = None) -> Config:
+    """The gateway's config from its command line, with defaults from the settings."""
+    args = _parser().parse_args(argv)
+    settings = load_runtime_settings(args.settings)
+    temp_dir = Path(args.temp_dir) if args.temp_dir else default_state_dir("gateway")
+    temp_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    asg_name = settings.worker_asg_name if args.asg_name is None else args.asg_name
+    metrics_namespace = args.metrics_namespace
+    if metrics_namespace is None:
+        metrics_namespace = settings.metrics_namespace if asg_name else ""
+    authenticator_class, authenticator_config = _authenticator(args, settings)
     config = gateway_config(
-        load_runtime_settings(args.settings),
+        settings,
         address=args.address, proxy_address=args.proxy_address,
         proxy_tcp_address=args.proxy_tcp_address, nodes=args.node,
-        asg_name=args.asg_name,
-        agent_token=Path(args.agent_token_file).read_text(encoding="utf-8").strip(),
-        db_url=args.db_url or f"sqlite:///{Path(args.temp_dir) / 'gateway.sqlite'}",
-        authenticator_class=args.authenticator_class, authenticator_config=auth_config,
-        temp_dir=args.temp_dir, metrics_namespace=args.metrics_namespace,
+        asg_name=asg_name,
+        stack_name=settings.stack_name if args.stack_name is None else args.stack_name,
+        agent_token=_agent_token(args, settings),
+        db_url=args.db_url or f"sqlite:///{temp_dir / 'gateway.sqlite'}",
+        authenticator_class=authenticator_class, authenticator_config=authenticator_config,
+        temp_dir=str(temp_dir), metrics_namespace=metrics_namespace,
     )
     if args.config:
         config.DaskGateway.config_file = args.config
-    gateway = create_gateway(config)
+    return config
+
+
+def main(argv: list[str] | None = None) -> int:
+    gateway = create_gateway(config_from_argv(argv))
     gateway.start()
     return 0

@@ -1,8 +1,12 @@
 """The node agent's HTTP API (docs/node-agent-api.md) and its command line:
 
     dask-platform agent --role scheduler|worker --settings <source> [--host 127.0.0.1]
-        [--port N] [--token-file F] [--cores N] [--memory-gb N]
-        [--tls-cert F --tls-key F] [--workdir D] [--node-id ID] [--cold]
+        [--advertise-host ADDRESS|imds] [--port N] [--token-file F] [--cores N]
+        [--memory-gb N] [--tls-cert F --tls-key F] [--workdir D] [--node-id ID] [--cold]
+
+On an EC2 host: ``--host 0.0.0.0 --advertise-host imds`` (the private IPv4 and the
+instance id, which is how the gateway names the node, come from instance metadata),
+and the token comes from the secret the settings name (``agentTokenSecretId``).
 """
 
 from __future__ import annotations
@@ -21,16 +25,21 @@ from pathlib import Path
 import psutil
 from aiohttp import web
 
+from daskplatform.agent_token import MIN_TOKEN_CHARS, AgentTokenError, wait_for_agent_token
 from daskplatform.node import confine
+from daskplatform.node.imds import MetadataUnavailable, instance_identity
 from daskplatform.node.ports import PortsExhausted
 from daskplatform.node.spec import Spawn, SpawnError
 from daskplatform.node.supervisor import Conflict, NoCapacity, NodeShape, NotFound, Supervisor
 from daskplatform.runtime_config import load_runtime_settings
 from daskplatform.settings import RuntimeSettings
+from daskplatform.state_dir import default_state_dir
 
 log = logging.getLogger(__name__)
 
 TOKEN_ENV = "DASK_PLATFORM_AGENT_TOKEN"
+IMDS = "imds"
+"""``--advertise-host imds``: this EC2 instance's private IPv4 from instance metadata."""
 SUPERVISOR = web.AppKey("supervisor", Supervisor)
 MAX_LOG_LINES = 10_000
 MAX_LOG_BYTES = 4 << 20
@@ -142,9 +151,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="ssm://<parameter>, a Pulumi.<stack>.yaml or a settings JSON file")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
     p.add_argument("--advertise-host", help="address Dask processes listen on and "
-                   "report (default: --host, or this host's address when --host is 0.0.0.0)")
+                   "report (default: --host, or this host's address when --host is 0.0.0.0); "
+                   f"'{IMDS}': this EC2 instance's private IPv4")
     p.add_argument("--port", type=int, help="default: ports.nodeAgent from settings")
-    p.add_argument("--token-file", type=Path, help=f"bearer token file (or ${TOKEN_ENV})")
+    p.add_argument("--token-file", type=Path, help=f"bearer token file (or ${TOKEN_ENV}; "
+                   "else the secret named by settings agentTokenSecretId, awaited)")
     p.add_argument("--cores", type=float, help="default: this machine's usable CPUs")
     p.add_argument("--memory-gb", type=float, help="default: machine memory minus "
                    "clusters.nodeReservedMemoryGb")
@@ -152,21 +163,36 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-key", type=Path)
     p.add_argument("--workdir", type=Path, help="state, logs and process directories "
                    "(default: $STATE_DIRECTORY or ~/.local/state/dask-platform/agent-<id>)")
-    p.add_argument("--node-id", default=socket.gethostname())
+    p.add_argument("--node-id", help=f"default: the instance id with --advertise-host "
+                   f"{IMDS}, else the host name")
     p.add_argument("--cold", action="store_true",
                    help="no fork server: every process is a fresh interpreter")
     return p
 
 
-def _token(args: argparse.Namespace) -> str:
+def _token(args: argparse.Namespace, settings: RuntimeSettings) -> str:
     if args.token_file is not None:
         token = args.token_file.read_text(encoding="utf-8").strip()
+    elif os.environ.get(TOKEN_ENV, "").strip():
+        token = os.environ[TOKEN_ENV].strip()
+    elif settings.agent_token_secret_id:
+        token = wait_for_agent_token(settings.agent_token_secret_id)
     else:
-        token = os.environ.get(TOKEN_ENV, "").strip()
-    if len(token) < 16:
-        raise SystemExit("dask-platform agent: a bearer token of at least 16 characters is "
-                         f"required (--token-file or ${TOKEN_ENV})")
+        token = ""
+    if len(token) < MIN_TOKEN_CHARS:
+        raise SystemExit(f"dask-platform agent: a bearer token of at least {MIN_TOKEN_CHARS} "
+                         f"characters is required (--token-file, ${TOKEN_ENV}, or settings "
+                         "agentTokenSecretId)")
     return token
+
+
+def _identity(args: argparse.Namespace) -> tuple[str, str | None]:
+    """(node id, advertised host or None); with ``imds`` both come from instance metadata
+    (the gateway names Auto Scaling nodes by instance id)."""
+    if args.advertise_host == IMDS:
+        found = instance_identity()
+        return args.node_id or found.instance_id, found.private_ipv4
+    return args.node_id or socket.gethostname(), args.advertise_host
 
 
 def _tls(args: argparse.Namespace) -> ssl.SSLContext | None:
@@ -179,8 +205,9 @@ def _tls(args: argparse.Namespace) -> ssl.SSLContext | None:
     return context
 
 
-def _shape(args: argparse.Namespace, settings: RuntimeSettings) -> NodeShape:
-    host = args.advertise_host or args.host
+def _shape(args: argparse.Namespace, settings: RuntimeSettings, node_id: str,
+           advertise_host: str | None) -> NodeShape:
+    host = advertise_host or args.host
     if host in ("0.0.0.0", ""):
         host = socket.gethostbyname(socket.gethostname())
     cores = args.cores if args.cores is not None else float(len(os.sched_getaffinity(0)))
@@ -191,19 +218,28 @@ def _shape(args: argparse.Namespace, settings: RuntimeSettings) -> NodeShape:
             raise SystemExit(f"dask-platform agent: {name} must be positive, got {value:g}")
     port_range = (settings.ports.scheduler_range if args.role == "scheduler"
                   else settings.ports.worker_range)
-    return NodeShape(node_id=args.node_id, role=args.role, host=host, cores=cores,
+    return NodeShape(node_id=node_id, role=args.role, host=host, cores=cores,
                      memory_gb=memory, port_range=port_range)
 
 
-async def serve(args: argparse.Namespace) -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return _parser().parse_args(argv)
+
+
+def resolve(args: argparse.Namespace) -> tuple[RuntimeSettings, NodeShape, str]:
+    """The settings, this node's shape and the bearer token: what the command line
+    leaves to defaults (instance metadata, the token secret) resolved before serving."""
     settings = load_runtime_settings(args.settings)
-    token = _token(args)
+    shape = _shape(args, settings, *_identity(args))
+    return settings, shape, _token(args, settings)
+
+
+async def serve(args: argparse.Namespace) -> None:
     tls = _tls(args)
-    shape = _shape(args, settings)
-    workdir = args.workdir or Path(os.environ.get("STATE_DIRECTORY") or Path.home() / (
-        f".local/state/dask-platform/agent-{args.node_id}"))
+    settings, shape, token = resolve(args)
+    workdir = args.workdir or default_state_dir(f"agent-{shape.node_id}")
     workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    supervisor = Supervisor(shape, workdir, confine.detect(args.node_id), warm=not args.cold)
+    supervisor = Supervisor(shape, workdir, confine.detect(shape.node_id), warm=not args.cold)
     await supervisor.start()
     app = make_app(supervisor, token, settings.timeouts.stop_grace_seconds)
     runner = web.AppRunner(app, access_log=None)
@@ -222,8 +258,11 @@ async def serve(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = parse_args(argv)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(serve(args))
+    try:
+        asyncio.run(serve(args))
+    except (AgentTokenError, MetadataUnavailable) as exc:
+        raise SystemExit(f"dask-platform agent: {exc}") from None
     return 0

@@ -65,11 +65,13 @@ def test_user_data_is_a_small_stub_that_runs_the_role(dev: StackRun, template: s
     parameter = "ssm:///dask-platform/dev/runtime-settings"
     role = TEMPLATES[template]
     expected = (
-        f"gateway --settings {parameter}"
+        f"gateway --settings {parameter} --proxy-address 0.0.0.0:8000 "
+        "--proxy-tcp-address 0.0.0.0:8786"
         if role == "gateway"
-        else f"agent --role {role} --settings {parameter}"
+        else f"agent --role {role} --settings {parameter} --host 0.0.0.0 --advertise-host imds"
     )
     assert f"dask-platform {expected}\n" in text
+    assert "StateDirectory=dask-platform\n" in text
     artifacts = one(dev, "Bucket", "storage-artifacts").outputs["bucket"]
     assert f"s3://{artifacts}/runtime/" in text
 
@@ -139,5 +141,8 @@ def test_cpu_alarms_drive_the_right_scaling_policy(
 def test_pending_workers_metric_scales_out(dev: StackRun) -> None:
     alarm, policy = alarm_and_policy(dev, "workers-pending-workers")
     assert (alarm["namespace"], alarm["metricName"]) == ("DaskPlatform/dev", "PendingWorkers")
+    # The gateway publishes it per group (daskplatform/gateway/metrics.py); an alarm
+    # without the dimension would watch a metric nobody puts.
+    assert alarm["dimensions"] == {"AutoScalingGroupName": "dask-platform-dev-workers"}
     assert (alarm["comparisonOperator"], alarm["threshold"]) == ("GreaterThanThreshold", 0)
     assert [s["scalingAdjustment"] for s in policy["stepAdjustments"]] == [1]

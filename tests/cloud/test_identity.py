@@ -24,13 +24,45 @@ def all_actions(run: StackRun, role: str) -> set[str]:
     return found
 
 
-def test_only_the_gateway_reads_the_ldap_secret_and_only_that_one(dev: StackRun) -> None:
-    secret = one(dev, "Secret", "identity-ldap-bind-password")
-    gateway = statements(dev, "gateway")["ReadLdapBindPassword"]
-    assert gateway["Action"] == "secretsmanager:GetSecretValue"
-    assert gateway["Resource"] == secret.outputs["arn"]
+def secret_grants(run: StackRun, role: str) -> set[tuple[tuple[str, ...], str]]:
+    """(sorted Secrets Manager actions, resource) of each statement granting any."""
+    found = set()
+    for statement in statements(run, role).values():
+        actions = statement["Action"]
+        actions = [actions] if isinstance(actions, str) else actions
+        if any(a.startswith("secretsmanager:") for a in actions):
+            found.add((tuple(sorted(actions)), statement["Resource"]))
+    return found
+
+
+def test_each_role_reaches_only_its_secrets_with_only_the_actions_it_needs(
+    dev: StackRun,
+) -> None:
+    ldap = one(dev, "Secret", "identity-ldap-bind-password").outputs["arn"]
+    token = one(dev, "Secret", "identity-agent-token").outputs["arn"]
+    assert ldap != token
+    assert secret_grants(dev, "gateway") == {
+        (("secretsmanager:GetSecretValue",), ldap),
+        (("secretsmanager:GetSecretValue", "secretsmanager:PutSecretValue"), token),
+    }
     for role in ("scheduler", "worker"):
-        assert not any(a.startswith("secretsmanager:") for a in all_actions(dev, role))
+        assert secret_grants(dev, role) == {(("secretsmanager:GetSecretValue",), token)}
+
+
+def test_the_agent_token_secret_is_named_and_created_empty(
+    dev: StackRun, custom: StackRun
+) -> None:
+    for run, stack in ((dev, "dev"), (custom, "custom")):
+        secret = one(run, "Secret", "identity-agent-token")
+        assert secret.inputs["name"] == f"dask-platform/{stack}/agent-token"
+        versions = of_short_type(run, "SecretVersion")
+        assert secret.id not in {v.inputs["secretId"] for v in versions}
+
+
+def test_the_gateway_may_find_the_scheduler_host_by_its_tags(dev: StackRun) -> None:
+    assert "ec2:DescribeInstances" in statements(dev, "gateway")["DiscoverNodes"]["Action"]
+    for role in ("scheduler", "worker"):
+        assert "ec2:DescribeInstances" not in all_actions(dev, role)
 
 
 def test_gateway_protects_only_the_worker_group(dev: StackRun) -> None:
@@ -102,5 +134,10 @@ def test_runtime_settings_parameter_names_the_secret_not_the_password(custom: St
     assert runtime.ldap_bind_password_secret_id == secret.inputs["name"]
     assert secret.inputs["name"] == "dask-platform/custom/ldap-bind-password"
     assert runtime.metrics_namespace == "DaskPlatform/custom"
+    assert runtime.stack_name == "custom"
+    assert runtime.worker_asg_name == one(custom, "Group", "workers-asg").inputs["name"]
+    assert runtime.agent_token_secret_id == (
+        one(custom, "Secret", "identity-agent-token").inputs["name"]
+    )
     assert runtime.workers.max == 7 and runtime.ldap_url == "ldap://ipa.example.internal"
     assert LDAP_PASSWORD not in parameter["value"]

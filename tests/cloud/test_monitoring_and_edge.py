@@ -89,7 +89,11 @@ def test_host_log_groups_keep_90_days_and_a_dashboard_exists(dev: StackRun) -> N
         assert names[f"/dask-platform/dev/{role}"] == 90
     assert all(days == 90 for days in names.values())
     dashboard = one(dev, "Dashboard", "monitoring-dashboard").inputs
-    assert json.loads(dashboard["dashboardBody"])["widgets"]
+    metrics = [m for w in json.loads(dashboard["dashboardBody"])["widgets"]
+               for m in w["properties"]["metrics"]]
+    # The series the gateway actually puts: PendingWorkers per worker group.
+    assert ["DaskPlatform/dev", "PendingWorkers", "AutoScalingGroupName",
+            "dask-platform-dev-workers"] in metrics
 
 
 def test_alb_is_public_in_two_subnets_https_only_with_tls12_policy(dev: StackRun) -> None:

@@ -108,8 +108,11 @@ class Pool:
     api_url: str = ""
     tcp_address: str = ""
     gateway_args: list[str] = field(default_factory=list)
+    discovered: set[str] = field(default_factory=set)
+    """Agents the gateway must find itself (not passed as --node)."""
 
-    def add_agent(self, node_id: str, role: str, cores: float, memory_gb: float) -> Agent:
+    def add_agent(self, node_id: str, role: str, cores: float, memory_gb: float,
+                  static: bool = True) -> Agent:
         port = free_port()
         log_path = self.tmp / f"agent-{node_id}.log"
         argv = [sys.executable, "-m", "daskplatform.cli", "agent", "--role", role,
@@ -122,6 +125,8 @@ class Pool:
                                        env=self.env)
         agent = Agent(node_id, role, f"http://127.0.0.1:{port}", process, log_path)
         self.agents[node_id] = agent
+        if not static:
+            self.discovered.add(node_id)
         _wait_for(lambda: _answers(agent.url + "/v1/health"), 30,
                   f"agent {node_id} did not answer (log {log_path})")
         return agent
@@ -146,7 +151,8 @@ class Pool:
                 "--temp-dir", str(self.tmp / "gateway"),
                 "--config", str(self.tmp / "overrides.py"),
                 "--db-url", f"sqlite:///{self.tmp / 'gateway.sqlite'}" if db else "sqlite://",
-                *[f"--node={a.node_id},{a.role},{a.url}" for a in self.agents.values()],
+                *[f"--node={a.node_id},{a.role},{a.url}" for a in self.agents.values()
+                  if a.node_id not in self.discovered],
                 *(extra_args or []),
             ]
         self.gateway = GatewayProcess(self.gateway_args, self.api_url,

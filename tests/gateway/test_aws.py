@@ -1,16 +1,23 @@
-"""The Auto Scaling side, through moto's server: node discovery, scale-in protection
-of nodes holding processes, and the PendingWorkers metric."""
+"""The AWS side, through moto's server: node discovery (the worker group, the scheduler
+host by its tags), scale-in protection of nodes holding processes, and the
+PendingWorkers metric."""
 
 from __future__ import annotations
 
 import os
 import uuid
+from urllib.parse import urlsplit
 
 import pytest
 
 from daskplatform.aws import aws_client
-from daskplatform.gateway.directory import asg_worker_nodes
+from daskplatform.gateway.directory import asg_worker_nodes, tagged_scheduler_nodes
+from daskplatform.settings import ROLE_TAG, STACK_TAG
 from tests.gateway.conftest import Pool, wait_for
+
+AWS_KEYS = ("DASK_PLATFORM_AWS_ENDPOINT", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
+"""What the gateway's child process needs to reach moto's server."""
 
 
 def _make_group(size: int) -> tuple[str, list[str]]:
@@ -45,12 +52,55 @@ def test_directory_lists_in_service_instances_by_private_ip(aws_env: str) -> Non
         asg_worker_nodes("no-such-group", agent_port=8790)
 
 
+def _run_host(stack: str, role: str, **options: str) -> tuple[str, str]:
+    """(instance id, private IP) of a new instance tagged like the stack's hosts."""
+    tags = [{"Key": STACK_TAG, "Value": stack}, {"Key": ROLE_TAG, "Value": role},
+            {"Key": "project", "Value": "dask-platform"}]
+    (instance,) = aws_client("ec2").run_instances(
+        ImageId="ami-12c6146b", InstanceType="c5.xlarge", MinCount=1, MaxCount=1,
+        TagSpecifications=[{"ResourceType": "instance", "Tags": tags}], **options)["Instances"]
+    return instance["InstanceId"], instance["PrivateIpAddress"]
+
+
+def test_scheduler_hosts_are_this_stacks_running_instances_tagged_scheduler(
+        aws_env: str) -> None:
+    stack = f"stack-{uuid.uuid4().hex[:8]}"
+    scheduler, ip = _run_host(stack, "scheduler")
+    _run_host(stack, "worker")
+    _run_host(stack, "gateway")
+    _run_host(f"other-{stack}", "scheduler")
+    stopped, _ = _run_host(stack, "scheduler")
+    terminated, _ = _run_host(stack, "scheduler")
+    ec2 = aws_client("ec2")
+    ec2.stop_instances(InstanceIds=[stopped])
+    ec2.terminate_instances(InstanceIds=[terminated])
+    nodes = tagged_scheduler_nodes(stack, agent_port=8790, scheme="https")
+    assert [(n.node_id, n.role, n.agent_url) for n in nodes] == [
+        (scheduler, "scheduler", f"https://{ip}:8790")]
+    assert tagged_scheduler_nodes(f"none-{stack}", agent_port=8790) == []
+
+
+def test_the_gateway_finds_the_scheduler_host_by_its_tags_and_runs_schedulers_there(
+        aws_env: str, make_pool) -> None:
+    stack = f"stack-{uuid.uuid4().hex[:8]}"
+    # The instance's private IP is 127.0.0.1, where its agent (not a --node) listens.
+    instance_id, _ = _run_host(stack, "scheduler", PrivateIpAddress="127.0.0.1")
+    pool: Pool = make_pool(env={k: os.environ[k] for k in AWS_KEYS})
+    agent = pool.add_agent(instance_id, "scheduler", cores=1, memory_gb=1, static=False)
+    pool.add_agent("w-1", "worker", cores=1, memory_gb=1)
+    pool.start_gateway(extra_config=f"c.PoolBackend.agent_port = {urlsplit(agent.url).port}\n",
+                       extra_args=["--stack-name", stack])
+    assert {(n["node_id"], n["role"]) for n in pool.metrics()["nodes"]} == {
+        (instance_id, "scheduler"), ("w-1", "worker")}
+    with pool.client("ann") as gateway, gateway.new_cluster():
+        (scheduler,) = pool.processes(instance_id)
+        assert scheduler["kind"] == "scheduler"
+
+
 def test_nodes_holding_processes_are_protected_until_they_empty(aws_env: str,
                                                                 make_pool) -> None:
     name, ids = _make_group(2)
-    aws_keys = ("DASK_PLATFORM_AWS_ENDPOINT", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID",
-                "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
-    pool: Pool = make_pool(env={k: os.environ[k] for k in aws_keys})
+    pool: Pool = make_pool(env={k: os.environ[k] for k in AWS_KEYS})
     pool.add_agent("sched-1", "scheduler", cores=1, memory_gb=1)
     for instance_id in ids:  # agents on 127.0.0.1 stand in for the two instances
         pool.add_agent(instance_id, "worker", cores=1, memory_gb=1)

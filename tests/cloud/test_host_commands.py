@@ -1,0 +1,111 @@
+"""The hosts' commands as the stack renders them, run against what the stack publishes:
+the gateway's command line plus the settings parameter must resolve to this stack's
+worker group, scheduler tags, token secret, LDAP login and listening ports, and an
+agent's must reach the same token. AWS is moto's server; the stack runs under mocks."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+from traitlets.config import Config
+
+from daskplatform.aws import aws_client
+from daskplatform.gateway.server import LDAP_AUTHENTICATOR, STATIC_AUTHENTICATOR
+from daskplatform.gateway.server import config_from_argv as gateway_config_from_argv
+from daskplatform.node import agent
+from daskplatform.settings import RuntimeSettings
+from daskplatform.state_dir import STATE_DIRECTORY_ENV
+from tests.cloud.conftest import one
+from tests.cloud.test_hosts import user_data
+from tests.node.imds_stand_in import imds_stand_in
+from tools.mockrun import StackRun
+
+EXEC_START = re.compile(r"^ExecStart=\S+/dask-platform (.+)$", re.MULTILINE)
+
+
+def host_argv(run: StackRun, template: str, subcommand: str) -> list[str]:
+    """The arguments of ``dask-platform <subcommand>`` in a host's systemd unit."""
+    (command,) = EXEC_START.findall(user_data(run, template))
+    found, *argv = shlex.split(command)
+    assert found == subcommand
+    return argv
+
+
+@pytest.fixture
+def published(dev: StackRun, aws_env: str) -> RuntimeSettings:
+    """The dev stack's settings parameter and its empty agent-token secret, in moto."""
+    parameter = one(dev, "Parameter", "gateway-settings").inputs
+    aws_client("ssm").put_parameter(Name=parameter["name"], Value=parameter["value"],
+                                    Type="String", Overwrite=True)
+    secrets = aws_client("secretsmanager")
+    name = one(dev, "Secret", "identity-agent-token").inputs["name"]
+    secrets.delete_secret(SecretId=name, ForceDeleteWithoutRecovery=True)
+    secrets.create_secret(Name=name)
+    return RuntimeSettings.from_json(parameter["value"])
+
+
+def test_the_gateway_command_resolves_to_this_stacks_wiring(
+        dev: StackRun, published: RuntimeSettings, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(STATE_DIRECTORY_ENV, str(tmp_path))  # what systemd's unit sets
+    argv = host_argv(dev, "gateway-lt", "gateway")
+    config = gateway_config_from_argv(argv)
+    backend = config.PoolBackend
+    assert backend.asg_name == one(dev, "Group", "workers-asg").inputs["name"]
+    assert backend.stack_name == "dev"
+    assert backend.agent_port == 8790 and backend.nodes == []
+    pending_alarm = one(dev, "MetricAlarm", "workers-pending-workers").inputs
+    assert backend.metrics_namespace == pending_alarm["namespace"]
+    stored = aws_client("secretsmanager").get_secret_value(
+        SecretId=published.agent_token_secret_id)["SecretString"]
+    assert backend.agent_token == stored
+    assert config.DaskGateway.authenticator_class == LDAP_AUTHENTICATOR
+    assert config.PlatformAuthenticator.settings_source == argv[argv.index("--settings") + 1]
+    assert (config.Proxy.address, config.Proxy.tcp_address) == ("0.0.0.0:8000", "0.0.0.0:8786")
+    assert backend.db_url == f"sqlite:///{tmp_path / 'gateway.sqlite'}"
+    # A restarted gateway keeps the token the agents already hold.
+    assert gateway_config_from_argv(argv).PoolBackend.agent_token == stored
+
+
+@pytest.mark.parametrize("template, role", [("scheduler-lt", "scheduler"),
+                                            ("workers-lt", "worker")])
+def test_an_agent_command_reaches_the_gateways_token_and_advertises_its_ip(
+        dev: StackRun, published: RuntimeSettings, monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path, template: str, role: str) -> None:
+    monkeypatch.setenv(STATE_DIRECTORY_ENV, str(tmp_path))
+    gateway: Config = gateway_config_from_argv(host_argv(dev, "gateway-lt", "gateway"))
+    argv = [*host_argv(dev, template, "agent"), "--cores", "1", "--memory-gb", "1"]
+    with imds_stand_in(monkeypatch, instance_id="i-0fedcba987654321", local_ipv4="10.0.2.9"):
+        settings, shape, token = agent.resolve(agent.parse_args(argv))
+    assert token == gateway.PoolBackend.agent_token
+    assert (shape.node_id, shape.role, shape.host) == ("i-0fedcba987654321", role, "10.0.2.9")
+    assert settings == published
+
+
+def test_without_a_token_file_or_secret_the_gateway_says_which_is_missing(
+        tmp_path: Path) -> None:
+    settings = tmp_path / "settings.json"
+    settings.write_text(RuntimeSettings().to_json())
+    with pytest.raises(SystemExit, match="--agent-token-file is required.*agentTokenSecretId"):
+        gateway_config_from_argv(["--settings", str(settings), "--temp-dir", str(tmp_path)])
+
+
+def test_gateway_defaults_without_aws_names_stay_local(tmp_path: Path) -> None:
+    settings = tmp_path / "settings.json"
+    settings.write_text(RuntimeSettings().to_json())
+    token = tmp_path / "token"
+    token.write_text("x" * 32)
+    base = ["--settings", str(settings), "--temp-dir", str(tmp_path / "gw"),
+            "--agent-token-file", str(token)]
+    config = gateway_config_from_argv(base)
+    assert (config.PoolBackend.asg_name, config.PoolBackend.stack_name) == ("", "")
+    assert config.PoolBackend.metrics_namespace == ""
+    assert config.DaskGateway.authenticator_class == STATIC_AUTHENTICATOR
+    explicit = gateway_config_from_argv([*base, "--asg-name", "g", "--stack-name", "s",
+                                         "--authenticator-class", LDAP_AUTHENTICATOR])
+    assert (explicit.PoolBackend.asg_name, explicit.PoolBackend.stack_name) == ("g", "s")
+    assert explicit.PoolBackend.metrics_namespace == RuntimeSettings().metrics_namespace
+    assert explicit.PlatformAuthenticator.settings_source == str(settings)
