@@ -490,63 +490,104 @@ def node_capacity(host: HostSettings, clusters: ClusterSettings) -> tuple[float,
     return float(host.vcpus), host.memory_gib - clusters.node_reserved_memory_gb
 
 
+def process_fit_problems(
+    clusters: ClusterSettings, workers: HostSettings, scheduler: HostSettings
+) -> list[str]:
+    """A worker or scheduler larger than its host would wait in the queue forever."""
+    problems = []
+    for role, host, where, cores, memory in (
+        ("worker", workers, "node", clusters.worker_cores, clusters.worker_memory_gb),
+        ("scheduler", scheduler, "scheduler host", clusters.scheduler_cores,
+         clusters.scheduler_memory_gb),
+    ):
+        host_cores, host_memory = node_capacity(host, clusters)
+        if cores > host_cores or memory > host_memory:
+            problems.append(
+                f"{config_key('clusters', role + 'Cores')}/{role}MemoryGb: a {role} "
+                f"({cores:g} cores, {memory:g} GB) does not fit a {host.instance_type} {where} "
+                f"({host_cores:g} cores, {host_memory:g} GB after "
+                f"{config_key('clusters', 'nodeReservedMemoryGb')}); shrink it or pick a "
+                "larger instance type"
+            )
+    return problems
+
+
+def quota_limit_problems(quotas: QuotaSettings, clusters: ClusterSettings) -> list[str]:
+    """A per-cluster limit above the per-user total can never be reached, and one below a
+    default worker can never start one."""
+    problems = []
+    for name, quota in quotas.groups.items():
+        key = config_key("quotas", "groups", name)
+        for what, cluster, user in (
+            ("Cores", quota.cluster_max_cores, quota.user_max_cores),
+            ("MemoryGb", quota.cluster_max_memory_gb, quota.user_max_memory_gb),
+        ):
+            if cluster > user:
+                problems.append(
+                    f"{key}.clusterMax{what} ({cluster:g}) must be <= {key}.userMax{what} "
+                    f"({user:g}); lower it to at most that"
+                )
+        if (quota.cluster_max_cores < clusters.worker_cores
+                or quota.cluster_max_memory_gb < clusters.worker_memory_gb):
+            problems.append(
+                f"{key}: per-cluster quota ({quota.cluster_max_cores:g} cores, "
+                f"{quota.cluster_max_memory_gb:g} GB) cannot hold one default worker "
+                f"({clusters.worker_cores:g} cores, {clusters.worker_memory_gb:g} GB); raise "
+                f"it or shrink {config_key('clusters', 'workerCores')}/workerMemoryGb"
+            )
+    return problems
+
+
+def quota_pool_problems(
+    quotas: QuotaSettings, clusters: ClusterSettings, workers: WorkerPoolSettings
+) -> list[str]:
+    """A per-user total the pool cannot hold at its maximum size is a false promise."""
+    node_cores, node_memory = node_capacity(workers, clusters)
+    pool_cores, pool_memory = node_cores * workers.max, node_memory * workers.max
+    pool = (f"{config_key('workers', 'max')}={workers.max} x {workers.instance_type} "
+            f"({pool_cores:g} cores, {pool_memory:g} GB)")
+    problems = []
+    for name, quota in quotas.groups.items():
+        key = config_key("quotas", "groups", name)
+        for what, value, limit in (("Cores", quota.user_max_cores, pool_cores),
+                                   ("MemoryGb", quota.user_max_memory_gb, pool_memory)):
+            if value > limit:
+                problems.append(
+                    f"{key}.userMax{what} ({value:g}) exceeds what the pool can ever hold at "
+                    f"{pool}; lower it or raise {config_key('workers', 'max')}"
+                )
+    return problems
+
+
+def priority_problems(quotas: QuotaSettings) -> list[str]:
+    """Equal priorities would make the queue order between groups arbitrary."""
+    by_priority: dict[int, list[str]] = {}
+    for name, quota in quotas.groups.items():
+        by_priority.setdefault(quota.priority, []).append(name)
+    return [
+        f"{', '.join(config_key('quotas', 'groups', g) + '.priority' for g in groups)} are "
+        f"all {priority}; give each group a distinct priority"
+        for priority, groups in sorted(by_priority.items())
+        if len(groups) > 1
+    ]
+
+
 def check_quotas(
     quotas: QuotaSettings,
     clusters: ClusterSettings,
     workers: WorkerPoolSettings,
     scheduler: HostSettings,
 ) -> None:
-    """Quotas the pool can actually serve, and an unambiguous priority order."""
-    node_cores, node_memory = node_capacity(workers, clusters)
-    if clusters.worker_cores > node_cores or clusters.worker_memory_gb > node_memory:
-        raise SettingsError(
-            f"{config_key('clusters')}: a default worker ({clusters.worker_cores:g} cores, "
-            f"{clusters.worker_memory_gb:g} GB) does not fit a {workers.instance_type} node "
-            f"({node_cores:g} cores, {node_memory:g} GB after the reserve)"
-        )
-    sched_cores, sched_memory = node_capacity(scheduler, clusters)
-    if clusters.scheduler_cores > sched_cores or clusters.scheduler_memory_gb > sched_memory:
-        raise SettingsError(
-            f"{config_key('clusters')}: a scheduler ({clusters.scheduler_cores:g} cores, "
-            f"{clusters.scheduler_memory_gb:g} GB) does not fit a {scheduler.instance_type} "
-            f"scheduler host ({sched_cores:g} cores, {sched_memory:g} GB)"
-        )
-    pool_cores, pool_memory = node_cores * workers.max, node_memory * workers.max
-    priorities: dict[int, str] = {}
-    for name, quota in quotas.groups.items():
-        key = config_key("quotas", "groups", name)
-        if quota.cluster_max_cores > quota.user_max_cores:
-            raise SettingsError(
-                f"{key}.clusterMaxCores ({quota.cluster_max_cores:g}) must be <= "
-                f"{key}.userMaxCores ({quota.user_max_cores:g})"
-            )
-        if quota.cluster_max_memory_gb > quota.user_max_memory_gb:
-            raise SettingsError(
-                f"{key}.clusterMaxMemoryGb ({quota.cluster_max_memory_gb:g}) must be <= "
-                f"{key}.userMaxMemoryGb ({quota.user_max_memory_gb:g})"
-            )
-        if quota.user_max_cores > pool_cores or quota.user_max_memory_gb > pool_memory:
-            raise SettingsError(
-                f"{key}: per-user quota ({quota.user_max_cores:g} cores, "
-                f"{quota.user_max_memory_gb:g} GB) exceeds what the pool can ever hold at "
-                f"{config_key('workers', 'max')}={workers.max} x {workers.instance_type} "
-                f"({pool_cores:g} cores, {pool_memory:g} GB)"
-            )
-        if quota.cluster_max_cores < clusters.worker_cores or (
-            quota.cluster_max_memory_gb < clusters.worker_memory_gb
-        ):
-            raise SettingsError(
-                f"{key}: per-cluster quota ({quota.cluster_max_cores:g} cores, "
-                f"{quota.cluster_max_memory_gb:g} GB) cannot hold one default worker "
-                f"({clusters.worker_cores:g} cores, {clusters.worker_memory_gb:g} GB)"
-            )
-        if quota.priority in priorities:
-            raise SettingsError(
-                f"{key}.priority ({quota.priority}) is the same as "
-                f"{config_key('quotas', 'groups', priorities[quota.priority])}.priority; "
-                "priorities must be distinct"
-            )
-        priorities[quota.priority] = name
+    """Quotas the pool can actually serve, and an unambiguous priority order; the error
+    lists every problem, each naming its keys and how to fix it."""
+    problems = [
+        *process_fit_problems(clusters, workers, scheduler),
+        *quota_limit_problems(quotas, clusters),
+        *quota_pool_problems(quotas, clusters, workers),
+        *priority_problems(quotas),
+    ]
+    if problems:
+        raise SettingsError("\n  ".join(problems))
 
 
 def check_ports(ports: PortSettings) -> None:

@@ -1,7 +1,8 @@
 """Quota rules on the runtime settings the stack publishes as an SSM parameter
 (``RuntimeSettings.to_json()``), so `pulumi preview` refuses quotas the pool cannot
 serve. Pydantic validation of RuntimeSettings does not run the cross-field checks;
-each rule here runs one of them and reports every offending key, not only the first.
+each rule here runs one of the settings' own problem finders (the same ones that stop
+invalid stack config), which report every offending key, not only the first.
 """
 
 from __future__ import annotations
@@ -12,7 +13,15 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from daskplatform.settings import QuotaSettings, RuntimeSettings, config_key, node_capacity
+from daskplatform.settings import (
+    QuotaSettings,
+    RuntimeSettings,
+    config_key,
+    priority_problems,
+    process_fit_problems,
+    quota_limit_problems,
+    quota_pool_problems,
+)
 from policies.model import ConfigOption
 
 SSM_PARAMETER = "aws:ssm/parameter:Parameter"
@@ -74,20 +83,9 @@ def check_settings_schema(resource_type: str, name: str, props: Mapping[str, Any
 
 def check_cluster_within_user(resource_type: str, name: str, props: Mapping[str, Any],
                               config: Mapping[str, Any]) -> list[str]:
-    """A cluster limit above the user's total can never be reached."""
+    """A cluster limit above the user's total (or below one worker) is never usable."""
     settings = _parsed(resource_type, props)
-    if settings is None:
-        return []
-    messages = []
-    for group, quota in settings.quotas.groups.items():
-        key = config_key("quotas", "groups", group)
-        for what, cluster, user in (("Cores", quota.cluster_max_cores, quota.user_max_cores),
-                                    ("MemoryGb", quota.cluster_max_memory_gb,
-                                     quota.user_max_memory_gb)):
-            if cluster > user:
-                messages.append(f"{key}.clusterMax{what} ({cluster:g}) is above "
-                                f"{key}.userMax{what} ({user:g}); lower it to at most that")
-    return messages
+    return [] if settings is None else quota_limit_problems(settings.quotas, settings.clusters)
 
 
 def check_user_within_pool(resource_type: str, name: str, props: Mapping[str, Any],
@@ -96,21 +94,7 @@ def check_user_within_pool(resource_type: str, name: str, props: Mapping[str, An
     settings = _parsed(resource_type, props)
     if settings is None:
         return []
-    workers = settings.workers
-    node_cores, node_memory = node_capacity(workers, settings.clusters)
-    pool_cores, pool_memory = node_cores * workers.max, node_memory * workers.max
-    pool = (f"{config_key('workers', 'max')}={workers.max} x {workers.instance_type} "
-            f"({pool_cores:g} cores, {pool_memory:g} GB)")
-    messages = []
-    for group, quota in settings.quotas.groups.items():
-        key = config_key("quotas", "groups", group)
-        if quota.user_max_cores > pool_cores:
-            messages.append(f"{key}.userMaxCores ({quota.user_max_cores:g}) exceeds the pool "
-                            f"at {pool}; lower it or grow the pool")
-        if quota.user_max_memory_gb > pool_memory:
-            messages.append(f"{key}.userMaxMemoryGb ({quota.user_max_memory_gb:g}) exceeds the "
-                            f"pool at {pool}; lower it or grow the pool")
-    return messages
+    return quota_pool_problems(settings.quotas, settings.clusters, settings.workers)
 
 
 def check_worker_fits_node(resource_type: str, name: str, props: Mapping[str, Any],
@@ -119,36 +103,14 @@ def check_worker_fits_node(resource_type: str, name: str, props: Mapping[str, An
     settings = _parsed(resource_type, props)
     if settings is None:
         return []
-    clusters, messages = settings.clusters, []
-    for role, host, cores, memory in (
-            ("worker", settings.workers, clusters.worker_cores, clusters.worker_memory_gb),
-            ("scheduler", settings.scheduler, clusters.scheduler_cores,
-             clusters.scheduler_memory_gb)):
-        host_cores, host_memory = node_capacity(host, clusters)
-        if cores > host_cores or memory > host_memory:
-            key = config_key("clusters", f"{role}Cores")
-            messages.append(
-                f"{key}/{role}MemoryGb: a {role} ({cores:g} cores, {memory:g} GB) does not fit a "
-                f"{host.instance_type} ({host_cores:g} cores, {host_memory:g} GB after "
-                f"{config_key('clusters', 'nodeReservedMemoryGb')}); shrink it or pick a larger "
-                "instance type")
-    return messages
+    return process_fit_problems(settings.clusters, settings.workers, settings.scheduler)
 
 
 def check_distinct_priorities(resource_type: str, name: str, props: Mapping[str, Any],
                               config: Mapping[str, Any]) -> list[str]:
     """Equal priorities make the queue order between groups arbitrary."""
     settings = _parsed(resource_type, props)
-    if settings is None:
-        return []
-    by_priority: dict[int, list[str]] = {}
-    for group, quota in settings.quotas.groups.items():
-        by_priority.setdefault(quota.priority, []).append(group)
-    return [
-        f"{', '.join(config_key('quotas', 'groups', g) + '.priority' for g in groups)} are all "
-        f"{priority}; give each group a distinct priority"
-        for priority, groups in sorted(by_priority.items()) if len(groups) > 1
-    ]
+    return [] if settings is None else priority_problems(settings.quotas)
 
 
 def _quota_value(resource_type: str, props: Mapping[str, Any], field: str) -> float | None:

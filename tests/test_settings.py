@@ -291,7 +291,7 @@ def test_check_quotas_accepts_the_defaults() -> None:
     [
         (
             {"clusters": ClusterSettings(worker_cores=3)},
-            "a default worker (3 cores, 1.5 GB) does not fit a c5.large",
+            "a worker (3 cores, 1.5 GB) does not fit a c5.large node",
         ),
         (
             {"clusters": ClusterSettings(worker_memory_gb=3.6)},
@@ -319,7 +319,7 @@ def test_check_quotas_accepts_the_defaults() -> None:
                 )
             },
             (
-                "dask-platform:quotas.groups.admins: per-user quota (41 cores, 4 GB) exceeds "
+                "dask-platform:quotas.groups.admins.userMaxCores (41) exceeds "
                 "what the pool can ever hold at dask-platform:workers.max=20 x c5.large "
                 "(40 cores, 70 GB)"
             ),
@@ -337,7 +337,8 @@ def test_check_quotas_accepts_the_defaults() -> None:
         ),
         (
             {"quota_settings": quotas(data_analysts=quota(priority=2))},
-            "priority (2) is the same as dask-platform:quotas.groups.data_engineers.priority",
+            "dask-platform:quotas.groups.data_engineers.priority, "
+            "dask-platform:quotas.groups.data_analysts.priority are all 2",
         ),
     ],
 )
@@ -345,6 +346,24 @@ def test_check_quotas_rejects(kwargs: dict, fragment: str) -> None:
     with pytest.raises(SettingsError) as caught:
         check(**kwargs)
     assert fragment in str(caught.value)
+
+
+def test_check_quotas_reports_every_problem_at_once() -> None:
+    """One fix-and-retry round, not one per problem: every offending key is named."""
+    broken = quotas(
+        data_analysts=quota(priority=2, cluster_max_cores=3),
+        admins=quota(priority=3, user_max_cores=41, cluster_max_cores=2),
+    )
+    with pytest.raises(SettingsError) as caught:
+        check(broken, ClusterSettings(scheduler_cores=5))
+    message = str(caught.value)
+    for key in (
+        "dask-platform:clusters.schedulerCores",
+        "dask-platform:quotas.groups.data_analysts.clusterMaxCores",
+        "dask-platform:quotas.groups.admins.userMaxCores",
+        "dask-platform:quotas.groups.data_analysts.priority",
+    ):
+        assert key in message
 
 
 def test_quota_limits_scale_with_the_pool() -> None:

@@ -53,27 +53,29 @@ def test_cluster_above_user_fails_for_each_key() -> None:
     props = parameter(**{f"{group('data_analysts')}__clusterMaxCores": 3,
                          f"{group('data_engineers')}__clusterMaxMemoryGb": 9})
     assert run("quota-cluster-within-user", SSM_PARAMETER, props) == [
-        ("dask-platform:quotas.groups.data_engineers.clusterMaxMemoryGb (9) is above "
+        ("dask-platform:quotas.groups.data_engineers.clusterMaxMemoryGb (9) must be <= "
         "dask-platform:quotas.groups.data_engineers.userMaxMemoryGb (8); lower it to at most "
         "that"),
-        ("dask-platform:quotas.groups.data_analysts.clusterMaxCores (3) is above "
+        ("dask-platform:quotas.groups.data_analysts.clusterMaxCores (3) must be <= "
         "dask-platform:quotas.groups.data_analysts.userMaxCores (2); lower it to at most that")]
 
 
 def test_user_above_pool_fails() -> None:
     props = parameter(workers__max=3, **{f"{group('admins')}__userMaxCores": 32})
     assert run("quota-user-within-pool", SSM_PARAMETER, props) == [
-        ("dask-platform:quotas.groups.admins.userMaxCores (32) exceeds the pool at "
-        "dask-platform:workers.max=3 x c5.large (6 cores, 10.5 GB); lower it or grow the pool"),
-        ("dask-platform:quotas.groups.admins.userMaxMemoryGb (64) exceeds the pool at "
-        "dask-platform:workers.max=3 x c5.large (6 cores, 10.5 GB); lower it or grow the pool")]
+        ("dask-platform:quotas.groups.admins.userMaxCores (32) exceeds what the pool can ever "
+        "hold at dask-platform:workers.max=3 x c5.large (6 cores, 10.5 GB); lower it or raise "
+        "dask-platform:workers.max"),
+        ("dask-platform:quotas.groups.admins.userMaxMemoryGb (64) exceeds what the pool can "
+        "ever hold at dask-platform:workers.max=3 x c5.large (6 cores, 10.5 GB); lower it or "
+        "raise dask-platform:workers.max")]
 
 
 def test_worker_larger_than_node_fails() -> None:
     props = parameter(clusters__workerMemoryGb=4)
     assert run("quota-worker-fits-node", SSM_PARAMETER, props) == [
         ("dask-platform:clusters.workerCores/workerMemoryGb: a worker (1 cores, 4 GB) does not "
-        "fit a c5.large (2 cores, 3.5 GB after dask-platform:clusters.nodeReservedMemoryGb); "
+        "fit a c5.large node (2 cores, 3.5 GB after dask-platform:clusters.nodeReservedMemoryGb); "
         "shrink it or pick a larger instance type")]
     assert run("quota-worker-fits-node", SSM_PARAMETER,
                parameter(clusters__schedulerCores=5)) != []
