@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import multiprocessing
+import os
 import sys
 import tempfile
 import threading
@@ -184,7 +184,7 @@ def main() -> int:
                  "stage_seconds": [r["stage_seconds"] for r in dask_runs],
                  "peak_rss_mib_per_worker": [max(p) for p in
                                              zip(*(r["peak_rss_mib_per_worker"]
-                                                   for r in dask_runs))]},
+                                                   for r in dask_runs), strict=True)]},
         "pandas": {"rows_per_second": round(rows / best_pandas),
                    "seconds": [round(r["seconds"], 1) for r in pandas_runs],
                    "peak_rss_mib": max(r["peak_rss_mib"] for r in pandas_runs)},

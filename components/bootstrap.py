@@ -2,7 +2,8 @@
 
 Behaviour lives in ``daskplatform`` (tested for real); this only mounts EFS, installs
 the runtime package the stack uploaded to the artifacts bucket, ships the service log
-to CloudWatch, and starts ``dask-platform <role>`` under systemd. It carries names and
+to CloudWatch, and starts the role under systemd: the gateway with a unit of its own,
+node agents with the unit packaged beside the agent. It carries names and
 ids only, never a secret: the LDAP password and the agents' token stay in Secrets
 Manager, and everything else a host needs follows from the settings parameter.
 """
@@ -21,6 +22,10 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PACKAGE_FILES = ("pyproject.toml", "README.md")
 PACKAGE_DIR = "daskplatform"
 ARTIFACT_KEY = "runtime/dask-platform.zip"
+AGENT_UNIT = "dask-platform-agent.service"
+"""The node agent's systemd unit, package data of ``daskplatform.node``."""
+AGENT_ENV_FILE = "/etc/dask-platform/agent.env"
+"""Read by the packaged unit (``EnvironmentFile=``)."""
 USER_DATA_LIMIT = 16 * 1024
 """EC2's limit on user data."""
 
@@ -41,6 +46,47 @@ def runtime_package() -> pulumi.AssetArchive:
 class _Template(string.Template):
     delimiter = "@"  # bash owns "$"
 
+
+_GATEWAY_SERVICE = _Template("""cat > /etc/systemd/system/dask-platform.service <<'UNIT'
+[Unit]
+Description=dask-platform gateway
+Wants=network-online.target
+After=network-online.target remote-fs.target
+[Service]
+Environment=AWS_DEFAULT_REGION=@region
+StateDirectory=dask-platform
+ExecStart=/opt/dask-platform/venv/bin/dask-platform @command
+Delegate=yes
+Restart=always
+StandardOutput=append:/var/log/dask-platform.log
+StandardError=inherit
+[Install]
+WantedBy=multi-user.target
+UNIT
+systemctl daemon-reload
+systemctl enable --now dask-platform.service""")
+"""The gateway keeps an inline unit with systemd's default KillMode: its proxy is a child
+process that must stop with it."""
+
+_AGENT_SERVICE = _Template("""useradd --system --user-group --shell /sbin/nologin dask-platform
+mkdir -p /etc/dask-platform
+cat > @env_file <<'ENV'
+@environment
+ENV
+chmod 0644 @env_file
+install -m 0644 "$(/opt/dask-platform/venv/bin/python -c '@locate_unit')" \\
+  /etc/systemd/system/@unit
+mkdir -p /etc/systemd/system/@unit.d
+cat > /etc/systemd/system/@unit.d/log.conf <<'UNIT'
+[Service]
+StandardOutput=append:/var/log/dask-platform.log
+StandardError=inherit
+UNIT
+systemctl daemon-reload
+systemctl enable --now @unit""")
+"""Agent hosts run the packaged unit (its own user, a delegated cgroup, KillMode=process
+so Dask processes outlive an agent restart); the stub only adds the user, the unit's
+environment file and a drop-in that sends its log where the CloudWatch agent reads."""
 
 _USER_DATA = _Template("""#!/bin/bash
 # dask-platform @role host: install the runtime from the artifacts bucket and run it.
@@ -63,24 +109,7 @@ cat > /opt/dask-platform/cloudwatch.json <<'JSON'
 JSON
 /opt/aws/amazon-cloudwatch-agent/bin/amazon-cloudwatch-agent-ctl -a fetch-config -m ec2 -s \\
   -c file:/opt/dask-platform/cloudwatch.json
-cat > /etc/systemd/system/dask-platform.service <<'UNIT'
-[Unit]
-Description=dask-platform @role
-Wants=network-online.target
-After=network-online.target remote-fs.target
-[Service]
-Environment=AWS_DEFAULT_REGION=@region
-StateDirectory=dask-platform
-ExecStart=/opt/dask-platform/venv/bin/dask-platform @command
-Delegate=yes
-Restart=always
-StandardOutput=append:/var/log/dask-platform.log
-StandardError=inherit
-[Install]
-WantedBy=multi-user.target
-UNIT
-systemctl daemon-reload
-systemctl enable --now dask-platform.service
+@service
 """)
 
 
@@ -99,21 +128,39 @@ class HostBootstrap:
     ports: PortSettings
 
     @property
+    def settings_source(self) -> str:
+        return f"ssm://{self.settings_parameter_name}"
+
+    @property
     def command(self) -> str:
-        """Listen on the host's interfaces (security groups decide who reaches them);
-        agents advertise the private IPv4 from instance metadata."""
-        source = f"--settings ssm://{self.settings_parameter_name}"
+        """The gateway listens on the host's interfaces (security groups decide who
+        reaches them)."""
+        source = f"--settings {self.settings_source}"
+        return (f"gateway {source} --proxy-address 0.0.0.0:{self.ports.gateway_http} "
+                f"--proxy-tcp-address 0.0.0.0:{self.ports.gateway_tls}")
+
+    @property
+    def agent_environment(self) -> dict[str, str]:
+        """What the packaged agent unit reads: names only, the token stays in its secret."""
+        return {"ROLE": self.role, "SETTINGS": self.settings_source,
+                "AWS_DEFAULT_REGION": self.region}
+
+    def service(self) -> str:
         if self.role == "gateway":
-            return (f"gateway {source} --proxy-address 0.0.0.0:{self.ports.gateway_http} "
-                    f"--proxy-tcp-address 0.0.0.0:{self.ports.gateway_tls}")
-        return f"agent --role {self.role} {source} --host 0.0.0.0 --advertise-host imds"
+            return _GATEWAY_SERVICE.substitute(region=self.region, command=self.command)
+        return _AGENT_SERVICE.substitute(
+            env_file=AGENT_ENV_FILE,
+            environment="\n".join(f"{k}={v}" for k, v in self.agent_environment.items()),
+            unit=AGENT_UNIT,
+            locate_unit=("import importlib.resources as r; "
+                         f'print(r.files("daskplatform.node") / "{AGENT_UNIT}")'),
+        )
 
     def render(self) -> str:
         gateway = self.role == "gateway"
         return _USER_DATA.substitute(
             role=self.role,
             region=self.region,
-            command=self.command,
             packages="nodejs npm" if gateway else "",
             setup="npm install -g --silent configurable-http-proxy" if gateway else "",
             extra="hub" if gateway else "runtime",
@@ -123,6 +170,7 @@ class HostBootstrap:
             shared_ap=self.shared_access_point_id,
             homes_ap=self.homes_access_point_id,
             log_group=self.log_group_name,
+            service=self.service(),
         )
 
 

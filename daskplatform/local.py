@@ -21,14 +21,11 @@ import secrets
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
-import time
 import urllib.request
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -36,8 +33,9 @@ from types import FrameType
 import psutil
 
 from daskplatform.aws import ENDPOINT_ENV, aws_client
+from daskplatform.gateway.children import Children, tail, wait_http
 from daskplatform.gateway.directory import NodeSpec
-from daskplatform.identity.hub import GATEWAY_SERVICE, hub_config, write_hub_config
+from daskplatform.identity.hub import SERVICE_PREFIX
 from daskplatform.identity.ldap import CA_FILE_ENV
 from daskplatform.identity.slapd import DEMO_USERS, Slapd, SlapdNotInstalled
 from daskplatform.settings import BUCKET_KINDS, RuntimeSettings, SettingsError, load_stack_file
@@ -46,8 +44,6 @@ from daskplatform.settings import BUCKET_KINDS, RuntimeSettings, SettingsError, 
 SETTINGS_PARAMETER = "/dask-platform/local/runtime-settings"
 """Where the hosts read their settings, as the stack publishes them on AWS."""
 BIND_SECRET = "dask-platform-local/ldap-bind-password"
-START_TIMEOUT = 60.0
-"""Seconds one component may take to answer after it was started."""
 REGION = "eu-west-1"
 
 
@@ -74,29 +70,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def wait_http(url: str, alive: Callable[[], bool], what: str, log: Path) -> None:
-    """Until ``url`` answers 200 (proxies answer 404 before their routes are in place),
-    or the component dies, or START_TIMEOUT passes."""
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if not alive():
-            raise RuntimeError(f"{what} exited during start; its log ({log}):\n"
-                               f"{tail(log)}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{what} did not answer at {url} within {START_TIMEOUT:g}s; its log "
-                       f"({log}):\n{tail(log)}")
-
-
-def tail(path: Path, chars: int = 3000) -> str:
-    return path.read_text(errors="replace")[-chars:] if path.exists() else "(no log)"
 
 
 @dataclass
@@ -136,48 +109,6 @@ def port_slices(low: int, high: int, count: int) -> list[tuple[int, int]]:
     return [(low + i * size, low + (i + 1) * size - 1) for i in range(count)]
 
 
-class Children:
-    """Child processes, each with a log, stopped in reverse start order."""
-
-    def __init__(self, log_dir: Path) -> None:
-        self.log_dir = log_dir
-        self.processes: dict[str, subprocess.Popen[bytes]] = {}
-
-    def start(self, name: str, argv: list[str], env: dict[str, str],
-              cwd: Path | None = None) -> subprocess.Popen[bytes]:
-        with open(self.log(name), "ab") as log:
-            # Own session: a terminal's Ctrl-C reaches only us, and we stop them in order.
-            process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                       stdin=subprocess.DEVNULL, env=env, cwd=cwd,
-                                       start_new_session=True)
-        self.processes[name] = process
-        return process
-
-    def log(self, name: str) -> Path:
-        return self.log_dir / f"{name}.log"
-
-    def dead(self) -> list[str]:
-        return [name for name, p in self.processes.items() if p.poll() is not None]
-
-    def stop(self, name: str, timeout: float = 20) -> None:
-        """SIGTERM, SIGKILL after ``timeout``; then anything left of its process tree."""
-        process = self.processes.pop(name)
-        try:
-            tree = psutil.Process(process.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            tree = []
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        for child in tree:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                child.kill()
-
-
 class LocalPlatform:
     """Starts the pieces in dependency order; ``close`` undoes exactly what started."""
 
@@ -188,12 +119,12 @@ class LocalPlatform:
         self.stack = contextlib.ExitStack()
         self.token = secrets.token_urlsafe(32)
         self.agents: list[tuple[AgentShape, str]] = []
-        self.gateway_url = f"http://127.0.0.1:{args.port}"
-        # Scheduler traffic shares the HTTP port, so clients need only the address.
+        # With --hub, clients reach the gateway through the hub, as on AWS.
+        self.gateway_url = (f"http://127.0.0.1:{args.hub_port}{SERVICE_PREFIX}" if args.hub
+                            else f"http://127.0.0.1:{args.port}")
+        # Scheduler traffic shares the gateway's HTTP port.
         self.proxy_address = f"gateway://127.0.0.1:{args.port}"
         self.env = dict(os.environ)
-        self.gateway_token = ""
-        """The gateway's JupyterHub service token (with --hub)."""
 
     # ------------------------------------------------------------------ start
 
@@ -203,8 +134,6 @@ class LocalPlatform:
         settings = self._start_aws(slapd)
         self._start_agents(settings)
         self._start_gateway(slapd)
-        if self.args.hub:
-            self._start_hub(slapd)
 
     def _start_slapd(self) -> Slapd:
         say("local: starting the directory (slapd, FreeIPA-shaped demo users) ...")
@@ -282,51 +211,40 @@ class LocalPlatform:
             self.agents.append((shape, url))
 
     def _start_gateway(self, slapd: Slapd) -> None:
-        say("local: starting the gateway (pool backend, LDAP login) ...")
+        say("local: starting the gateway (pool backend, LDAP login"
+            + (", behind JupyterHub as on the gateway host) ..." if self.args.hub else ") ..."))
         # The settings name slapd, so the gateway picks the LDAP authenticator itself.
-        auth: dict[str, str] = {"ldap_ca_file": str(slapd.ca_file)}
-        env = dict(self.env)
-        if self.args.hub:
-            auth.update(jupyterhub_api_url=f"http://127.0.0.1:{self.args.hub_port}/hub/api",
-                        jupyterhub_service_name=GATEWAY_SERVICE)
-            self.gateway_token = secrets.token_hex(32)
-            env["JUPYTERHUB_API_TOKEN"] = self.gateway_token
         auth_file = self.state / "gateway-auth.json"
-        auth_file.write_text(json.dumps(auth))
+        auth_file.write_text(json.dumps({"ldap_ca_file": str(slapd.ca_file)}))
         nodes = [NodeSpec(shape.node_id, shape.role, url) for shape, url in self.agents]
         argv = [
             sys.executable, "-m", "daskplatform.cli", "gateway",
             "--settings", f"ssm://{SETTINGS_PARAMETER}",
             "--address", f"127.0.0.1:{free_port()}",
-            "--proxy-address", f"127.0.0.1:{self.args.port}",
+            *self._http_args(),
             "--agent-token-file", str(self.state / "agent-token"),
             "--db-url", "sqlite://",  # in memory: clusters stop with the gateway
             "--authenticator-config", str(auth_file),
             "--temp-dir", str(self.state / "gateway"),
             *[f"--node={n.node_id},{n.role},{n.agent_url}" for n in nodes],
         ]
-        process = self.children.start("gateway", argv, env)
-        self.stack.callback(self.children.stop, "gateway", 60)
+        process = self.children.start("gateway", argv, self.env)
+        # With --hub the hub stops first (up to 30 s), then the gateway (up to 60 s).
+        self.stack.callback(self.children.stop, "gateway", 100 if self.args.hub else 60)
         wait_http(f"{self.gateway_url}/api/health", lambda: process.poll() is None,
                   "the gateway", self.children.log("gateway"))
+        if self.args.hub:
+            say(f"local:   JupyterHub at http://127.0.0.1:{self.args.hub_port}")
 
-    def _start_hub(self, slapd: Slapd) -> None:
-        say("local: starting JupyterHub (LDAP login, groups synced, gateway as a service) ...")
-        data = self.state / "hub"
-        data.mkdir()
-        config = hub_config(
-            settings_source=f"ssm://{SETTINGS_PARAMETER}",
-            bind_url=f"http://127.0.0.1:{self.args.hub_port}/",
-            hub_port=free_port(), proxy_api_port=free_port(), gateway_url=self.gateway_url,
-            gateway_proxy_address=self.proxy_address, gateway_api_token=self.gateway_token,
-            data_dir=data, ldap_ca_file=str(slapd.ca_file),
-            default_url="/hub/token")  # no notebook server locally: land on the token page
-        command = write_hub_config(config, data / "jupyterhub_config.json")
-        process = self.children.start("jupyterhub", command, self.env, cwd=data)
-        self.stack.callback(self.children.stop, "jupyterhub", 30)
-        wait_http(f"http://127.0.0.1:{self.args.hub_port}/hub/api",
-                  lambda: process.poll() is None, "JupyterHub", self.children.log("jupyterhub"))
-        say(f"local:   JupyterHub at http://127.0.0.1:{self.args.hub_port}")
+    def _http_args(self) -> list[str]:
+        """The gateway's HTTP on --port; with --hub, JupyterHub in front of it on
+        --hub-port (``dask-platform gateway --hub``, the gateway host's own mode)."""
+        if not self.args.hub:
+            return ["--proxy-address", f"127.0.0.1:{self.args.port}"]
+        return ["--hub", "--proxy-address", f"127.0.0.1:{self.args.hub_port}",
+                "--gateway-http-port", str(self.args.port),
+                "--hub-api-port", str(free_port()),
+                "--hub-proxy-api-port", str(free_port())]
 
     # ------------------------------------------------------------------ stop
 
@@ -353,7 +271,7 @@ class LocalPlatform:
 # ---------------------------------------------------------------------- demo
 
 
-async def run_demo(gateway_url: str) -> None:
+async def run_demo(gateway_url: str, proxy_address: str) -> None:
     """Two users, their quotas, a computation; prints what happened.
 
     Asynchronous clients: the synchronous dask_gateway client closes twice on exit
@@ -365,7 +283,7 @@ async def run_demo(gateway_url: str) -> None:
     passwords = {u.username: u.password for u in DEMO_USERS}
 
     def gateway(username: str) -> Gateway:
-        return Gateway(gateway_url, asynchronous=True,
+        return Gateway(gateway_url, proxy_address=proxy_address, asynchronous=True,
                        auth=BasicAuth(username, passwords[username]))
 
     say("demo: two users, their quotas, a computation")
@@ -464,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
         say("local: demo users (password): " + ", ".join(
             f"{u.username} ({u.password})" for u in DEMO_USERS))
         if args.demo and not stop.is_set():
-            asyncio.run(run_demo(platform.gateway_url))
+            asyncio.run(run_demo(platform.gateway_url, platform.proxy_address))
         if not args.once:
             say("local: serving; Ctrl-C or SIGTERM stops everything")
             while not stop.wait(1):

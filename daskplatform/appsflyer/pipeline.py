@@ -36,14 +36,20 @@ from daskplatform.appsflyer.steps import (
     dedup_write,
     stage_input,
 )
-from daskplatform.appsflyer.storage import StorageOptions, default_storage_options, filesystem, remove
+from daskplatform.appsflyer.storage import (
+    StorageOptions,
+    default_storage_options,
+    filesystem,
+    remove,
+)
 
 DEFAULT_CHUNK_ROWS = 250_000
 """Rows validated at a time per task: the unit of worker memory in the first stage."""
 _CHECKSUM_BATCH = 64
 
 
-def _compute(tasks: list[Any], client: Any, timings: dict[str, float], stage: str) -> list[Any]:
+def _compute(tasks: list[Any], client: Any, timings: dict[str, float],
+             stage: str) -> list[Any]:
     """Run one stage's tasks; its wall time goes into the manifest (where time goes)."""
     started = time.perf_counter()
     scheduler = client.get if client is not None else "synchronous"
@@ -79,14 +85,16 @@ def run_pipeline(input_url: str, processed_url: str, audit_url: str, *, client: 
         raise ValueError(f"chunk_rows must be a positive number of rows, got {chunk_rows}")
 
     def options(url: str) -> StorageOptions:
-        return dict(storage_options) if storage_options is not None else default_storage_options(url)
+        if storage_options is not None:
+            return dict(storage_options)
+        return default_storage_options(url)
 
     started = _now()
     timings: dict[str, float] = {}
     found = discover(input_url, options(input_url))
     sums = _checksums([f.url for f in found.ready], options(input_url), client, timings)
     done = processed_inputs(audit_url, options(audit_url))
-    pending = [(f, s) for f, s in zip(found.ready, sums) if (f.url, s) not in done]
+    pending = [(f, s) for f, s in zip(found.ready, sums, strict=True) if (f.url, s) not in done]
     summary: dict[str, Any] = {
         "input": input_url, "processed": processed_url, "audit": audit_url,
         "files_already_processed": len(found.ready) - len(pending),
@@ -126,7 +134,7 @@ def run_pipeline(input_url: str, processed_url: str, audit_url: str, *, client: 
     inputs = [
         input_entry(dataclasses.asdict(f), s, r.rows_in, written[f.url], duplicates[f.url],
                     r.quarantined, r.error)
-        for (f, s), r in zip(pending, staged)
+        for (f, s), r in zip(pending, staged, strict=True)
     ]
     manifest = {
         "run_id": run_id, "status": "failed" if any(r.error for r in staged) else "complete",

@@ -174,7 +174,8 @@ def aggregate_day(day: str, places: Places) -> str:
         if not paths:
             continue
         scan = ac.Declaration("scan", ac.ScanNodeOptions(
-            ds.dataset(paths, filesystem=fs, format="parquet"), columns=[*dims, "event_revenue_usd"]))
+            ds.dataset(paths, filesystem=fs, format="parquet"),
+            columns=[*dims, "event_revenue_usd"]))
         aggregate = ac.Declaration("aggregate", ac.AggregateNodeOptions(
             [([], "hash_count_all", None, "rows"),
              ("event_revenue_usd", "hash_sum", pc.ScalarAggregateOptions(min_count=0), "revenue")],

@@ -26,7 +26,7 @@ EARLIEST = pd.Timestamp("2010-01-01", tz="UTC")
 LATEST = pd.Timestamp("2100-01-01", tz="UTC")
 """Event and install times outside this window are corrupt, not real AppsFlyer data."""
 
-_HASH_KEYS = ("appsflyer-dedup-1", "appsflyer-dedup-2")
+_HASH_KEYS = ("appsflyer-dedup1", "appsflyer-dedup2")  # pandas takes 16-byte keys
 _HEX = np.array([f"{i:02x}" for i in range(256)], dtype="S2")
 
 
@@ -46,7 +46,7 @@ def event_ids(frame: pd.DataFrame) -> pd.Series:
     halves = np.empty((len(frame), 2), dtype=">u8")
     for i, hash_key in enumerate(_HASH_KEYS):
         halves[:, i] = pd.util.hash_pandas_object(
-            key, index=False, categorize=False, hash_key=hash_key.ljust(16)[:16]
+            key, index=False, categorize=False, hash_key=hash_key
         ).to_numpy()
     hexed = _HEX[halves.view(np.uint8).reshape(len(frame), 16)]
     text = np.ascontiguousarray(hexed).view("S32").ravel().astype("U32")
@@ -121,7 +121,7 @@ def validate(chunk: RawChunk, report: str | None, source_file: str) -> Validated
     first_failed = np.select(masks, np.arange(len(checks)), default=-1)  # first check wins
     rejected = first_failed >= 0
     reason, detail = [], []
-    for check, row in zip(first_failed[rejected], np.flatnonzero(rejected)):
+    for check, row in zip(first_failed[rejected], np.flatnonzero(rejected), strict=True):
         code, _, column = checks[check]
         reason.append(code.value)
         detail.append(f"{column}={text[column].iat[row][:200]}" if column

@@ -24,7 +24,7 @@ from dask_gateway_server.traitlets import MemoryLimit
 from traitlets import Dict, Float, Integer, List, Unicode, default
 
 from daskplatform.gateway.directory import NodeSpec, asg_worker_nodes, tagged_scheduler_nodes
-from daskplatform.gateway.metrics import CloudWatchPublisher
+from daskplatform.gateway.metrics import CloudWatchPublisher, PoolFigures, scrape_queued_tasks
 from daskplatform.gateway.placement import NodeRoom, best_fit
 from daskplatform.gateway.protection import ScaleInProtection
 from daskplatform.gateway.queue import PendingCapExceeded, PendingQueue
@@ -128,10 +128,13 @@ class PoolBackend(DBBackendBase):
         (Auto Scaling group and scheduler tags; default 30).""", config=True)
     max_pending_per_user = Integer(50, min=1, help="""Worker requests one user may have
         waiting for room (default 50, quotas.maxPendingPerUser).""", config=True)
-    metrics_namespace = Unicode("", help="""CloudWatch namespace for PendingWorkers.
+    metrics_namespace = Unicode("", help="""CloudWatch namespace for the platform metrics
+        (PendingWorkers, ActiveClusters, ActiveWorkers, QueuedTasks).
         Default: "" (not published).""", config=True)
     metrics_period = Float(60, help="Seconds between CloudWatch publications (default 60).",
                            config=True)
+    metrics_scrape_timeout = Float(5, help="""Seconds to read one scheduler's /metrics for
+        QueuedTasks (default 5); all schedulers are read at once.""", config=True)
 
     # ------------------------------------------------------------------ setup / cleanup
 
@@ -567,11 +570,26 @@ class PoolBackend(DBBackendBase):
     async def _pool_route(self, request: web.Request) -> web.Response:
         return web.json_response(self.metrics())
 
+    async def _figures(self) -> PoolFigures:
+        """Clusters and workers the gateway has seen running (heartbeats), and the tasks
+        their schedulers hold for want of a worker."""
+        running = [c for c in self.db.active_clusters() if c.status == JobStatus.RUNNING]
+        queued = await scrape_queued_tasks(
+            self.session, [c.dashboard_address for c in running if c.dashboard_address],
+            self.metrics_scrape_timeout, self.log)
+        return PoolFigures(
+            active_clusters=len(running),
+            active_workers=sum(w.status == JobStatus.RUNNING
+                               for c in running for w in c.active_workers()),
+            pending_workers=len(self._pending),
+            queued_tasks=queued,
+        )
+
     async def _metrics_loop(self) -> None:
         publisher = CloudWatchPublisher(self.metrics_namespace, self.asg_name)
         while True:
             try:
-                await publisher.publish(pending_workers=len(self._pending))
+                await publisher.publish(await self._figures())
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -82,6 +82,7 @@ def gateway_config(
     encrypt_keys: Sequence[str] | None = None,
     metrics_namespace: str = "",
     stack_name: str = "",
+    prefix: str = "",
 ) -> Config:
     """Everything a ``DaskGateway`` needs to run the pool backend with the settings' quotas.
 
@@ -89,7 +90,8 @@ def gateway_config(
     ``password`` of ``StaticGroupsAuthenticator``). With a persistent ``db_url`` clusters
     survive a gateway restart; in memory they are stopped with the gateway. Nodes are
     ``nodes`` plus, when named, the ``asg_name`` group's workers and ``stack_name``'s
-    tagged scheduler host.
+    tagged scheduler host. ``prefix`` is the URL path the HTTP proxy serves under
+    (behind JupyterHub: ``/services/dask-gateway``).
     """
     c = Config()
     c.DaskGateway.address = address
@@ -101,6 +103,7 @@ def gateway_config(
         c[auth_section][name] = value
 
     c.Proxy.address = proxy_address
+    c.Proxy.prefix = prefix
     if proxy_tcp_address:
         c.Proxy.tcp_address = proxy_tcp_address
 
@@ -202,14 +205,47 @@ def _parse_node(text: str) -> NodeSpec:
         raise argparse.ArgumentTypeError(f"--node: {exc}") from None
 
 
+def _hub_parser(add_help: bool) -> argparse.ArgumentParser:
+    """The options that make the gateway host run JupyterHub in front of the gateway;
+    everything else on the command line is the gateway's own (passed to it as is)."""
+    p = argparse.ArgumentParser(prog="dask-platform gateway", add_help=add_help,
+                                allow_abbrev=False,
+                                description="dask-gateway-server with the pool backend")
+    p.add_argument("--proxy-address", default="127.0.0.1:8000",
+                   help="HTTP proxy: API and dashboards; with --hub, JupyterHub's public "
+                        "address (default %(default)s)")
+    hub = p.add_argument_group("gateway host with JupyterHub (daskplatform.gateway.hub_host)")
+    hub.add_argument("--hub", action="store_true",
+                     help="run JupyterHub (LDAP login) on --proxy-address with the gateway "
+                          "as its service at /services/dask-gateway/")
+    hub.add_argument("--gateway-http-port", type=_port, default=8002,
+                     help="with --hub: the gateway's own HTTP proxy, on 127.0.0.1 behind "
+                          "the hub (default %(default)s)")
+    hub.add_argument("--hub-api-port", type=_port, default=8081,
+                     help="with --hub: the hub's internal API on 127.0.0.1 "
+                          "(default %(default)s)")
+    hub.add_argument("--hub-proxy-api-port", type=_port, default=8001,
+                     help="with --hub: configurable-http-proxy's API on 127.0.0.1 "
+                          "(default %(default)s)")
+    return p
+
+
+def _port(text: str) -> int:
+    port = int(text) if text.isdigit() else 0
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r}: a port must be between 1 and 65535")
+    return port
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dask-platform gateway",
+    p = argparse.ArgumentParser(prog="dask-platform gateway", parents=[_hub_parser(False)],
+                                allow_abbrev=False,
                                 description="dask-gateway-server with the pool backend")
     p.add_argument("--settings", required=True,
                    help="ssm://<parameter>, a Pulumi.<stack>.yaml or a runtime JSON file")
     p.add_argument("--address", default="127.0.0.1:0", help="private API (default %(default)s)")
-    p.add_argument("--proxy-address", default="127.0.0.1:8000",
-                   help="HTTP proxy: API and dashboards (default %(default)s)")
+    p.add_argument("--prefix", default="",
+                   help="URL path prefix of the HTTP proxy (set by --hub)")
     p.add_argument("--proxy-tcp-address", default=None,
                    help="scheduler TLS proxy (default: same as --proxy-address)")
     p.add_argument("--node", action="append", type=_parse_node, default=[],
@@ -290,14 +326,26 @@ def config_from_argv(argv: list[str] | None = None) -> Config:
         agent_token=_agent_token(args, settings),
         db_url=args.db_url or f"sqlite:///{temp_dir / 'gateway.sqlite'}",
         authenticator_class=authenticator_class, authenticator_config=authenticator_config,
-        temp_dir=str(temp_dir), metrics_namespace=metrics_namespace,
+        temp_dir=str(temp_dir), metrics_namespace=metrics_namespace, prefix=args.prefix,
     )
     if args.config:
         config.DaskGateway.config_file = args.config
     return config
 
 
+def gateway_argv(argv: list[str]) -> list[str]:
+    """The gateway's own options in ``argv``: all but --hub and its companions."""
+    return _hub_parser(False).parse_known_args(argv)[1]
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = _parser().parse_args(argv)
+    if args.hub:
+        # Imported here: only the gateway host installs JupyterHub (the ``hub`` extra).
+        from daskplatform.gateway.hub_host import run_hub_host
+
+        return run_hub_host(args, gateway_argv(argv))
     gateway = create_gateway(config_from_argv(argv))
     gateway.start()
     return 0

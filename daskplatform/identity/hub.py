@@ -15,6 +15,7 @@ import json
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from jupyterhub.auth import Authenticator
 from tornado import web
@@ -31,6 +32,9 @@ from daskplatform.settings import QuotaSettings
 
 GATEWAY_SERVICE = "dask-gateway"
 """The gateway's name as a hub service (its token scope is access:services!service=...)."""
+SERVICE_PREFIX = f"/services/{GATEWAY_SERVICE}"
+"""Where the hub's proxy routes to the gateway. The proxy keeps the path, so the gateway
+serves under this prefix (``dask-platform gateway --prefix``)."""
 
 
 class LdapHubAuthenticator(DirectoryConfig, Authenticator):
@@ -103,10 +107,12 @@ class LdapHubAuthenticator(DirectoryConfig, Authenticator):
 
 def gateway_client_env(gateway_url: str, proxy_address: str) -> dict[str, str]:
     """dask config for single-user servers: ``Gateway()`` with no arguments uses the
-    gateway and the user's hub token (JUPYTERHUB_API_TOKEN, set by the spawner)."""
+    gateway and the user's hub token (JUPYTERHUB_API_TOKEN, set by the spawner).
+    Dashboard links are path-only, so they open at whatever origin the browser reached
+    the hub through (the ALB on AWS)."""
     return {
         "DASK_GATEWAY__ADDRESS": gateway_url,
-        "DASK_GATEWAY__PUBLIC_ADDRESS": gateway_url,
+        "DASK_GATEWAY__PUBLIC_ADDRESS": SERVICE_PREFIX,
         "DASK_GATEWAY__PROXY_ADDRESS": proxy_address,
         "DASK_GATEWAY__AUTH__TYPE": "jupyterhub",
     }
@@ -118,7 +124,8 @@ def hub_config(*, settings_source: str, bind_url: str, hub_port: int, proxy_api_
                default_url: str = "") -> Config:
     """JupyterHub config: LDAP login with group sync, dask-gateway as a service.
 
-    Everything the hub writes (database, cookie secret, proxy pid) goes to ``data_dir``.
+    ``gateway_url`` is the gateway's HTTP proxy, serving under SERVICE_PREFIX; the hub's
+    proxy routes SERVICE_PREFIX there, and notebooks reach it that way. Everything the hub writes (database, cookie secret, proxy pid) goes to ``data_dir``.
     ``admin_token`` registers an admin service for automation (tests). ``default_url``
     is where users land after login (default: their notebook server).
     """
@@ -150,8 +157,18 @@ def hub_config(*, settings_source: str, bind_url: str, hub_port: int, proxy_api_
                       "services": ["platform-admin"]})
     c.JupyterHub.services = services
     c.JupyterHub.load_roles = roles
-    c.Spawner.environment = gateway_client_env(gateway_url, gateway_proxy_address)
+    c.Spawner.environment = gateway_client_env(
+        hub_local_url(bind_url) + SERVICE_PREFIX, gateway_proxy_address)
     return c
+
+
+def hub_local_url(bind_url: str) -> str:
+    """The hub's public URL as seen from its own host (all interfaces -> 127.0.0.1)."""
+    parts = urlsplit(bind_url)
+    host = parts.hostname or ""
+    if host in ("", "0.0.0.0", "::"):
+        host = "127.0.0.1"
+    return f"{parts.scheme}://{host}:{parts.port}"
 
 
 def write_hub_config(config: Config, path: Path) -> list[str]:

@@ -13,12 +13,20 @@ import pytest
 from traitlets.config import Config
 
 from daskplatform.aws import aws_client
+from daskplatform.gateway.metrics import CloudWatchPublisher, PoolFigures
 from daskplatform.gateway.server import LDAP_AUTHENTICATOR, STATIC_AUTHENTICATOR
 from daskplatform.gateway.server import config_from_argv as gateway_config_from_argv
 from daskplatform.node import agent
-from daskplatform.settings import RuntimeSettings
+from daskplatform.settings import (
+    ACTIVE_CLUSTERS_METRIC,
+    ACTIVE_WORKERS_METRIC,
+    PENDING_WORKERS_METRIC,
+    QUEUED_TASKS_METRIC,
+    RuntimeSettings,
+)
 from daskplatform.state_dir import STATE_DIRECTORY_ENV
-from tests.cloud.conftest import one
+from tests.cloud.conftest import of_short_type, one
+from tests.cloud.host_units import agent_argv
 from tests.cloud.test_hosts import user_data
 from tests.node.imds_stand_in import imds_stand_in
 from tools.mockrun import StackRun
@@ -27,9 +35,14 @@ EXEC_START = re.compile(r"^ExecStart=\S+/dask-platform (.+)$", re.MULTILINE)
 
 
 def host_argv(run: StackRun, template: str, subcommand: str) -> list[str]:
-    """The arguments of ``dask-platform <subcommand>`` in a host's systemd unit."""
-    (command,) = EXEC_START.findall(user_data(run, template))
-    found, *argv = shlex.split(command)
+    """The arguments of ``dask-platform <subcommand>`` in a host's systemd unit: the
+    gateway's inline unit, or the packaged agent unit with the host's env file."""
+    text = user_data(run, template)
+    if subcommand == "agent":
+        found, *argv = agent_argv(text)
+    else:
+        (command,) = EXEC_START.findall(text)
+        found, *argv = shlex.split(command)
     assert found == subcommand
     return argv
 
@@ -109,3 +122,32 @@ def test_gateway_defaults_without_aws_names_stay_local(tmp_path: Path) -> None:
     assert (explicit.PoolBackend.asg_name, explicit.PoolBackend.stack_name) == ("g", "s")
     assert explicit.PoolBackend.metrics_namespace == RuntimeSettings().metrics_namespace
     assert explicit.PlatformAuthenticator.settings_source == str(settings)
+
+
+def _watched(run: StackRun, namespace: str) -> set[tuple[str, frozenset]]:
+    """(metric, dimensions) of every alarm, or alarm query, on the platform's namespace."""
+    metrics = []
+    for alarm in of_short_type(run, "MetricAlarm"):
+        inputs = alarm.inputs
+        metrics += [inputs, *(q["metric"] for q in inputs.get("metricQueries", [])
+                              if "metric" in q)]
+    return {(m["metricName"], frozenset((m.get("dimensions") or {}).items()))
+            for m in metrics if m.get("namespace") == namespace}
+
+
+async def test_the_gateway_publishes_every_metric_the_alarms_watch(
+        dev: StackRun, published: RuntimeSettings, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(STATE_DIRECTORY_ENV, str(tmp_path))
+    backend = gateway_config_from_argv(host_argv(dev, "gateway-lt", "gateway")).PoolBackend
+    watched = _watched(dev, backend.metrics_namespace)
+    assert {name for name, _ in watched} == {PENDING_WORKERS_METRIC, ACTIVE_CLUSTERS_METRIC,
+                                             ACTIVE_WORKERS_METRIC, QUEUED_TASKS_METRIC}
+    publisher = CloudWatchPublisher(backend.metrics_namespace, backend.asg_name)
+    await publisher.publish(PoolFigures(active_clusters=1, active_workers=0,
+                                        pending_workers=0, queued_tasks=0))
+    listed = aws_client("cloudwatch").list_metrics(
+        Namespace=backend.metrics_namespace)["Metrics"]
+    assert watched <= {(m["MetricName"], frozenset((d["Name"], d["Value"])
+                                                   for d in m["Dimensions"]))
+                       for m in listed}

@@ -3,10 +3,25 @@
 from __future__ import annotations
 
 import base64
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
+from components.bootstrap import AGENT_ENV_FILE, AGENT_UNIT, runtime_package
 from tests.cloud.conftest import CUSTOM_WORKERS, LDAP_PASSWORD, of_short_type, one
+from tests.cloud.host_units import (
+    agent_argv,
+    agent_environment,
+    directives,
+    heredoc,
+    packaged_unit,
+)
 from tools.mockrun import StackRun
 
 TEMPLATES = {"gateway-lt": "gateway", "scheduler-lt": "scheduler", "workers-lt": "worker"}
@@ -64,16 +79,76 @@ def test_user_data_is_a_small_stub_that_runs_the_role(dev: StackRun, template: s
     assert len(text.encode()) < 4096
     parameter = "ssm:///dask-platform/dev/runtime-settings"
     role = TEMPLATES[template]
-    expected = (
-        f"gateway --settings {parameter} --proxy-address 0.0.0.0:8000 "
-        "--proxy-tcp-address 0.0.0.0:8786"
-        if role == "gateway"
-        else f"agent --role {role} --settings {parameter} --host 0.0.0.0 --advertise-host imds"
-    )
-    assert f"dask-platform {expected}\n" in text
-    assert "StateDirectory=dask-platform\n" in text
+    if role == "gateway":
+        assert (f"dask-platform gateway --settings {parameter} --proxy-address 0.0.0.0:8000 "
+                "--proxy-tcp-address 0.0.0.0:8786\n") in text
+        assert "StateDirectory=dask-platform\n" in text
+    else:
+        assert agent_environment(text) == {"ROLE": role, "SETTINGS": parameter,
+                                           "AWS_DEFAULT_REGION": "eu-west-1"}
+        assert agent_argv(text) == ["agent", "--role", role, "--settings", parameter,
+                                    "--host", "0.0.0.0", "--advertise-host", "imds"]
     artifacts = one(dev, "Bucket", "storage-artifacts").outputs["bucket"]
     assert f"s3://{artifacts}/runtime/" in text
+
+
+@pytest.mark.parametrize("template", ["scheduler-lt", "workers-lt"])
+def test_agent_hosts_run_the_packaged_unit_as_their_own_user(dev: StackRun,
+                                                              template: str) -> None:
+    """Restarting an agent must leave its node's Dask processes running, and Dask must
+    not run as root: both come from the packaged unit, so the stub must install it."""
+    text = user_data(dev, template)
+    unit = directives(packaged_unit())
+    assert unit["KillMode"] == ["process"] and unit["Delegate"] == ["yes"]
+    assert unit["User"] == ["dask-platform"]
+    assert unit["EnvironmentFile"] == [AGENT_ENV_FILE]
+    assert "useradd --system --user-group --shell /sbin/nologin dask-platform\n" in text
+    assert f"chmod 0644 {AGENT_ENV_FILE}\n" in text
+    assert re.search(rf"^install -m 0644 \"\$\(.+\)\" \\\n  /etc/systemd/system/{AGENT_UNIT}$",
+                     text, re.MULTILINE)
+    assert text.rstrip().endswith(f"systemctl enable --now {AGENT_UNIT}")
+    assert "ExecStart=" not in text and "KillMode" not in text  # no unit of its own
+    # The drop-in sends the agent's output to the file the CloudWatch agent ships.
+    log = directives(heredoc(text, f"/etc/systemd/system/{AGENT_UNIT}.d/log.conf"))
+    cloudwatch = json.loads(heredoc(text, "/opt/dask-platform/cloudwatch.json"))
+    (collected,) = cloudwatch["logs"]["logs_collected"]["files"]["collect_list"]
+    assert log["StandardOutput"] == [f"append:{collected['file_path']}"]
+    group = one(dev, "LogGroup", f"monitoring-{TEMPLATES[template]}-logs").inputs["name"]
+    assert collected["log_group_name"] == group
+
+
+def test_the_stub_finds_the_unit_the_package_installed(dev: StackRun) -> None:
+    """Run the stub's own lookup (with this interpreter in place of the host's venv)."""
+    text = user_data(dev, "workers-lt")
+    (lookup,) = re.findall(r'^install -m 0644 "\$\((\S+) (-c .+)\)" \\$', text, re.MULTILINE)
+    assert lookup[0] == "/opt/dask-platform/venv/bin/python"
+    found = subprocess.run(["bash", "-c", f"{shlex.quote(sys.executable)} {lookup[1]}"],
+                           check=True, capture_output=True, text=True).stdout.strip()
+    assert Path(found).name == AGENT_UNIT
+    assert Path(found).read_text() == packaged_unit()
+
+
+def test_the_gateway_keeps_its_own_unit_that_stops_its_proxy_with_it(dev: StackRun) -> None:
+    text = user_data(dev, "gateway-lt")
+    unit = directives(heredoc(text, "/etc/systemd/system/dask-platform.service"))
+    assert unit.get("KillMode", ["control-group"]) == ["control-group"]
+    assert unit["StandardOutput"] == ["append:/var/log/dask-platform.log"]
+    assert AGENT_UNIT not in text and AGENT_ENV_FILE not in text
+    assert "useradd" not in text
+
+
+def test_the_agent_unit_ships_in_the_built_package(tmp_path: Path) -> None:
+    """Build the archive the stack uploads the way pip does (setuptools' build_py, which
+    fills the wheel); the unit is there only while pyproject lists it as package data."""
+    for name, asset in runtime_package().assets.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(asset.path, tmp_path / name)
+    subprocess.run([sys.executable, "-c", "from setuptools import setup; setup()", "-q",
+                    "build_py", "--build-lib", "built"],
+                   cwd=tmp_path, check=True, capture_output=True)
+    built = tmp_path / "built" / "daskplatform" / "node" / AGENT_UNIT
+    unit = directives(built.read_text())
+    assert unit["KillMode"] == ["process"] and unit["Delegate"] == ["yes"]
 
 
 def test_user_data_carries_no_secret(custom: StackRun) -> None:

@@ -1,18 +1,26 @@
 """The AWS side, through moto's server: node discovery (the worker group, the scheduler
-host by its tags), scale-in protection of nodes holding processes, and the
-PendingWorkers metric."""
+host by its tags), scale-in protection of nodes holding processes, and the platform
+metrics the stack's alarms watch."""
 
 from __future__ import annotations
 
 import os
 import uuid
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
 import pytest
 
 from daskplatform.aws import aws_client
 from daskplatform.gateway.directory import asg_worker_nodes, tagged_scheduler_nodes
-from daskplatform.settings import ROLE_TAG, STACK_TAG
+from daskplatform.settings import (
+    ACTIVE_CLUSTERS_METRIC,
+    ACTIVE_WORKERS_METRIC,
+    PENDING_WORKERS_METRIC,
+    QUEUED_TASKS_METRIC,
+    ROLE_TAG,
+    STACK_TAG,
+)
 from tests.gateway.conftest import Pool, wait_for
 
 AWS_KEYS = ("DASK_PLATFORM_AWS_ENDPOINT", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID",
@@ -119,5 +127,44 @@ def test_nodes_holding_processes_are_protected_until_they_empty(aws_env: str,
         wait_for(lambda: _protected(name) == {i: False for i in ids}, 20,
                  "protection not cleared on the emptied node")
     metrics = aws_client("cloudwatch").list_metrics(Namespace=f"test-{name}")["Metrics"]
-    assert [m["MetricName"] for m in metrics][:1] == ["PendingWorkers"]
-    assert metrics[0]["Dimensions"] == [{"Name": "AutoScalingGroupName", "Value": name}]
+    # The dimensions the stack's alarms name: the pool's metric per worker group.
+    assert {m["MetricName"]: m["Dimensions"] for m in metrics} == {
+        PENDING_WORKERS_METRIC: [{"Name": "AutoScalingGroupName", "Value": name}],
+        ACTIVE_CLUSTERS_METRIC: [], ACTIVE_WORKERS_METRIC: [], QUEUED_TASKS_METRIC: []}
+
+
+def _maximum(namespace: str, metric: str) -> float | None:
+    """Highest value published so far to a metric without dimensions."""
+    now = datetime.now(UTC)
+    points = aws_client("cloudwatch").get_metric_statistics(
+        Namespace=namespace, MetricName=metric, Dimensions=[], Statistics=["Maximum"],
+        StartTime=now - timedelta(hours=1), EndTime=now + timedelta(minutes=1),
+        Period=3600)["Datapoints"]
+    return max((p["Maximum"] for p in points), default=None)
+
+
+def test_the_gateway_publishes_the_clusters_workers_and_tasks_the_alarms_watch(
+        aws_env: str, make_pool) -> None:
+    namespace = f"test-{uuid.uuid4().hex[:8]}"
+    pool: Pool = make_pool(env={k: os.environ[k] for k in AWS_KEYS})
+    pool.add_agent("sched-1", "scheduler", cores=1, memory_gb=1)
+    pool.add_agent("w-1", "worker", cores=1, memory_gb=1)  # room for two test workers
+    pool.start_gateway(extra_config="c.PoolBackend.metrics_period = 0.5\n",
+                       extra_args=["--metrics-namespace", namespace])
+    with pool.client("ann") as gateway, gateway.new_cluster() as cluster, \
+            cluster.get_client() as client:
+        wait_for(lambda: _maximum(namespace, ACTIVE_CLUSTERS_METRIC) == 1, 20,
+                 "ActiveClusters never reached 1")
+        assert _maximum(namespace, ACTIVE_WORKERS_METRIC) == 0
+        cluster.scale(2)
+        client.wait_for_workers(2, timeout=60)
+        # Tasks no worker can run (a resource nobody has) wait in the scheduler.
+        futures = client.map(abs, range(9), pure=False, resources={"GPU": 1})
+        wait_for(lambda: _maximum(namespace, QUEUED_TASKS_METRIC) == len(futures), 20,
+                 "QueuedTasks never showed the waiting tasks")
+        wait_for(lambda: _maximum(namespace, ACTIVE_WORKERS_METRIC) == 2, 20,
+                 "ActiveWorkers never showed the two running workers")
+        client.cancel(futures)
+    # Never more than what ran: one cluster, two workers.
+    assert _maximum(namespace, ACTIVE_CLUSTERS_METRIC) == 1
+    assert _maximum(namespace, ACTIVE_WORKERS_METRIC) == 2

@@ -20,7 +20,12 @@ import pytest
 from dask_gateway import Gateway, JupyterHubAuth
 
 from daskplatform.gateway.server import GatewayProcess
-from daskplatform.identity.hub import GATEWAY_SERVICE, hub_config, write_hub_config
+from daskplatform.identity.hub import (
+    GATEWAY_SERVICE,
+    SERVICE_PREFIX,
+    hub_config,
+    write_hub_config,
+)
 from daskplatform.identity.ldap import BIND_PASSWORD_ENV
 from daskplatform.identity.slapd import Slapd
 from daskplatform.settings import RuntimeSettings
@@ -62,7 +67,8 @@ def hub(slapd: Slapd, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]
         ldap_url=slapd.starttls_url, ldap_base_dn=slapd.base_dn,
         ldap_bind_dn=slapd.bind_dn).to_json())
     port, hub_port = free_port(), free_port()
-    gateway_url = f"http://127.0.0.1:{free_port()}"
+    gateway_origin = f"http://127.0.0.1:{free_port()}"
+    gateway_url = gateway_origin + SERVICE_PREFIX  # served under the hub's route
     gateway_proxy = f"gateway://127.0.0.1:{free_port()}"
     admin_token, gateway_token = secrets.token_hex(32), secrets.token_hex(32)
     env = {**os.environ, BIND_PASSWORD_ENV: slapd.bind_password}
@@ -74,7 +80,7 @@ def hub(slapd: Slapd, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]
         "jupyterhub_service_name": GATEWAY_SERVICE}))
     gateway = GatewayProcess([
         "--settings", str(settings_file), "--address", f"127.0.0.1:{free_port()}",
-        "--proxy-address", gateway_url.removeprefix("http://"),
+        "--proxy-address", gateway_origin.removeprefix("http://"), "--prefix", SERVICE_PREFIX,
         "--proxy-tcp-address", gateway_proxy.removeprefix("gateway://"),
         "--agent-token-file", str(data / "agent-token"), "--db-url", "sqlite://",
         "--authenticator-class", AUTHENTICATOR, "--authenticator-config",
@@ -83,7 +89,7 @@ def hub(slapd: Slapd, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]
 
     config = hub_config(
         settings_source=str(settings_file), bind_url=f"http://127.0.0.1:{port}",
-        hub_port=hub_port, proxy_api_port=free_port(), gateway_url=gateway_url,
+        hub_port=hub_port, proxy_api_port=free_port(), gateway_url=gateway_origin,
         gateway_proxy_address=gateway_proxy, gateway_api_token=gateway_token,
         data_dir=data, ldap_ca_file=str(slapd.ca_file), admin_token=admin_token)
     command = write_hub_config(config, data / "jupyterhub_config.json")

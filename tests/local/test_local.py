@@ -166,10 +166,19 @@ def test_hub_mode_logs_users_in_through_ldap_and_stops_cleanly(
     hub_port = free_port()
     run = LocalRun("--hub", "--hub-port", str(hub_port))
     run_local.append(run)
-    run.wait_for("ready: ")
     hub = f"http://127.0.0.1:{hub_port}"
+    # The gateway host's own mode: clients reach the gateway through the hub.
+    assert run.wait_for("ready: ") == f"ready: {hub}/services/dask-gateway"
     assert asyncio.run(hub_login(hub, "engineer1", "engineer1-demo"))[0] == 302
     assert asyncio.run(hub_login(hub, "outsider1", "outsider1-demo"))[0] == 403
+
+    async def worker_cores_max() -> float:
+        async with Gateway(f"{hub}/services/dask-gateway", asynchronous=True,
+                           proxy_address=f"gateway://127.0.0.1:{run.port}",
+                           auth=BasicAuth("analyst1", "analyst1-demo")) as gateway:
+            return (await gateway.cluster_options())._fields["worker_cores"].max
+
+    assert asyncio.run(worker_cores_max()) == 2
     processes, ports = run.tree()
     assert {run.port, hub_port} <= ports
 

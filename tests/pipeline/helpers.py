@@ -39,7 +39,8 @@ def assert_matches_expected(manifest: dict[str, Any], expected: dict[str, Any]) 
                 "quarantined_by_reason"):
         assert totals[key] == expected[key], (key, totals[key], expected[key])
     assert manifest["conserved"] is True
-    assert totals["rows_in"] == totals["rows_written"] + totals["duplicates"] + totals["quarantined"]
+    assert totals["rows_in"] == (totals["rows_written"] + totals["duplicates"]
+                                 + totals["quarantined"])
     for entry in manifest["inputs"]:
         assert entry["rows_in"] == (entry["rows_written"] + entry["duplicates"]
                                     + entry["quarantined"]), entry

@@ -6,7 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+from distributed import LocalCluster
 
+from daskplatform.appsflyer import generate
 from daskplatform.appsflyer.cli import main
 
 
@@ -36,3 +38,22 @@ def test_bad_input_gets_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixt
     with pytest.raises(SystemExit):
         main(["generate", "--layout", "xml", "--rows", "1", "--out", str(tmp_path)])
     assert "invalid choice: 'xml'" in capsys.readouterr().err
+
+
+def test_run_on_a_local_cluster_and_on_a_scheduler_address(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    raw = str(tmp_path / "raw")
+    generate(raw, layout="pullapi", rows=300, days=1, hours=1, seed=2)
+    local = ["--input", raw, "--processed", str(tmp_path / "a"), "--audit", str(tmp_path / "a")]
+    assert main(["run", *local, "--scheduler", "local", "--workers", "1",
+                 "--memory-per-worker", "1GiB"]) == 0
+    assert json.loads(capsys.readouterr().out)["totals"]["rows_written"] == 300
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, host="127.0.0.1",
+                      dashboard_address=None) as cluster:
+        remote = ["--input", raw, "--processed", str(tmp_path / "b"),
+                  "--audit", str(tmp_path / "b"), "--scheduler", cluster.scheduler_address]
+        assert main(["run", *remote]) == 0
+        ran_there = set(cluster.scheduler.task_prefixes)
+    assert json.loads(capsys.readouterr().out)["totals"]["rows_written"] == 300
+    assert {"stage_input", "dedup_write", "aggregate_day"} <= ran_there

@@ -51,6 +51,8 @@ def test_same_event_in_both_vocabularies_gets_the_same_id() -> None:
     one = validate(RawChunk(api, 1), "in_app_events", "a").events
     two = validate(RawChunk(display, 1), "in_app_events", "b").events
     assert one["event_id"].iat[0] == two["event_id"].iat[0]
+    event_id = one["event_id"].iat[0]
+    assert len(event_id) == 32 and event_id[:16] != event_id[16:]  # two independent hashes
     assert one["event_revenue_currency"].iat[0] == "USD"
     assert one["extra"].iat[0] == '{"Custom":"x"}'
     other = validate(RawChunk(api.assign(event_revenue="2.99"), 1), "in_app_events", "a")
