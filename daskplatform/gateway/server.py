@@ -2,7 +2,8 @@
 (``dask-platform gateway`` on the gateway host, ``local`` mode, tests), an in-process
 runner and a subprocess runner.
 
-On the gateway host the command line is just ``--settings ssm://<parameter>``: the
+On the gateway host the command line is just ``--hub --settings ssm://<parameter>`` and
+its addresses (``--hub``: JupyterHub in front, ``daskplatform.gateway.hub_host``): the
 worker group, the stack (to find the scheduler host by its tags), the agent token's
 secret, the LDAP login and the metrics namespace all follow from the settings.
 """
