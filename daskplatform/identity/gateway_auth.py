@@ -45,12 +45,21 @@ class PlatformAuthenticator(DirectoryConfig, JupyterHubAuthenticator):
         if self.hub_enabled:
             await super().setup(app)
 
+    async def _hub_user(self, request: web.Request) -> User:
+        """dask-gateway's hub check, except that an unknown token is a 401: JupyterHub 6
+        answers 403 for it, which the stock authenticator reports as a server error."""
+        try:
+            return await super().authenticate(request)
+        except web.HTTPInternalServerError as exc:
+            self.log.warning("JupyterHub refused a token (%s); answering 401", exc.reason)
+            raise unauthorized("invalid or expired JupyterHub token") from None
+
     async def authenticate(self, request: web.Request) -> User:
         scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() == "basic":
             user = await self._ldap_user(credentials)
         elif scheme.lower() == "jupyterhub" and self.hub_enabled:
-            user = await super().authenticate(request)
+            user = await self._hub_user(request)
         else:
             raise unauthorized("authentication required: HTTP Basic (LDAP account)"
                                + (" or a JupyterHub token" if self.hub_enabled else ""))

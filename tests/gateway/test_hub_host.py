@@ -185,9 +185,6 @@ def test_when_the_gateway_dies_the_hub_is_stopped_and_the_host_exits_1(
     assert "dask-platform gateway: gateway exited" in hub_host.log.read_text()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "JupyterHub 6 answers 403 for an unknown token and dask-gateway-server turns that "
-    "into 500; PlatformAuthenticator (identity/gateway_auth.py) should answer 401"))
 def test_an_unknown_hub_token_is_refused_with_401(hub_host: HubHost) -> None:
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(urllib.request.Request(
