@@ -58,6 +58,7 @@ StateDirectory=dask-platform
 ExecStart=/opt/dask-platform/venv/bin/dask-platform @command
 Delegate=yes
 Restart=always
+TimeoutStopSec=120
 StandardOutput=append:/var/log/dask-platform.log
 StandardError=inherit
 [Install]
@@ -65,8 +66,9 @@ WantedBy=multi-user.target
 UNIT
 systemctl daemon-reload
 systemctl enable --now dask-platform.service""")
-"""The gateway keeps an inline unit with systemd's default KillMode: its proxy is a child
-process that must stop with it."""
+"""The gateway keeps an inline unit with systemd's default KillMode: JupyterHub, its proxy
+and the gateway are children that must stop with it (which takes up to ~90 s, hence the
+stop timeout)."""
 
 _AGENT_SERVICE = _Template("""useradd --system --user-group --shell /sbin/nologin dask-platform
 mkdir -p /etc/dask-platform
@@ -133,10 +135,11 @@ class HostBootstrap:
 
     @property
     def command(self) -> str:
-        """The gateway listens on the host's interfaces (security groups decide who
-        reaches them)."""
+        """JupyterHub in front (``--hub``: login, hub tokens, ``/services/dask-gateway``)
+        on the ALB's port, the gateway's scheduler TLS proxy on its own; both on the
+        host's interfaces (security groups decide who reaches them)."""
         source = f"--settings {self.settings_source}"
-        return (f"gateway {source} --proxy-address 0.0.0.0:{self.ports.gateway_http} "
+        return (f"gateway --hub {source} --proxy-address 0.0.0.0:{self.ports.gateway_http} "
                 f"--proxy-tcp-address 0.0.0.0:{self.ports.gateway_tls}")
 
     @property

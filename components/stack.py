@@ -21,7 +21,7 @@ from components.scheduler_host import SchedulerHost
 from components.security_groups import SecurityGroups
 from components.storage import Storage
 from components.worker_pool import WorkerPool
-from daskplatform.settings import STACK_TAG, PlatformSettings
+from daskplatform.settings import SERVICE_PREFIX, STACK_TAG, PlatformSettings
 
 
 def common_tags(settings: PlatformSettings) -> dict[str, str]:
@@ -138,7 +138,8 @@ def build(settings: PlatformSettings) -> None:
     pulumi.export("vpc_id", network.vpc_id)
     pulumi.export("private_subnet_ids", network.private_subnet_ids)
     pulumi.export("public_subnet_ids", network.public_subnet_ids)
-    pulumi.export("gateway_url", alb.url)
+    pulumi.export("hub_url", alb.url)
+    pulumi.export("gateway_url", pulumi.Output.concat(alb.url, SERVICE_PREFIX))
     pulumi.export(
         "gateway_scheduler_address",
         pulumi.Output.concat(

@@ -35,6 +35,14 @@ CONFIG_NAMESPACE = "dask-platform"
 PLATFORM_GROUPS = ("admins", "data_engineers", "data_analysts")
 """Platform groups, highest priority first by default."""
 
+GATEWAY_SERVICE = "dask-gateway"
+"""The gateway's name as a JupyterHub service (its token scope is
+access:services!service=...)."""
+SERVICE_PREFIX = f"/services/{GATEWAY_SERVICE}"
+"""Where the hub's proxy routes to the gateway; the proxy keeps the path, so the gateway
+serves under it (``dask-platform gateway --prefix``). The ``gateway_url`` stack output is
+the ALB's URL plus this."""
+
 BUCKET_KINDS = ("raw", "processed", "audit", "artifacts")
 """The platform's S3 buckets (DESIGN.md, Data), created by the stack and by local mode."""
 

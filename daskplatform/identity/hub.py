@@ -28,13 +28,7 @@ from daskplatform.identity.ldap import (
     InvalidCredentials,
     LdapDirectory,
 )
-from daskplatform.settings import QuotaSettings
-
-GATEWAY_SERVICE = "dask-gateway"
-"""The gateway's name as a hub service (its token scope is access:services!service=...)."""
-SERVICE_PREFIX = f"/services/{GATEWAY_SERVICE}"
-"""Where the hub's proxy routes to the gateway. The proxy keeps the path, so the gateway
-serves under this prefix (``dask-platform gateway --prefix``)."""
+from daskplatform.settings import GATEWAY_SERVICE, SERVICE_PREFIX, QuotaSettings
 
 
 class LdapHubAuthenticator(DirectoryConfig, Authenticator):

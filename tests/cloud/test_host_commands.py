@@ -14,7 +14,8 @@ from traitlets.config import Config
 
 from daskplatform.aws import aws_client
 from daskplatform.gateway.metrics import CloudWatchPublisher, PoolFigures
-from daskplatform.gateway.server import LDAP_AUTHENTICATOR, STATIC_AUTHENTICATOR
+from daskplatform.gateway.server import LDAP_AUTHENTICATOR, STATIC_AUTHENTICATOR, gateway_argv
+from daskplatform.gateway.server import _parser as server_parser
 from daskplatform.gateway.server import config_from_argv as gateway_config_from_argv
 from daskplatform.node import agent
 from daskplatform.settings import (
@@ -64,7 +65,11 @@ def test_the_gateway_command_resolves_to_this_stacks_wiring(
         dev: StackRun, published: RuntimeSettings, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(STATE_DIRECTORY_ENV, str(tmp_path))  # what systemd's unit sets
-    argv = host_argv(dev, "gateway-lt", "gateway")
+    host_args = host_argv(dev, "gateway-lt", "gateway")
+    assert host_args[0] == "--hub"  # JupyterHub in front of the gateway on the ALB's port
+    hub = server_parser().parse_args(host_args)
+    assert hub.proxy_address == "0.0.0.0:8000"  # what the ALB's target group reaches
+    argv = gateway_argv(host_args)  # what the hub host hands its gateway child
     config = gateway_config_from_argv(argv)
     backend = config.PoolBackend
     assert backend.asg_name == one(dev, "Group", "workers-asg").inputs["name"]
@@ -77,7 +82,7 @@ def test_the_gateway_command_resolves_to_this_stacks_wiring(
     assert backend.agent_token == stored
     assert config.DaskGateway.authenticator_class == LDAP_AUTHENTICATOR
     assert config.PlatformAuthenticator.settings_source == argv[argv.index("--settings") + 1]
-    assert (config.Proxy.address, config.Proxy.tcp_address) == ("0.0.0.0:8000", "0.0.0.0:8786")
+    assert config.Proxy.tcp_address == "0.0.0.0:8786"
     assert backend.db_url == f"sqlite:///{tmp_path / 'gateway.sqlite'}"
     # A restarted gateway keeps the token the agents already hold.
     assert gateway_config_from_argv(argv).PoolBackend.agent_token == stored

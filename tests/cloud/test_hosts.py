@@ -80,8 +80,9 @@ def test_user_data_is_a_small_stub_that_runs_the_role(dev: StackRun, template: s
     parameter = "ssm:///dask-platform/dev/runtime-settings"
     role = TEMPLATES[template]
     if role == "gateway":
-        assert (f"dask-platform gateway --settings {parameter} --proxy-address 0.0.0.0:8000 "
-                "--proxy-tcp-address 0.0.0.0:8786\n") in text
+        assert (f"dask-platform gateway --hub --settings {parameter} "
+                "--proxy-address 0.0.0.0:8000 --proxy-tcp-address 0.0.0.0:8786\n") in text
+        assert "TimeoutStopSec=120\n" in text
         assert "StateDirectory=dask-platform\n" in text
     else:
         assert agent_environment(text) == {"ROLE": role, "SETTINGS": parameter,

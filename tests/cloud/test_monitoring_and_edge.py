@@ -11,6 +11,7 @@ OUTPUTS = {
     "vpc_id",
     "private_subnet_ids",
     "public_subnet_ids",
+    "hub_url",
     "gateway_url",
     "gateway_scheduler_address",
     "raw_bucket_name",
@@ -136,9 +137,9 @@ def test_gateway_is_the_target_on_8000_with_a_health_check(dev: StackRun) -> Non
 def test_every_documented_output_exists_and_points_at_the_right_resource(dev: StackRun) -> None:
     outputs = dev.outputs
     assert set(outputs) == OUTPUTS
-    assert (
-        outputs["gateway_url"] == "https://" + one(dev, "LoadBalancer", "alb-lb").outputs["dnsName"]
-    )
+    alb_url = "https://" + one(dev, "LoadBalancer", "alb-lb").outputs["dnsName"]
+    assert outputs["hub_url"] == alb_url
+    assert outputs["gateway_url"] == alb_url + "/services/dask-gateway"
     gateway_ip = one(dev, "Instance", "gateway-instance").outputs["privateIp"]
     assert outputs["gateway_scheduler_address"] == f"gateway://{gateway_ip}:8786"
     for kind in ("raw", "processed", "audit", "artifacts"):
