@@ -14,7 +14,7 @@ from collections.abc import Mapping
 import pulumi
 import pulumi_aws as aws
 
-from components.host import host_tags, launch_template
+from components.host import single_host
 from daskplatform.settings import PlatformSettings, RuntimeSettings
 
 
@@ -52,22 +52,17 @@ class GatewayHost(pulumi.ComponentResource):
             opts=child,
             description="dask-platform runtime settings (no secrets), read by every host",
         )
-        template = launch_template(
-            f"{name}-lt",
+        self.instance = single_host(
+            name,
             role="gateway",
             instance_type=settings.gateway.instance_type,
+            subnet_id=subnet_id,
             user_data=user_data,
             security_group_id=security_group_id,
             instance_profile_arn=instance_profile_arn,
             tags=tags,
             parent=self,
-            subnet_id=subnet_id,
-        )
-        self.instance = aws.ec2.Instance(
-            f"{name}-instance",
-            launch_template={"id": template.id, "version": template.latest_version.apply(str)},
-            tags=host_tags(tags, "gateway"),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.settings_parameter]),
+            depends_on=[self.settings_parameter],
         )
         self.register_outputs(
             {

@@ -82,3 +82,37 @@ def launch_template(
         tags=dict(tags),
         opts=pulumi.ResourceOptions(parent=parent),
     )
+
+
+def single_host(
+    name: str,
+    *,
+    role: str,
+    instance_type: str,
+    subnet_id: pulumi.Input[str],
+    user_data: pulumi.Output[str],
+    security_group_id: pulumi.Input[str],
+    instance_profile_arn: pulumi.Input[str],
+    tags: Mapping[str, str],
+    parent: pulumi.Resource,
+    depends_on: list[pulumi.Resource] | None = None,
+) -> aws.ec2.Instance:
+    """One instance of ``role`` from its own hardened launch template (``<name>-lt``,
+    ``<name>-instance``), pinned to ``subnet_id``; EC2 recovers it automatically."""
+    template = launch_template(
+        f"{name}-lt",
+        role=role,
+        instance_type=instance_type,
+        user_data=user_data,
+        security_group_id=security_group_id,
+        instance_profile_arn=instance_profile_arn,
+        tags=tags,
+        parent=parent,
+        subnet_id=subnet_id,
+    )
+    return aws.ec2.Instance(
+        f"{name}-instance",
+        launch_template={"id": template.id, "version": template.latest_version.apply(str)},
+        tags=host_tags(tags, role),
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=depends_on or []),
+    )

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 import pulumi
 import pulumi_aws as aws
 
-from components.host import host_tags, launch_template
+from components.host import single_host
 from daskplatform.settings import PlatformSettings
 
 
@@ -31,22 +31,16 @@ class SchedulerHost(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("daskplatform:aws:SchedulerHost", name, None, opts)
-        template = launch_template(
-            f"{name}-lt",
+        self.instance = single_host(
+            name,
             role="scheduler",
             instance_type=settings.scheduler.instance_type,
+            subnet_id=subnet_id,
             user_data=user_data,
             security_group_id=security_group_id,
             instance_profile_arn=instance_profile_arn,
             tags=tags,
             parent=self,
-            subnet_id=subnet_id,
-        )
-        self.instance = aws.ec2.Instance(
-            f"{name}-instance",
-            launch_template={"id": template.id, "version": template.latest_version.apply(str)},
-            tags=host_tags(tags, "scheduler"),
-            opts=pulumi.ResourceOptions(parent=self),
         )
         self.register_outputs(
             {"instance_id": self.instance.id, "private_ip": self.instance.private_ip}
