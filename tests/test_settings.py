@@ -337,8 +337,10 @@ def test_check_quotas_accepts_the_defaults() -> None:
         ),
         (
             {"quota_settings": quotas(data_analysts=quota(priority=2))},
-            "dask-platform:quotas.groups.data_engineers.priority, "
-            "dask-platform:quotas.groups.data_analysts.priority are all 2",
+            (
+                "dask-platform:quotas.groups.data_engineers.priority, "
+                "dask-platform:quotas.groups.data_analysts.priority are all 2"
+            ),
         ),
     ],
 )

@@ -101,7 +101,7 @@ def _slapd_binary() -> str:
 
 def write_tls_files(directory: Path) -> Path:
     """A fresh CA and a server certificate for 127.0.0.1/localhost; returns the CA file."""
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "dask-platform local CA")])
     ca_cert = (

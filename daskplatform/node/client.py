@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import ssl as ssl_module
-from typing import Any
+from typing import Any, Self
 
 import aiohttp
-from typing import Self
 
 
 class NodeAgentError(Exception):

@@ -116,7 +116,7 @@ class Supervisor:
         assert self._fork_server is not None
         try:
             await self._fork_server.start()
-        except (ForkServerDown, OSError, asyncio.TimeoutError, ValueError) as exc:
+        except (TimeoutError, ForkServerDown, OSError, ValueError) as exc:
             log.warning("fork server unavailable, spawning cold: %s", exc)
             self._fork_server.close()
 
@@ -270,7 +270,7 @@ class Supervisor:
                 try:
                     _, writer = await asyncio.wait_for(
                         asyncio.open_connection(self.shape.host, port), 0.5)
-                except (OSError, asyncio.TimeoutError):
+                except (TimeoutError, OSError):
                     continue
                 writer.close()
                 if record.state == "starting":
@@ -292,7 +292,7 @@ class Supervisor:
             _signal_group(record.pid, signal.SIGTERM)
             try:
                 await asyncio.wait_for(ended.wait(), grace)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 log.warning("%s did not stop within %gs: SIGKILL", proc_id, grace)
                 _signal_group(record.pid, signal.SIGKILL)
                 await asyncio.wait_for(ended.wait(), 10)

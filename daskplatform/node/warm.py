@@ -157,7 +157,7 @@ class ForkServer:
                 os.write(self._stdin, (json.dumps({"req": self._req, "spec": spec}) + "\n")
                          .encode())
                 line = await asyncio.wait_for(self._reader.readline(), 10)
-            except (OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OSError) as exc:
                 self.ready = False
                 raise ForkServerDown(f"fork server failed: {exc!r}") from exc
         if not line:
