@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
@@ -122,6 +123,11 @@ class PoolBackend(DBBackendBase):
                        config=True)
     node_check_period = Float(5, help="Seconds between node health rounds (default 5).",
                               config=True)
+    worker_connect_timeout = Float(60, help="""Seconds a placed worker has to register with
+        its scheduler before it is replaced (default 60, timeouts.workerStartSeconds). The
+        gateway's own worker_start_timeout also covers the time spent queued, so without
+        this a started worker that never connects would hold its place for that long.""",
+        config=True)
     node_lost_after = Integer(3, min=1, help="""Failed health rounds in a row after which a
         node is lost and its processes are marked failed (default 3).""", config=True)
     directory_refresh_period = Float(30, help="""Seconds between node discoveries
@@ -302,7 +308,14 @@ class PoolBackend(DBBackendBase):
         self._start_launches(self._dispatch())
 
     async def do_check_workers(self, workers: list[Worker]) -> list[bool]:
-        return await self._check([w.state or {} for w in workers])
+        """dask-gateway asks only about workers that have not registered yet: one whose
+        process is gone, or that was placed longer ago than worker_connect_timeout, has
+        failed and is replaced."""
+        states = [w.state or {} for w in workers]
+        alive = await self._check(states)
+        deadline = time.time() - self.worker_connect_timeout
+        return [ok and state.get("placed_at", time.time()) >= deadline
+                for state, ok in zip(states, alive)]
 
     def _check_fits_a_node(self, cores: float, memory_gb: float) -> None:
         """A worker larger than every worker node would block the queue forever."""
@@ -416,7 +429,8 @@ class PoolBackend(DBBackendBase):
     def _placement_state(node: NodeState, process_id: str) -> dict[str, Any]:
         """The checkpoint a later stop (maybe by a restarted gateway) reads back."""
         return {"node_id": node.spec.node_id, "role": node.spec.role,
-                "agent_url": node.spec.agent_url, "process_id": process_id}
+                "agent_url": node.spec.agent_url, "process_id": process_id,
+                "placed_at": time.time()}
 
     @staticmethod
     def _spawn_spec(process_id: str, kind: str, argv: list[str], env: dict[str, str],

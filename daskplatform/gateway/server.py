@@ -121,6 +121,7 @@ def gateway_config(
     backend.cluster_options = cluster_options_for(settings.quotas, settings.clusters)
     backend.cluster_start_timeout = settings.timeouts.cluster_start_seconds
     backend.worker_start_timeout = settings.timeouts.worker_start_seconds + QUEUE_WAIT_SECONDS
+    backend.worker_connect_timeout = settings.timeouts.worker_start_seconds
     backend.db_url = db_url
     backend.db_encrypt_keys = _encrypt_keys(db_url, temp_dir, encrypt_keys)
     backend.stop_clusters_on_shutdown = not backend.db_encrypt_keys

@@ -73,3 +73,25 @@ def test_running_clusters_stay_reachable_across_a_gateway_restart(make_pool) -> 
             assert _workers(client) == 1
             cluster.shutdown()  # stopped through the checkpoints the first gateway wrote
     wait_for(lambda: _alive(pool) == 0, 30, "processes left after shutdown")
+
+
+def test_a_placed_worker_that_never_registers_is_replaced(make_pool, tmp_path) -> None:
+    """A started worker stuck before registering (here: a preload that hangs) must not
+    hold its place for the whole queue wait: after worker_connect_timeout it is stopped
+    and another one is started."""
+    hang = tmp_path / "hang_before_registering.py"
+    hang.write_text("import time\n\n\ndef dask_setup(worker):\n    time.sleep(600)\n")
+    pool: Pool = make_pool()
+    pool.add_agent("sched-1", "scheduler", cores=1, memory_gb=1)
+    pool.add_agent("work-1", "worker", cores=1, memory_gb=1)
+    pool.start_gateway(extra_config=(
+        "c.PoolBackend.worker_connect_timeout = 4\n"
+        f"c.PoolClusterConfig.environment = {{'DASK_DISTRIBUTED__WORKER__PRELOAD': "
+        f"'[\"{hang}\"]'}}\n"))
+    with pool.client("ann") as gateway, gateway.new_cluster() as cluster:
+        cluster.scale(1)
+        first = wait_for(lambda: [p["id"] for p in pool.processes("work-1")], 30,
+                         "worker not started")
+        wait_for(lambda: any(p["id"] not in first for p in pool.processes("work-1")), 40,
+                 "the stuck worker was not replaced")
+        assert all(p["id"] not in first for p in pool.processes("work-1"))

@@ -29,7 +29,7 @@ from daskplatform.gateway.server import GatewayProcess
 from daskplatform.identity.ldap import CA_FILE_ENV
 from daskplatform.identity.slapd import Slapd
 from tests.conftest import free_port
-from tests.gateway.conftest import FAST_CHECKS, Pool, small_settings
+from tests.gateway.conftest import FAST_CHECKS, Pool, small_settings, wait_for
 from tests.identity.conftest import hub_login
 
 
@@ -102,6 +102,10 @@ def hub_host(aws_env: str, slapd: Slapd, make_pool: Callable[..., Pool],
     pool.gateway = process  # its close() stops it too, after ours
     process.start(timeout=120)
     assert process.process is not None
+    # Routed health answers as soon as both children serve; the host itself is serving
+    # (and watching its children) only once it says so.
+    wait_for(lambda: "dask-platform gateway: ready: " in log.read_text(errors="replace"),
+             60, "the gateway host did not say it is ready")
     tree = _tree(process.process.pid)
     try:
         yield HubHost(process, pool, hub_url, f"{hub_url}/services/dask-gateway",
