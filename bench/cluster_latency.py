@@ -28,6 +28,7 @@ from pathlib import Path
 from dask_gateway import BasicAuth, Gateway
 
 from daskplatform.gateway.server import GatewayProcess
+from daskplatform.processes import stop_process
 from daskplatform.settings import ClusterSettings, GroupQuota, QuotaSettings, RuntimeSettings
 
 WORKER_CORES, WORKER_GB = 0.5, 0.25
@@ -81,7 +82,7 @@ class Platform:
     def _child(self, argv: list[str], log: str) -> subprocess.Popen[bytes]:
         with open(self.tmp / log, "ab") as out:  # the child keeps its copy
             process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
-        self.stack.callback(_stop, process)
+        self.stack.callback(stop_process, process, 30)
         return process
 
     def start_pool(self, users: int) -> None:
@@ -142,16 +143,6 @@ c.UnsafeLocalBackend.clusters_directory = "{self.tmp / 'stock-clusters'}"
         self._child([sys.executable, "-m", "dask_gateway_server", "-f", str(config)],
                     "stock-gateway.log")
         _wait_http(self.api + "/api/health")
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 async def _one_user(api: str, tcp: str, user: str) -> float:

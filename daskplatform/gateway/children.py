@@ -13,6 +13,8 @@ from pathlib import Path
 
 import psutil
 
+from daskplatform.processes import stop_process
+
 START_TIMEOUT = 60.0
 """Seconds one component may take to answer after it was started."""
 
@@ -75,13 +77,7 @@ class Children:
             tree = psutil.Process(process.pid).children(recursive=True)
         except psutil.NoSuchProcess:
             tree = []
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process, timeout)
         for child in tree:
             with contextlib.suppress(psutil.NoSuchProcess):
                 child.kill()

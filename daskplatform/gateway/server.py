@@ -31,6 +31,7 @@ from traitlets.config import Config
 from daskplatform.agent_token import MIN_TOKEN_CHARS, AgentTokenError, ensure_agent_token
 from daskplatform.gateway.directory import NodeSpec
 from daskplatform.gateway.quotas import GIB, cluster_options_for
+from daskplatform.processes import stop_process
 from daskplatform.runtime_config import load_runtime_settings
 from daskplatform.settings import RuntimeSettings
 from daskplatform.state_dir import default_state_dir
@@ -186,14 +187,8 @@ class GatewayProcess:
 
     def stop(self, timeout: float = 30) -> None:
         """SIGTERM (the gateway shuts down cleanly), SIGKILL if it does not."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        if self.process is not None:
+            stop_process(self.process, timeout)
 
 
 def _parse_node(text: str) -> NodeSpec:

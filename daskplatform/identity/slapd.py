@@ -26,6 +26,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from ldap3.utils.hashed import hashed
 
+from daskplatform.processes import stop_process
+
 SCHEMA_DIR = Path("/etc/ldap/schema")
 """Where Debian's slapd package puts the stock schemas."""
 MODULE_DIR = Path("/usr/lib/ldap")
@@ -198,14 +200,8 @@ class Slapd:
     def stop(self, timeout: float = 10) -> None:
         """SIGTERM, then SIGKILL after ``timeout``; waits until the process is gone."""
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        if process is not None:
+            stop_process(process, timeout)
 
     def __enter__(self) -> Slapd:
         self.start()
