@@ -622,7 +622,9 @@ def check_ports(ports: PortSettings) -> None:
 # --------------------------------------------------------------------------- loading
 
 
-def _format_validation_error(exc: ValidationError) -> str:
+def validation_problems(exc: ValidationError) -> list[str]:
+    """One line per error, each naming its ``dask-platform:`` key (stack config, and the
+    policy pack's check of the published runtime settings)."""
     lines = []
     for err in exc.errors():
         loc = [str(p) for p in err["loc"] if not str(p).startswith("function-")]
@@ -637,7 +639,7 @@ def _format_validation_error(exc: ValidationError) -> str:
         elif err["type"] == "extra_forbidden":
             message = "is not a known setting; see the config reference in README.md"
         lines.append(f"{key}: {message}")
-    return "invalid stack settings:\n  " + "\n  ".join(lines)
+    return lines
 
 
 def load_settings(raw: Mapping[str, Any]) -> PlatformSettings:
@@ -649,7 +651,9 @@ def load_settings(raw: Mapping[str, Any]) -> PlatformSettings:
         return PlatformSettings.model_validate(dict(raw))
     except ValidationError as exc:
         # pydantic wraps a SettingsError raised in a model validator as a value error.
-        raise SettingsError(_format_validation_error(exc)) from None
+        raise SettingsError(
+            "invalid stack settings:\n  " + "\n  ".join(validation_problems(exc))
+        ) from None
 
 
 def strip_namespace(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from daskplatform.settings import (
     process_fit_problems,
     quota_limit_problems,
     quota_pool_problems,
+    validation_problems,
 )
 from policies.model import ConfigOption
 
@@ -75,9 +76,7 @@ def check_settings_schema(resource_type: str, name: str, props: Mapping[str, Any
     try:
         RuntimeSettings.model_validate(document)
     except ValidationError as exc:
-        return [f"{config_key(*(str(p) for p in err['loc']))}: "
-                f"{err['msg'].removeprefix('Value error, ')}; fix it in the stack config"
-                for err in exc.errors()]
+        return [f"{problem}; fix it in the stack config" for problem in validation_problems(exc)]
     return []
 
 
