@@ -7,6 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from daskplatform.identity.slapd import Slapd
+
 
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now."""
@@ -31,6 +33,13 @@ def moto_server() -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]:
+    """A real slapd with the FreeIPA-shaped demo directory, on 127.0.0.1, for the session."""
+    with Slapd(tmp_path_factory.mktemp("slapd")) as server:
+        yield server
 
 
 @pytest.fixture

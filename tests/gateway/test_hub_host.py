@@ -33,12 +33,6 @@ from tests.gateway.conftest import FAST_CHECKS, Pool, small_settings, wait_for
 from tests.identity.conftest import hub_login
 
 
-@pytest.fixture(scope="module")
-def slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]:
-    with Slapd(tmp_path_factory.mktemp("slapd")) as directory:
-        yield directory
-
-
 @dataclass
 class HubHost:
     process: GatewayProcess

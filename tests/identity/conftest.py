@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,12 +19,6 @@ from daskplatform.settings import RuntimeSettings
 from tests.conftest import free_port
 
 AUTHENTICATOR = "daskplatform.identity.gateway_auth.PlatformAuthenticator"
-
-
-@pytest.fixture(scope="session")
-def slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]:
-    with Slapd(tmp_path_factory.mktemp("slapd")) as server:
-        yield server
 
 
 @dataclass
