@@ -75,9 +75,12 @@ c.PoolBackend.node_lost_after = 3
 c.PoolBackend.cluster_status_period = 1
 c.PoolBackend.worker_status_period = 1
 c.PoolBackend.cluster_heartbeat_period = 1
+c.PoolBackend.cluster_heartbeat_timeout = 15
 c.PoolBackend.check_timeouts_period = 2
 """
-"""Traitlets overrides that keep the tests quick (production uses the defaults)."""
+"""Traitlets overrides that keep the tests quick (production uses the defaults). The
+heartbeat timeout stays generous: a scheduler confined to a quarter core on a loaded
+2-core machine can miss a few one-second heartbeats while it takes a large graph."""
 
 
 @dataclass
