@@ -9,7 +9,7 @@ gateway can reload it without a new instance.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import pulumi
 import pulumi_aws as aws
@@ -34,6 +34,7 @@ class GatewayHost(pulumi.ComponentResource):
         instance_profile_arn: pulumi.Input[str],
         user_data: pulumi.Output[str],
         tags: Mapping[str, str],
+        depends_on: Sequence[pulumi.Resource] = (),
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("daskplatform:aws:GatewayHost", name, None, opts)
@@ -62,7 +63,7 @@ class GatewayHost(pulumi.ComponentResource):
             instance_profile_arn=instance_profile_arn,
             tags=tags,
             parent=self,
-            depends_on=[self.settings_parameter],
+            depends_on=[self.settings_parameter, *depends_on],
         )
         self.register_outputs(
             {

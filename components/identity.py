@@ -9,7 +9,10 @@ generates the token on its first start), describe the Auto Scaling groups and
 instances (worker nodes, and the scheduler host by its tags), set scale-in protection
 on the worker group only, and act as root on EFS (it creates and chowns each user's
 home under the homes access point). Scheduler and worker hosts may read the agent
-token and no other secret.
+token and no other secret. Workers run the AppsFlyer pipeline, each bucket as far as
+it needs: read raw drops, read and write processed data, and in audit only the
+pipeline's quarantine/ and manifests/ prefixes; and a worker completes its own launch
+hook in the worker group once it has booted.
 """
 
 from __future__ import annotations
@@ -55,6 +58,8 @@ class IdentityInputs:
     metrics_namespace: str
     artifacts_bucket_arn: pulumi.Input[str]
     file_system_arn: pulumi.Input[str]
+    bucket_arns: Mapping[str, pulumi.Input[str]]
+    """Bucket ARN by kind (raw, processed, audit, artifacts)."""
 
 
 class Identity(pulumi.ComponentResource):
@@ -128,6 +133,8 @@ class Identity(pulumi.ComponentResource):
                         "Resource": self.agent_token_secret.arn,
                     }
                 )
+            if role == "worker":
+                statements += _worker_statements(context, inputs)
             aws.iam.RolePolicy(
                 f"{name}-{role}-policy",
                 role=iam_role.id,
@@ -186,15 +193,70 @@ def _host_statements(context: AwsContext, inputs: IdentityInputs, role: str) -> 
     ]
 
 
+def _worker_asg_arn(context: AwsContext, inputs: IdentityInputs) -> pulumi.Output[str]:
+    return context.arn(
+        "autoscaling", f"autoScalingGroup:*:autoScalingGroupName/{inputs.worker_asg_name}"
+    )
+
+
+PIPELINE_AUDIT_PREFIXES = ("quarantine/", "manifests/")
+"""Where the AppsFlyer pipeline writes in the audit bucket (daskplatform.appsflyer)."""
+
+
+def _worker_statements(context: AwsContext, inputs: IdentityInputs) -> list[dict]:
+    """The pipeline's bucket access, bucket by bucket, and the worker's own launch hook."""
+    arns = inputs.bucket_arns
+
+    def objects(kind: str, prefix: str = "") -> pulumi.Output[str]:
+        return pulumi.Output.concat(arns[kind], "/", prefix, "*")
+
+    return [
+        {
+            "Sid": "PipelineListBuckets",
+            "Effect": "Allow",
+            "Action": "s3:ListBucket",
+            "Resource": [arns["raw"], arns["processed"]],
+        },
+        {
+            "Sid": "PipelineListAudit",
+            "Effect": "Allow",
+            "Action": "s3:ListBucket",
+            "Resource": arns["audit"],
+            "Condition": {
+                "StringLike": {"s3:prefix": [f"{p.rstrip('/')}*" for p in PIPELINE_AUDIT_PREFIXES]}
+            },
+        },
+        {
+            "Sid": "PipelineReadRaw",
+            "Effect": "Allow",
+            "Action": "s3:GetObject",
+            "Resource": objects("raw"),
+        },
+        {
+            "Sid": "PipelineWriteProcessedAndAudit",
+            "Effect": "Allow",
+            "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+            "Resource": [
+                objects("processed"),
+                *(objects("audit", prefix) for prefix in PIPELINE_AUDIT_PREFIXES),
+            ],
+        },
+        {
+            "Sid": "CompleteOwnLaunch",
+            "Effect": "Allow",
+            "Action": "autoscaling:CompleteLifecycleAction",
+            "Resource": _worker_asg_arn(context, inputs),
+        },
+    ]
+
+
 def _gateway_statements(
     context: AwsContext,
     inputs: IdentityInputs,
     ldap_secret_arn: pulumi.Output[str],
     agent_token_secret_arn: pulumi.Output[str],
 ) -> list[dict]:
-    worker_asg_arn = context.arn(
-        "autoscaling", f"autoScalingGroup:*:autoScalingGroupName/{inputs.worker_asg_name}"
-    )
+    worker_asg_arn = _worker_asg_arn(context, inputs)
     return [
         {
             "Sid": "CreateUserHomes",

@@ -1,4 +1,6 @@
-"""LoadBalancer: the public ALB in front of the gateway host.
+"""LoadBalancer: the ALB in front of the gateway host: internal (in the private subnets,
+reached over the team's VPN) when every ``allowedCidrs`` range is private, else
+internet-facing.
 
 HTTPS on 443 with a TLS 1.3/1.2-only policy and the ACM certificate; 80 only
 redirects to 443. Access logs go to the audit bucket. The target group health-checks
@@ -13,10 +15,10 @@ import pulumi
 import pulumi_aws as aws
 
 from components.storage import ALB_LOG_PREFIX
+from daskplatform.network_plan import ALB_HEALTH_CHECK_PATH
 from daskplatform.settings import PlatformSettings
 
 TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
-HEALTH_CHECK_PATH = "/hub/health"
 
 
 class LoadBalancer(pulumi.ComponentResource):
@@ -35,6 +37,7 @@ class LoadBalancer(pulumi.ComponentResource):
         gateway_instance_id: pulumi.Input[str],
         access_log_bucket: pulumi.Input[str],
         tags: Mapping[str, str],
+        depends_on: Sequence[pulumi.Resource] = (),
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("daskplatform:aws:LoadBalancer", name, None, opts)
@@ -43,14 +46,15 @@ class LoadBalancer(pulumi.ComponentResource):
         self.alb = aws.lb.LoadBalancer(
             f"{name}-lb",
             load_balancer_type="application",
-            internal=False,
+            internal=settings.internal_alb,
             subnets=list(subnet_ids),
             security_groups=[security_group_id],
             drop_invalid_header_fields=True,
             idle_timeout=3600,
             access_logs={"bucket": access_log_bucket, "prefix": ALB_LOG_PREFIX, "enabled": True},
             tags=dict(tags),
-            opts=child,
+            # Log delivery is checked when the ALB is created: the audit policy first.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=list(depends_on)),
         )
         self.target_group = aws.lb.TargetGroup(
             f"{name}-gateway",
@@ -63,7 +67,7 @@ class LoadBalancer(pulumi.ComponentResource):
             opts=child,
             health_check={
                 "enabled": True,
-                "path": HEALTH_CHECK_PATH,
+                "path": ALB_HEALTH_CHECK_PATH,
                 "port": "traffic-port",
                 "protocol": "HTTP",
                 "matcher": "200",

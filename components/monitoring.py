@@ -14,6 +14,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components.identity import HOST_ROLES
+from daskplatform.host.userdata import BOOT_FAILURES_METRIC
 from daskplatform.settings import (
     ACTIVE_CLUSTERS_METRIC,
     ACTIVE_WORKERS_METRIC,
@@ -105,6 +106,22 @@ class Monitoring(pulumi.ComponentResource):
             ],
             **notify,
         )
+        for role in HOST_ROLES:
+            aws.cloudwatch.MetricAlarm(
+                f"{name}-{role}-boot-failures",
+                namespace=metrics_namespace,
+                metric_name=BOOT_FAILURES_METRIC,
+                dimensions={"Role": role},  # as the user data stub puts it
+                statistic="Sum",
+                comparison_operator="GreaterThanThreshold",
+                threshold=0,
+                period=PERIOD_SECONDS,
+                evaluation_periods=1,
+                treat_missing_data="notBreaching",
+                alarm_description=f"A {role} host's boot failed: its boot log is in the "
+                f"{log_group_prefix}{role} log group",
+                **notify,
+            )
         aws.cloudwatch.MetricAlarm(
             f"{name}-worker-cpu",
             namespace="AWS/EC2",

@@ -8,7 +8,6 @@ created, since routes, endpoints and flow logs belong to the VPC's owner.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 from collections.abc import Mapping
 
@@ -16,23 +15,20 @@ import pulumi
 import pulumi_aws as aws
 
 from components.aws_context import AwsContext
+from daskplatform.network_plan import subnet_cidrs
 from daskplatform.settings import PlatformSettings
 
-AZ_COUNT = 2
 LOG_RETENTION_DAYS = 90
-
-
-def subnet_cidrs(vpc_cidr: str) -> tuple[list[str], list[str]]:
-    """(public, private) CIDRs: the VPC cut into sixteenths, public first."""
-    network = ipaddress.ip_network(vpc_cidr)
-    blocks = [str(b) for b in network.subnets(new_prefix=network.prefixlen + 4)]
-    return blocks[:AZ_COUNT], blocks[AZ_COUNT : 2 * AZ_COUNT]
 
 
 class Network(pulumi.ComponentResource):
     vpc_id: pulumi.Output[str]
     public_subnet_ids: list[pulumi.Output[str]]
     private_subnet_ids: list[pulumi.Output[str]]
+    egress_ready: list[pulumi.Resource]
+    """What a host in a private subnet needs before it can reach AWS APIs and package
+    mirrors at boot (the internet gateway, the NAT routes, the S3 endpoint); empty for
+    an adopted VPC, whose routes already exist."""
 
     def __init__(
         self,
@@ -43,6 +39,7 @@ class Network(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("daskplatform:aws:Network", name, None, opts)
+        self.egress_ready = []
         if settings.adopts_vpc:
             self.vpc_id = pulumi.Output.from_input(settings.vpc_id)
             self.public_subnet_ids = [
@@ -78,6 +75,7 @@ class Network(pulumi.ComponentResource):
         )
         self.vpc_id = vpc.id
         igw = aws.ec2.InternetGateway(f"{name}-igw", vpc_id=vpc.id, tags=tags, opts=child)
+        self.egress_ready.append(igw)
         public_routes = aws.ec2.RouteTable(
             f"{name}-public-rt", vpc_id=vpc.id, tags=tags, opts=child
         )
@@ -129,23 +127,24 @@ class Network(pulumi.ComponentResource):
             private_routes = aws.ec2.RouteTable(
                 f"{name}-private-{index}-rt", vpc_id=vpc.id, tags=tags, opts=child
             )
-            aws.ec2.Route(
+            private_default = aws.ec2.Route(
                 f"{name}-private-{index}-default",
                 route_table_id=private_routes.id,
                 destination_cidr_block="0.0.0.0/0",
                 nat_gateway_id=nat.id,
                 opts=child,
             )
-            aws.ec2.RouteTableAssociation(
+            private_association = aws.ec2.RouteTableAssociation(
                 f"{name}-private-{index}-rta",
                 subnet_id=private.id,
                 route_table_id=private_routes.id,
                 opts=child,
             )
+            self.egress_ready += [private_default, private_association]
             route_tables.append(private_routes)
             self.public_subnet_ids.append(public.id)
             self.private_subnet_ids.append(private.id)
-        aws.ec2.VpcEndpoint(
+        s3_endpoint = aws.ec2.VpcEndpoint(
             f"{name}-s3-endpoint",
             vpc_id=vpc.id,
             vpc_endpoint_type="Gateway",
@@ -154,6 +153,7 @@ class Network(pulumi.ComponentResource):
             tags=tags,
             opts=child,
         )
+        self.egress_ready.append(s3_endpoint)
         self._flow_logs(name, vpc, tags)
 
     def _flow_logs(self, name: str, vpc: aws.ec2.Vpc, tags: dict[str, str]) -> None:

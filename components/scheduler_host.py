@@ -6,7 +6,7 @@ gateway; it is a plain instance (EC2 recovers it automatically) in a private sub
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import pulumi
 import pulumi_aws as aws
@@ -28,6 +28,7 @@ class SchedulerHost(pulumi.ComponentResource):
         instance_profile_arn: pulumi.Input[str],
         user_data: pulumi.Output[str],
         tags: Mapping[str, str],
+        depends_on: Sequence[pulumi.Resource] = (),
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("daskplatform:aws:SchedulerHost", name, None, opts)
@@ -41,6 +42,7 @@ class SchedulerHost(pulumi.ComponentResource):
             instance_profile_arn=instance_profile_arn,
             tags=tags,
             parent=self,
+            depends_on=list(depends_on),
         )
         self.register_outputs(
             {"instance_id": self.instance.id, "private_ip": self.instance.private_ip}

@@ -22,6 +22,7 @@ from components.security_groups import SecurityGroups
 from components.storage import Storage
 from components.worker_pool import WorkerPool
 from daskplatform.settings import SERVICE_PREFIX, STACK_TAG, PlatformSettings
+from daskplatform.stack_names import StackNames
 
 
 def common_tags(settings: PlatformSettings) -> dict[str, str]:
@@ -36,21 +37,12 @@ def common_tags(settings: PlatformSettings) -> dict[str, str]:
 
 def build(settings: PlatformSettings) -> None:
     """Declare every component and export the stack outputs."""
-    project, stack = pulumi.get_project(), pulumi.get_stack()
-    prefix = f"{project}-{stack}"
-    parameter_name = f"/{project}/{stack}/runtime-settings"
-    ldap_secret_name = f"{project}/{stack}/ldap-bind-password"
-    agent_token_secret_name = f"{project}/{stack}/agent-token"
-    log_group_prefix = f"/{project}/{stack}/"
-    metrics_namespace = f"DaskPlatform/{stack}"
-    worker_asg_name = f"{prefix}-workers"
-    runtime_settings = settings.runtime(
-        ldap_secret_name,
-        stack_name=stack,
-        worker_asg_name=worker_asg_name,
-        agent_token_secret_id=agent_token_secret_name,
-        metrics_namespace=metrics_namespace,
-    )
+    names = StackNames(pulumi.get_project(), pulumi.get_stack())
+    parameter_name = names.settings_parameter
+    log_group_prefix = names.log_group_prefix
+    metrics_namespace = names.metrics_namespace
+    worker_asg_name = names.worker_asg
+    runtime_settings = settings.runtime(names.ldap_secret, **names.runtime_names())
     tags = common_tags(settings)
     context = AwsContext.lookup()
 
@@ -63,20 +55,25 @@ def build(settings: PlatformSettings) -> None:
         context,
         IdentityInputs(
             settings_parameter_name=parameter_name,
-            ldap_secret_name=ldap_secret_name,
-            agent_token_secret_name=agent_token_secret_name,
+            ldap_secret_name=names.ldap_secret,
+            agent_token_secret_name=names.agent_token_secret,
             worker_asg_name=worker_asg_name,
             log_group_prefix=log_group_prefix,
             metrics_namespace=metrics_namespace,
             artifacts_bucket_arn=storage.buckets["artifacts"].arn,
             file_system_arn=storage.file_system.arn,
+            bucket_arns={kind: bucket.arn for kind, bucket in storage.buckets.items()},
         ),
         tags,
     )
+    # A host boots only once it can reach AWS and its file systems, and the runtime it
+    # installs is uploaded.
+    boot_after = [*network.egress_ready, *storage.mount_targets, storage.runtime_package]
 
     def host(role: str) -> dict:
         """The per-role arguments every host component takes."""
         return {
+            "depends_on": boot_after,
             "security_group_id": groups.ids[role],
             "instance_profile_arn": identity.instance_profiles[role].arn,
             "tags": tags,
@@ -88,8 +85,8 @@ def build(settings: PlatformSettings) -> None:
                 file_system_id=storage.file_system.id,
                 shared_access_point_id=storage.shared_access_point.id,
                 homes_access_point_id=storage.homes_access_point.id,
-                log_group_name=f"{log_group_prefix}{role}",
-                ports=settings.ports,
+                log_group_name=names.log_group(role),
+                metrics_namespace=metrics_namespace,
             ),
         }
 
@@ -116,15 +113,18 @@ def build(settings: PlatformSettings) -> None:
         "alb",
         settings,
         vpc_id=network.vpc_id,
-        subnet_ids=network.public_subnet_ids,
+        # Internal when every allowedCidr is private (settings.internal_alb).
+        subnet_ids=(network.private_subnet_ids if settings.internal_alb
+                    else network.public_subnet_ids),
         security_group_id=groups.ids["alb"],
         gateway_instance_id=gateway.instance.id,
         access_log_bucket=storage.buckets["audit"].bucket,
         tags=tags,
+        depends_on=[storage.audit_policy, *network.egress_ready],
     )
     monitoring = Monitoring(
         "monitoring",
-        dashboard_name=prefix,
+        dashboard_name=names.prefix,
         alert_emails=settings.alert_emails,
         region=context.region,
         log_group_prefix=log_group_prefix,

@@ -85,6 +85,11 @@ class Storage(pulumi.ComponentResource):
     file_system: aws.efs.FileSystem
     shared_access_point: aws.efs.AccessPoint
     homes_access_point: aws.efs.AccessPoint
+    mount_targets: list[aws.efs.MountTarget]
+    runtime_package: aws.s3.BucketObjectv2
+    """Hosts install from it at boot: they wait for it (and for the mount targets)."""
+    audit_policy: aws.s3.BucketPolicy
+    """Lets the ALB deliver access logs; the ALB is created only after it."""
 
     def __init__(
         self,
@@ -111,12 +116,14 @@ class Storage(pulumi.ComponentResource):
             statements = [_tls_only(bucket.arn)]
             if kind == "audit":
                 statements += _log_delivery(bucket.arn, context, elb_account.arn)
-            aws.s3.BucketPolicy(
+            policy = aws.s3.BucketPolicy(
                 f"{name}-{kind}-policy",
                 bucket=bucket.id,
                 opts=child,
                 policy=pulumi.Output.json_dumps({"Version": "2012-10-17", "Statement": statements}),
             )
+            if kind == "audit":
+                self.audit_policy = policy
         aws.s3.BucketLifecycleConfiguration(
             f"{name}-raw-lifecycle",
             bucket=self.buckets["raw"].id,
@@ -132,7 +139,7 @@ class Storage(pulumi.ComponentResource):
                 }
             ],
         )
-        aws.s3.BucketObjectv2(
+        self.runtime_package = aws.s3.BucketObjectv2(
             f"{name}-runtime-package",
             bucket=self.buckets["artifacts"].id,
             key=ARTIFACT_KEY,
@@ -193,7 +200,7 @@ class Storage(pulumi.ComponentResource):
                 }
             ),
         )
-        for index, subnet_id in enumerate(subnet_ids):
+        self.mount_targets = [
             aws.efs.MountTarget(
                 f"{name}-efs-mount-{index}",
                 file_system_id=fs.id,
@@ -201,6 +208,8 @@ class Storage(pulumi.ComponentResource):
                 security_groups=[security_group_id],
                 opts=child,
             )
+            for index, subnet_id in enumerate(subnet_ids)
+        ]
         self.shared_access_point = aws.efs.AccessPoint(
             f"{name}-efs-shared",
             file_system_id=fs.id,

@@ -17,9 +17,15 @@ import pulumi_aws as aws
 
 from components.host import launch_template
 from daskplatform.settings import PENDING_WORKERS_METRIC, PlatformSettings
+from daskplatform.stack_names import WORKER_BOOT_HOOK
 
 METRIC_PERIOD_SECONDS = 60
 SCALE_OUT_PERIODS = 3
+BOOT_TIMEOUT_SECONDS = 1200
+"""How long a launching node may take to boot (install, mount, agent serving) before the
+group abandons it; host-setup's own wait for the agent is shorter (900 s)."""
+WAIT_FOR_CAPACITY = "30m"
+"""How long `pulumi up` waits for the group's minimum of booted nodes."""
 
 
 class WorkerPool(pulumi.ComponentResource):
@@ -40,6 +46,7 @@ class WorkerPool(pulumi.ComponentResource):
         user_data: pulumi.Output[str],
         metrics_namespace: str,
         tags: Mapping[str, str],
+        depends_on: Sequence[pulumi.Resource] = (),
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("daskplatform:aws:WorkerPool", name, None, opts)
@@ -66,6 +73,18 @@ class WorkerPool(pulumi.ComponentResource):
             health_check_grace_period=300,
             launch_template={"id": template.id, "version": template.latest_version.apply(str)},
             enabled_metrics=["GroupInServiceInstances", "GroupDesiredCapacity", "GroupMaxSize"],
+            # A node is InService only once host-setup completes this hook (its agent
+            # serves); a failed boot abandons it and the group starts another. `pulumi up`
+            # waits for min_size booted nodes and fails if they never come.
+            initial_lifecycle_hooks=[
+                {
+                    "name": WORKER_BOOT_HOOK,
+                    "lifecycle_transition": "autoscaling:EC2_INSTANCE_LAUNCHING",
+                    "default_result": "ABANDON",
+                    "heartbeat_timeout": BOOT_TIMEOUT_SECONDS,
+                }
+            ],
+            wait_for_capacity_timeout=WAIT_FOR_CAPACITY,
             instance_refresh={
                 "strategy": "Rolling",
                 "preferences": {
@@ -77,7 +96,7 @@ class WorkerPool(pulumi.ComponentResource):
                 {"key": key, "value": value, "propagate_at_launch": False}
                 for key, value in tags.items()
             ],
-            opts=child,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=list(depends_on)),
         )
 
         def step_policy(

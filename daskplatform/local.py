@@ -242,7 +242,7 @@ class LocalPlatform:
         if not self.args.hub:
             return ["--proxy-address", f"127.0.0.1:{self.args.port}"]
         return ["--hub", "--proxy-address", f"127.0.0.1:{self.args.hub_port}",
-                "--gateway-http-port", str(self.args.port),
+                "--proxy-tcp-address", f"127.0.0.1:{self.args.port}",
                 "--hub-api-port", str(free_port()),
                 "--hub-proxy-api-port", str(free_port())]
 

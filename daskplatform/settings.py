@@ -260,6 +260,34 @@ class TimeoutSettings(_Model):
     """How long a successful LDAP login and its groups are reused."""
 
 
+# --------------------------------------------------------------------------- certificates
+
+MAX_CA_BUNDLE_CHARS = 6000
+"""The runtime settings (an SSM parameter, at most 8 KB) carry the CA bundle; a FreeIPA
+CA certificate is about 1.5 KB."""
+SYSTEM_TRUST = "system"
+"""``ldapCaBundle`` value meaning: trust the hosts' system CA store for LDAPS."""
+_PEM_BLOCK = re.compile(
+    r"-----BEGIN ([A-Z0-9 ]+)-----\s*([A-Za-z0-9+/=\s]+?)\s*-----END \1-----")
+
+
+def check_pem_certificates(value: str) -> str:
+    """One or more PEM ``CERTIFICATE`` blocks and nothing else (never a private key)."""
+    text = value.strip()
+    blocks = list(_PEM_BLOCK.finditer(text))
+    kinds = {m.group(1) for m in blocks}
+    if any("PRIVATE KEY" in kind for kind in kinds):
+        raise ValueError("holds a private key; it must hold only the CA's certificate "
+                         "(-----BEGIN CERTIFICATE-----); remove the key and rotate it")
+    leftover = _PEM_BLOCK.sub("", text).strip()
+    if not blocks or kinds != {"CERTIFICATE"} or leftover:
+        raise ValueError(
+            "must be the CA certificate in PEM (-----BEGIN CERTIFICATE----- ... "
+            f"-----END CERTIFICATE-----, e.g. FreeIPA's /etc/ipa/ca.crt), or {SYSTEM_TRUST!r} "
+            "for the hosts' system trust store")
+    return text + "\n"
+
+
 class RuntimeSettings(_Model):
     """What the hosts read at run time (published as an SSM parameter)."""
 
@@ -272,6 +300,9 @@ class RuntimeSettings(_Model):
     ldap_url: str = ""
     ldap_base_dn: str = ""
     ldap_bind_dn: str = ""
+    ldap_ca_bundle: str = Field("", max_length=MAX_CA_BUNDLE_CHARS)
+    """PEM certificates of the CA that signs the directory's LDAPS certificate (FreeIPA's
+    own CA); the only CA the runtime trusts for LDAP. Empty: the system trust store."""
     ldap_bind_password_secret_id: str = ""
     """Secrets Manager name (or ARN) of the bind password; never the password itself.
     The stack names the secret, so this is known at preview and the policy pack can
@@ -286,9 +317,17 @@ class RuntimeSettings(_Model):
     worker_asg_name: str = ""
     """The worker Auto Scaling group (the gateway lists its nodes and protects busy ones
     from scale-in). Empty locally."""
+    worker_boot_hook: str = ""
+    """The worker group's launch lifecycle hook: a worker completes it once its agent
+    serves (``host-setup``), so the group counts only booted nodes. Empty locally."""
     agent_token_secret_id: str = ""
     """Secrets Manager name of the node agents' bearer token: the gateway fills it on
     first start, the agents wait for it. Empty locally, where a token file is used."""
+
+    @field_validator("ldap_ca_bundle")
+    @classmethod
+    def _valid_ca_bundle(cls, value: str) -> str:
+        return check_pem_certificates(value) if value else value
 
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True)
@@ -351,6 +390,10 @@ class PlatformSettings(_Model):
     """FreeIPA LDAP, ldaps://host:636 (or ldap:// with StartTLS)."""
     ldap_base_dn: str
     ldap_bind_dn: str
+    ldap_ca_bundle: str = Field(max_length=MAX_CA_BUNDLE_CHARS)
+    """FreeIPA's CA certificate (PEM), which hosts trust for LDAPS; ``system`` to use the
+    hosts' system trust store instead (a directory certificate from a public CA). Not a
+    secret: it reaches hosts in the runtime settings, never in user data."""
     ldap_bind_password: SecretStr | None = None
     """Service bind password; stored in Secrets Manager. Unset: the secret is created
     empty and filled out of band, so the password never enters stack state."""
@@ -413,6 +456,11 @@ class PlatformSettings(_Model):
             raise ValueError(f"{value!r} must look like ldaps://host:636 or ldap://host:389")
         return value
 
+    @field_validator("ldap_ca_bundle")
+    @classmethod
+    def _valid_ca_bundle(cls, value: str) -> str:
+        return value if value == SYSTEM_TRUST else check_pem_certificates(value)
+
     @field_validator("alert_emails")
     @classmethod
     def _valid_emails(cls, values: tuple[str, ...]) -> tuple[str, ...]:
@@ -424,6 +472,7 @@ class PlatformSettings(_Model):
     @model_validator(mode="after")
     def _cross_field(self) -> PlatformSettings:
         check_network(self)
+        check_edge(self.allowed_cidrs)
         check_worker_pool(self.workers)
         check_quotas(self.quotas, self.clusters, self.workers, self.scheduler)
         check_ports(self.ports)
@@ -432,6 +481,13 @@ class PlatformSettings(_Model):
     @property
     def adopts_vpc(self) -> bool:
         return self.vpc_id is not None
+
+    @property
+    def internal_alb(self) -> bool:
+        """The ALB is internal (private subnets) when no allowed CIDR is a global (public)
+        range: an internet-facing ALB could never be reached from private, shared (CGNAT
+        VPNs) or reserved addresses."""
+        return not any(ipaddress.ip_network(c).is_global for c in self.allowed_cidrs)
 
     def runtime(self, ldap_bind_password_secret_id: str = "", **names: str) -> RuntimeSettings:
         """The host-facing part of the settings (no secrets).
@@ -450,6 +506,7 @@ class PlatformSettings(_Model):
             ldap_url=self.ldap_url,
             ldap_base_dn=self.ldap_base_dn,
             ldap_bind_dn=self.ldap_bind_dn,
+            ldap_ca_bundle="" if self.ldap_ca_bundle == SYSTEM_TRUST else self.ldap_ca_bundle,
             ldap_bind_password_secret_id=ldap_bind_password_secret_id,
             **names,
         )
@@ -476,6 +533,19 @@ def check_network(settings: PlatformSettings) -> None:
                 f"{config_key(key)} needs at least 2 subnets (one per AZ) when "
                 f"{config_key('vpcId')} is set; got {len(ids)}"
             )
+
+
+def check_edge(allowed_cidrs: tuple[str, ...]) -> None:
+    """An ALB is either internal (private ranges: VPN, peering, Direct Connect) or
+    internet-facing (public ranges); one list cannot ask for both."""
+    public = [c for c in allowed_cidrs if ipaddress.ip_network(c).is_global]
+    private = [c for c in allowed_cidrs if c not in public]
+    if private and public:
+        raise SettingsError(
+            f"{config_key('allowedCidrs')} mixes private ({', '.join(private)}) and public "
+            f"({', '.join(public)}) ranges; the ALB is internal when every range is private "
+            "and internet-facing when every range is public: keep one kind (reach a private "
+            "ALB from the internet through your VPN)")
 
 
 def check_worker_pool(workers: WorkerPoolSettings) -> None:

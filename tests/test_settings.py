@@ -38,6 +38,7 @@ REQUIRED = {
     "ldapUrl": "ldaps://ipa.example.internal:636",
     "ldapBaseDn": "dc=example,dc=internal",
     "ldapBindDn": "uid=svc,dc=example,dc=internal",
+    "ldapCaBundle": "system",
 }
 
 

@@ -1,9 +1,13 @@
 """The gateway host in the daskhub pattern: ``dask-platform gateway --hub``.
 
 JupyterHub (LDAP login, groups synced) listens on the public address and routes
-``/services/dask-gateway/`` to the gateway, whose own HTTP proxy moves to a loopback
-port; the scheduler TLS proxy stays where ``--proxy-tcp-address`` puts it. Notebooks use
-``Gateway()`` with no arguments; scripts use LDAP basic auth or a hub token.
+``/services/dask-gateway/`` to the gateway. The gateway's own proxy serves its HTTP API
+and the scheduler TLS proxy on one port (``--proxy-tcp-address``, 8786 on AWS; it tells
+TLS from HTTP by the first bytes): Dask clients connect there, and schedulers on the
+scheduler host send their heartbeats there, to the address ``--advertise-host`` names
+(on AWS the host's private IP from instance metadata; never a loopback address another
+host cannot reach). Notebooks use ``Gateway()`` with no arguments; scripts use LDAP
+basic auth or a hub token.
 
 A small supervisor runs both as child processes rather than JupyterHub managing the
 gateway (``JupyterHub.services[].command``), because a hub-managed service gets only
@@ -41,6 +45,7 @@ from daskplatform.identity.hub import (
     hub_local_url,
     write_hub_config,
 )
+from daskplatform.node.imds import IMDS, MetadataUnavailable, instance_identity
 from daskplatform.runtime_config import load_runtime_settings
 from daskplatform.settings import SettingsError
 from daskplatform.state_dir import default_state_dir
@@ -49,6 +54,8 @@ LANDING_PAGE = "/hub/token"
 """Where users land after login: the platform installs no notebook server on the
 gateway host, so the hub's token page (a token for ``JupyterHubAuth``) is the useful one."""
 STOP_TIMEOUT = {"jupyterhub": 30.0, "gateway": 60.0}
+DEFAULT_TCP_ADDRESS = "127.0.0.1:8786"
+"""The gateway's API and scheduler proxy without --proxy-tcp-address."""
 """Seconds each child gets to stop (the gateway stops in-memory clusters first)."""
 
 
@@ -65,8 +72,10 @@ class HubHost:
     """The gateway and JupyterHub as children of this process; ``close`` stops both."""
 
     def __init__(self, args: argparse.Namespace, gateway_argv: list[str],
-                 state_dir: Path) -> None:
+                 state_dir: Path, advertise_host: str) -> None:
         self.args = args
+        self.tcp_address = args.proxy_tcp_address or DEFAULT_TCP_ADDRESS
+        self.advertise_host = advertise_host
         self.gateway_argv = gateway_argv
         self.state_dir = state_dir
         self.children = Children(None)
@@ -80,18 +89,21 @@ class HubHost:
         self._start_hub(token)
 
     def _start_gateway(self, token: str) -> None:
-        port = self.args.gateway_http_port
-        tcp = self.args.proxy_tcp_address or f"127.0.0.1:{port}"
-        self.scheduler_address = f"gateway://{_loopback(tcp)}"
-        argv = [sys.executable, "-m", "daskplatform.cli", "gateway", *self.gateway_argv,
-                "--proxy-address", f"127.0.0.1:{port}", "--prefix", SERVICE_PREFIX]
+        tcp = self.tcp_address
+        self.local_gateway = f"http://{_loopback(tcp)}"
+        """The gateway's HTTP API from this host (the hub's route to it)."""
+        self.scheduler_address = f"gateway://{self.advertise_host}:{tcp.rpartition(':')[2]}"
+        child = gateway_child_argv(tcp, self.gateway_argv, self.advertise_host)
+        api_url = child[child.index("--api-url") + 1]
+        argv = [sys.executable, "-m", "daskplatform.cli", "gateway", *child]
         # What JupyterHub gives a service it runs; PlatformAuthenticator reads these.
         env = {**os.environ, "JUPYTERHUB_API_TOKEN": token,
                "JUPYTERHUB_API_URL": f"http://127.0.0.1:{self.args.hub_api_port}/hub/api",
                "JUPYTERHUB_SERVICE_NAME": GATEWAY_SERVICE}
-        _say(f"starting the gateway (HTTP on 127.0.0.1:{port}, scheduler proxy on {tcp})")
+        _say(f"starting the gateway (API and scheduler proxy on {tcp}; schedulers reach "
+             f"it at {api_url})")
         process = self.children.start("gateway", argv, env)
-        wait_http(f"http://127.0.0.1:{port}{SERVICE_PREFIX}/api/health",
+        wait_http(f"{self.local_gateway}{SERVICE_PREFIX}/api/health",
                   lambda: process.poll() is None, "the gateway", None)
 
     def _start_hub(self, token: str) -> None:
@@ -100,7 +112,7 @@ class HubHost:
         config = hub_config(
             settings_source=self.args.settings, bind_url=f"http://{self.args.proxy_address}/",
             hub_port=self.args.hub_api_port, proxy_api_port=self.args.hub_proxy_api_port,
-            gateway_url=f"http://127.0.0.1:{self.args.gateway_http_port}",
+            gateway_url=self.local_gateway,
             gateway_proxy_address=self.scheduler_address, gateway_api_token=token,
             data_dir=data, default_url=LANDING_PAGE)
         command = write_hub_config(config, data / "jupyterhub_config.json")
@@ -134,7 +146,16 @@ def _check(args: argparse.Namespace) -> str | None:
     if not host or not public_port.isdigit():
         return (f"--proxy-address {args.proxy_address!r}: expected HOST:PORT "
                 "(0.0.0.0:8000 on the gateway host, 127.0.0.1:PORT locally)")
-    ports = {"--gateway-http-port": args.gateway_http_port,
+    tcp = args.proxy_tcp_address or DEFAULT_TCP_ADDRESS
+    tcp_host, _, tcp_port = tcp.rpartition(":")
+    if not tcp_host or not tcp_port.isdigit():
+        return (f"--proxy-tcp-address {tcp!r}: expected HOST:PORT (0.0.0.0:8786 on the "
+                "gateway host)")
+    if tcp_host in ("0.0.0.0", "::", "") and not args.advertise_host:
+        return (f"--proxy-tcp-address {tcp} listens on every interface: give "
+                "--advertise-host (imds on EC2), the address schedulers on other hosts "
+                "send their heartbeats to")
+    ports = {"--proxy-tcp-address": int(tcp_port),
              "--hub-api-port": args.hub_api_port,
              "--hub-proxy-api-port": args.hub_proxy_api_port,
              "--proxy-address": int(public_port)}
@@ -151,15 +172,40 @@ def _check(args: argparse.Namespace) -> str | None:
     return None
 
 
+def gateway_child_argv(tcp_address: str, gateway_argv: list[str],
+                       advertise_host: str) -> list[str]:
+    """The gateway's own command line on the hub host: its API and scheduler proxy on
+    ``tcp_address``, under the hub's service prefix, heartbeats to the advertised host."""
+    port = tcp_address.rpartition(":")[2]
+    return [*gateway_argv, "--proxy-address", tcp_address, "--prefix", SERVICE_PREFIX,
+            "--api-url", f"http://{advertise_host}:{port}{SERVICE_PREFIX}/api"]
+
+
+def advertise_address(args: argparse.Namespace) -> str:
+    """Where other hosts reach this one: --advertise-host (``imds``: the instance's private
+    IPv4), else the host --proxy-tcp-address listens on."""
+    if args.advertise_host == IMDS:
+        return instance_identity().private_ipv4
+    if args.advertise_host:
+        return args.advertise_host
+    return (args.proxy_tcp_address or DEFAULT_TCP_ADDRESS).rpartition(":")[0]
+
+
 def run_hub_host(args: argparse.Namespace, gateway_argv: list[str]) -> int:
     """``dask-platform gateway --hub ...``: run both until SIGTERM/SIGINT or a child dies."""
     problem = _check(args)
     if problem:
         print(f"dask-platform gateway: {problem}", file=sys.stderr)
         return 2
+    try:
+        advertise = advertise_address(args)
+    except MetadataUnavailable as exc:
+        print(f"dask-platform gateway: --advertise-host {args.advertise_host}: {exc}",
+              file=sys.stderr)
+        return 2
     state_dir = Path(args.temp_dir) if args.temp_dir else default_state_dir("gateway")
     state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    host = HubHost(args, gateway_argv, state_dir)
+    host = HubHost(args, gateway_argv, state_dir, advertise)
     stop = threading.Event()
 
     def interrupt(signum: int, _: FrameType | None) -> None:

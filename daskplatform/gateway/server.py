@@ -85,6 +85,7 @@ def gateway_config(
     metrics_namespace: str = "",
     stack_name: str = "",
     prefix: str = "",
+    api_url: str = "",
 ) -> Config:
     """Everything a ``DaskGateway`` needs to run the pool backend with the settings' quotas.
 
@@ -93,7 +94,8 @@ def gateway_config(
     survive a gateway restart; in memory they are stopped with the gateway. Nodes are
     ``nodes`` plus, when named, the ``asg_name`` group's workers and ``stack_name``'s
     tagged scheduler host. ``prefix`` is the URL path the HTTP proxy serves under
-    (behind JupyterHub: ``/services/dask-gateway``).
+    (behind JupyterHub: ``/services/dask-gateway``). ``api_url`` is where schedulers send
+    heartbeats (default: the proxy's own address, reachable only where it listens).
     """
     c = Config()
     c.DaskGateway.address = address
@@ -110,6 +112,8 @@ def gateway_config(
         c.Proxy.tcp_address = proxy_tcp_address
 
     backend = c.PoolBackend
+    if api_url:
+        backend.api_url = api_url
     backend.nodes = [spec.to_dict() for spec in nodes or []]
     backend.asg_name = asg_name or ""
     backend.stack_name = stack_name
@@ -211,13 +215,19 @@ def _hub_parser(add_help: bool) -> argparse.ArgumentParser:
     p.add_argument("--proxy-address", default="127.0.0.1:8000",
                    help="HTTP proxy: API and dashboards; with --hub, JupyterHub's public "
                         "address (default %(default)s)")
+    p.add_argument("--proxy-tcp-address", default=None,
+                   help="scheduler TLS proxy (default: same as --proxy-address); with "
+                        "--hub also the gateway's HTTP API (default 127.0.0.1:8786)")
     hub = p.add_argument_group("gateway host with JupyterHub (daskplatform.gateway.hub_host)")
     hub.add_argument("--hub", action="store_true",
                      help="run JupyterHub (LDAP login) on --proxy-address with the gateway "
-                          "as its service at /services/dask-gateway/")
-    hub.add_argument("--gateway-http-port", type=_port, default=8002,
-                     help="with --hub: the gateway's own HTTP proxy, on 127.0.0.1 behind "
-                          "the hub (default %(default)s)")
+                          "as its service at /services/dask-gateway/; the gateway's API "
+                          "and scheduler proxy share --proxy-tcp-address")
+    hub.add_argument("--advertise-host", default=None,
+                     help="with --hub: the address schedulers on other hosts reach the "
+                          "gateway's API at (heartbeats); 'imds': this EC2 instance's "
+                          "private IPv4 (default: the --proxy-tcp-address host, which "
+                          "must then not be 0.0.0.0)")
     hub.add_argument("--hub-api-port", type=_port, default=8081,
                      help="with --hub: the hub's internal API on 127.0.0.1 "
                           "(default %(default)s)")
@@ -243,8 +253,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--address", default="127.0.0.1:0", help="private API (default %(default)s)")
     p.add_argument("--prefix", default="",
                    help="URL path prefix of the HTTP proxy (set by --hub)")
-    p.add_argument("--proxy-tcp-address", default=None,
-                   help="scheduler TLS proxy (default: same as --proxy-address)")
+    p.add_argument("--api-url", default=None,
+                   help="the gateway API's URL as schedulers reach it for heartbeats "
+                        "(default: the HTTP proxy's address; --hub sets it from "
+                        "--advertise-host)")
     p.add_argument("--node", action="append", type=_parse_node, default=[],
                    help="static node NODE_ID,ROLE,AGENT_URL (repeatable)")
     p.add_argument("--asg-name", default=None,
@@ -324,6 +336,7 @@ def config_from_argv(argv: list[str] | None = None) -> Config:
         db_url=args.db_url or f"sqlite:///{temp_dir / 'gateway.sqlite'}",
         authenticator_class=authenticator_class, authenticator_config=authenticator_config,
         temp_dir=str(temp_dir), metrics_namespace=metrics_namespace, prefix=args.prefix,
+        api_url=args.api_url or "",
     )
     if args.config:
         config.DaskGateway.config_file = args.config
@@ -331,7 +344,8 @@ def config_from_argv(argv: list[str] | None = None) -> Config:
 
 
 def gateway_argv(argv: list[str]) -> list[str]:
-    """The gateway's own options in ``argv``: all but --hub and its companions."""
+    """The gateway's own options in ``argv``: all but --hub, its companions and the
+    addresses the hub host gives its gateway child itself."""
     return _hub_parser(False).parse_known_args(argv)[1]
 
 

@@ -99,7 +99,7 @@ class LdapDirectory:
     """Look-ups and logins against a FreeIPA-shaped directory."""
 
     def __init__(self, url: str, base_dn: str, bind_dn: str, bind_password: str, *,
-                 ca_file: str | None = None, cache_seconds: float = 300,
+                 ca_file: str | None = None, ca_data: str = "", cache_seconds: float = 300,
                  timeout: float = 5) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("ldap", "ldaps") or not parts.hostname:
@@ -113,8 +113,11 @@ class LdapDirectory:
         self._bind_password = bind_password
         self._timeout = timeout
         self._use_ssl = parts.scheme == "ldaps"
+        # The CA from the settings (ldapCaBundle) when they carry one: on hosts that is
+        # the only trust for LDAP; a given file (tests) or LDAPTLS_CACERT otherwise.
+        ca_file = ca_file or (None if ca_data else os.environ.get(CA_FILE_ENV)) or None
         tls = ldap3.Tls(validate=ssl.CERT_REQUIRED, version=ssl.PROTOCOL_TLS_CLIENT,
-                        ca_certs_file=ca_file or os.environ.get(CA_FILE_ENV) or None)
+                        ca_certs_file=ca_file, ca_certs_data=None if ca_file else ca_data or None)
         self._host = parts.hostname
         self._port = parts.port or (636 if self._use_ssl else 389)
         self._tls = tls
@@ -129,7 +132,8 @@ class LdapDirectory:
             raise ValueError("ldapUrl and ldapBaseDn must be set to log users in")
         password = read_bind_password(settings) if bind_password is None else bind_password
         return cls(settings.ldap_url, settings.ldap_base_dn, settings.ldap_bind_dn, password,
-                   ca_file=ca_file, cache_seconds=settings.timeouts.ldap_cache_seconds)
+                   ca_file=ca_file, ca_data=settings.ldap_ca_bundle,
+                   cache_seconds=settings.timeouts.ldap_cache_seconds)
 
     def authenticate(self, username: str, password: str) -> DirectoryUser:
         """The user with their groups if the password is right.

@@ -27,19 +27,17 @@ from aiohttp import web
 
 from daskplatform.agent_token import MIN_TOKEN_CHARS, AgentTokenError, wait_for_agent_token
 from daskplatform.node import confine
-from daskplatform.node.imds import MetadataUnavailable, instance_identity
+from daskplatform.node.imds import IMDS, MetadataUnavailable, instance_identity
 from daskplatform.node.ports import PortsExhausted
 from daskplatform.node.spec import Spawn, SpawnError
 from daskplatform.node.supervisor import Conflict, NoCapacity, NodeShape, NotFound, Supervisor
 from daskplatform.runtime_config import load_runtime_settings
-from daskplatform.settings import RuntimeSettings
+from daskplatform.settings import INSTANCE_SHAPES, RuntimeSettings
 from daskplatform.state_dir import default_state_dir
 
 log = logging.getLogger(__name__)
 
 TOKEN_ENV = "DASK_PLATFORM_AGENT_TOKEN"
-IMDS = "imds"
-"""``--advertise-host imds``: this EC2 instance's private IPv4 from instance metadata."""
 SUPERVISOR = web.AppKey("supervisor", Supervisor)
 MAX_LOG_LINES = 10_000
 MAX_LOG_BYTES = 4 << 20
@@ -156,9 +154,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, help="default: ports.nodeAgent from settings")
     p.add_argument("--token-file", type=Path, help=f"bearer token file (or ${TOKEN_ENV}; "
                    "else the secret named by settings agentTokenSecretId, awaited)")
-    p.add_argument("--cores", type=float, help="default: this machine's usable CPUs")
-    p.add_argument("--memory-gb", type=float, help="default: machine memory minus "
-                   "clusters.nodeReservedMemoryGb")
+    p.add_argument("--cores", type=float, help="default: the instance type's vCPUs with "
+                   f"--advertise-host {IMDS}, else this machine's usable CPUs")
+    p.add_argument("--memory-gb", type=float, help="default: the instance type's memory "
+                   "(at most the machine's) minus clusters.nodeReservedMemoryGb")
     p.add_argument("--tls-cert", type=Path)
     p.add_argument("--tls-key", type=Path)
     p.add_argument("--workdir", type=Path, help="state, logs and process directories "
@@ -186,13 +185,13 @@ def _token(args: argparse.Namespace, settings: RuntimeSettings) -> str:
     return token
 
 
-def _identity(args: argparse.Namespace) -> tuple[str, str | None]:
-    """(node id, advertised host or None); with ``imds`` both come from instance metadata
-    (the gateway names Auto Scaling nodes by instance id)."""
+def _identity(args: argparse.Namespace) -> tuple[str, str | None, str]:
+    """(node id, advertised host or None, instance type or ""); with ``imds`` all come
+    from instance metadata (the gateway names Auto Scaling nodes by instance id)."""
     if args.advertise_host == IMDS:
         found = instance_identity()
-        return args.node_id or found.instance_id, found.private_ipv4
-    return args.node_id or socket.gethostname(), args.advertise_host
+        return args.node_id or found.instance_id, found.private_ipv4, found.instance_type
+    return args.node_id or socket.gethostname(), args.advertise_host, ""
 
 
 def _tls(args: argparse.Namespace) -> ssl.SSLContext | None:
@@ -205,14 +204,26 @@ def _tls(args: argparse.Namespace) -> ssl.SSLContext | None:
     return context
 
 
+def _machine(instance_type: str) -> tuple[float, float]:
+    """(cores, GiB) of this node: its instance type's shape where the platform knows it
+    (the shape the settings' quota checks assume; memory no more than the machine has),
+    else the CPUs this process may run on and the machine's memory."""
+    memory = psutil.virtual_memory().total / (1 << 30)
+    if instance_type in INSTANCE_SHAPES:
+        vcpus, gib = INSTANCE_SHAPES[instance_type]
+        return float(vcpus), min(memory, float(gib))
+    return float(len(os.sched_getaffinity(0))), memory
+
+
 def _shape(args: argparse.Namespace, settings: RuntimeSettings, node_id: str,
-           advertise_host: str | None) -> NodeShape:
+           advertise_host: str | None, instance_type: str) -> NodeShape:
     host = advertise_host or args.host
     if host in ("0.0.0.0", ""):
         host = socket.gethostbyname(socket.gethostname())
-    cores = args.cores if args.cores is not None else float(len(os.sched_getaffinity(0)))
+    machine_cores, machine_memory = _machine(instance_type)
+    cores = args.cores if args.cores is not None else machine_cores
     memory = args.memory_gb if args.memory_gb is not None else (
-        psutil.virtual_memory().total / (1 << 30) - settings.clusters.node_reserved_memory_gb)
+        machine_memory - settings.clusters.node_reserved_memory_gb)
     for name, value in (("--cores", cores), ("--memory-gb", memory)):
         if value <= 0:
             raise SystemExit(f"dask-platform agent: {name} must be positive, got {value:g}")

@@ -1,4 +1,4 @@
-"""This EC2 instance's private IPv4 and id from the instance metadata service, IMDSv2
+"""This EC2 instance's private IPv4, id and type from the instance metadata service, IMDSv2
 only (the hosts' launch template requires session tokens): a token PUT, then GETs
 carrying it, with short timeouts so a host that is not on EC2 fails fast."""
 
@@ -10,6 +10,8 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 
+IMDS = "imds"
+"""The value of ``--advertise-host`` that means: this EC2 instance's private IPv4."""
 ENDPOINT_ENV = "AWS_EC2_METADATA_SERVICE_ENDPOINT"
 """The variable botocore reads too; unset means the link-local address below."""
 DEFAULT_ENDPOINT = "http://169.254.169.254"
@@ -25,6 +27,7 @@ class MetadataUnavailable(RuntimeError):
 class InstanceIdentity:
     instance_id: str
     private_ipv4: str
+    instance_type: str = ""
 
 
 def _endpoint() -> str:
@@ -64,4 +67,5 @@ def instance_identity(timeout: float = 2.0) -> InstanceIdentity:
         raise MetadataUnavailable(
             f"instance metadata local-ipv4 at {base} is {address!r}, not an IPv4 address"
         ) from None
-    return InstanceIdentity(instance_id=read("instance-id"), private_ipv4=address)
+    return InstanceIdentity(instance_id=read("instance-id"), private_ipv4=address,
+                            instance_type=read("instance-type"))

@@ -40,7 +40,7 @@ def custom_config() -> dict[str, Any]:
             "dask-platform:workers": CUSTOM_WORKERS,
             "dask-platform:ldapBindPassword": LDAP_PASSWORD,
             "dask-platform:ldapUrl": "ldap://ipa.example.internal",
-            "dask-platform:allowedCidrs": ["10.20.0.0/16", "192.168.7.0/24"],
+            "dask-platform:allowedCidrs": ["81.2.69.0/24", "130.149.0.0/16"],
             "dask-platform:alertEmails": ["a@example.internal", "b@example.internal"],
         }
     )

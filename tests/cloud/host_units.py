@@ -1,16 +1,14 @@
-"""Read the systemd units and files a host's user data writes, the way the host would.
-
-Agent hosts take their ExecStart from the packaged unit and its ``${ROLE}``/``${SETTINGS}``
-from the environment file the stub writes, so tests rebuild the agent's command from both.
-"""
+"""Read a host's boot the way the host runs it: the user data stub's last command is
+``dask-platform host-setup``, whose arguments decide the services (units) it starts."""
 
 from __future__ import annotations
 
 import re
 import shlex
-from importlib.resources import files
 
-from components.bootstrap import AGENT_ENV_FILE, AGENT_UNIT
+from daskplatform.host import setup
+from daskplatform.host.units import PROGRAM, Unit
+from daskplatform.settings import RuntimeSettings
 
 
 def heredoc(text: str, path: str) -> str:
@@ -21,33 +19,24 @@ def heredoc(text: str, path: str) -> str:
     return found.group(2)
 
 
-def packaged_unit() -> str:
-    """The agent unit as installed with the package (package data of daskplatform.node)."""
-    return (files("daskplatform.node") / AGENT_UNIT).read_text()
+def host_setup_argv(user_data: str) -> list[str]:
+    """The arguments of the stub's last command, which must be host-setup."""
+    program, command, *argv = shlex.split(user_data.rstrip().splitlines()[-1])
+    assert (program, command) == (PROGRAM, "host-setup"), user_data.splitlines()[-1]
+    return argv
+
+
+def host_units(user_data: str, settings: RuntimeSettings) -> list[Unit]:
+    """The units host-setup starts on the host this user data boots."""
+    args = setup._parser().parse_args(host_setup_argv(user_data))
+    return setup.units_for(args.role, args.settings, args.region, settings)
 
 
 def directives(unit: str) -> dict[str, list[str]]:
-    """``Key=value`` lines of a unit (continuations joined, comments dropped), by key."""
+    """``Key=value`` lines of a unit file, by key."""
     found: dict[str, list[str]] = {}
-    for line in unit.replace("\\\n", " ").splitlines():
+    for line in unit.splitlines():
         if "=" in line and not line.lstrip().startswith(("#", ";")):
             key, value = line.split("=", 1)
-            found.setdefault(key.strip(), []).append(" ".join(value.split()))
+            found.setdefault(key.strip(), []).append(value)
     return found
-
-
-def agent_environment(user_data: str) -> dict[str, str]:
-    """The ``EnvironmentFile=`` an agent host's stub writes."""
-    body = heredoc(user_data, AGENT_ENV_FILE)
-    return dict(line.split("=", 1) for line in body.splitlines())
-
-
-def agent_argv(user_data: str) -> list[str]:
-    """``dask-platform`` arguments of the packaged unit, expanded with the host's env file
-    (systemd's ``${NAME}`` expansion: one word per variable)."""
-    environment = agent_environment(user_data)
-    (exec_start,) = directives(packaged_unit())["ExecStart"]
-    program, *argv = (re.sub(r"\$\{(\w+)\}", lambda m: environment[m.group(1)], word)
-                      for word in shlex.split(exec_start))
-    assert program.endswith("/dask-platform"), exec_start
-    return argv

@@ -5,15 +5,15 @@ agent's must reach the same token. AWS is moto's server; the stack runs under mo
 
 from __future__ import annotations
 
-import re
-import shlex
 from pathlib import Path
 
 import pytest
 from traitlets.config import Config
 
 from daskplatform.aws import aws_client
+from daskplatform.gateway.hub_host import advertise_address, gateway_child_argv
 from daskplatform.gateway.metrics import CloudWatchPublisher, PoolFigures
+from daskplatform.host.userdata import BOOT_FAILURES_METRIC
 from daskplatform.gateway.server import LDAP_AUTHENTICATOR, STATIC_AUTHENTICATOR, gateway_argv
 from daskplatform.gateway.server import _parser as server_parser
 from daskplatform.gateway.server import config_from_argv as gateway_config_from_argv
@@ -27,23 +27,18 @@ from daskplatform.settings import (
 )
 from daskplatform.state_dir import STATE_DIRECTORY_ENV
 from tests.cloud.conftest import of_short_type, one
-from tests.cloud.host_units import agent_argv
+from tests.cloud.host_units import host_units
 from tests.cloud.test_hosts import user_data
 from tests.node.imds_stand_in import imds_stand_in
 from tools.mockrun import StackRun
 
-EXEC_START = re.compile(r"^ExecStart=\S+/dask-platform (.+)$", re.MULTILINE)
-
-
 def host_argv(run: StackRun, template: str, subcommand: str) -> list[str]:
-    """The arguments of ``dask-platform <subcommand>`` in a host's systemd unit: the
-    gateway's inline unit, or the packaged agent unit with the host's env file."""
-    text = user_data(run, template)
-    if subcommand == "agent":
-        found, *argv = agent_argv(text)
-    else:
-        (command,) = EXEC_START.findall(text)
-        found, *argv = shlex.split(command)
+    """The arguments of ``dask-platform <subcommand>`` in the unit host-setup starts on
+    the host this template boots."""
+    settings = RuntimeSettings.from_json(
+        one(run, "Parameter", "gateway-settings").inputs["value"])
+    (unit,) = host_units(user_data(run, template), settings)
+    _, found, *argv = unit.exec_start
     assert found == subcommand
     return argv
 
@@ -69,8 +64,16 @@ def test_the_gateway_command_resolves_to_this_stacks_wiring(
     assert host_args[0] == "--hub"  # JupyterHub in front of the gateway on the ALB's port
     hub = server_parser().parse_args(host_args)
     assert hub.proxy_address == "0.0.0.0:8000"  # what the ALB's target group reaches
-    argv = gateway_argv(host_args)  # what the hub host hands its gateway child
+    with imds_stand_in(monkeypatch, instance_id="i-0aaaabbbbccccdddd", local_ipv4="10.0.33.4",
+                       instance_type="t3.medium"):
+        advertise = advertise_address(hub)
+    # What the hub host hands its gateway child.
+    argv = gateway_child_argv(hub.proxy_tcp_address, gateway_argv(host_args), advertise)
     config = gateway_config_from_argv(argv)
+    # Schedulers on the scheduler host send heartbeats to the host's private address,
+    # on the port the security groups open to them (the gateway's scheduler proxy).
+    assert config.PoolBackend.api_url == "http://10.0.33.4:8786/services/dask-gateway/api"
+    assert config.Proxy.address == "0.0.0.0:8786"
     backend = config.PoolBackend
     assert backend.asg_name == one(dev, "Group", "workers-asg").inputs["name"]
     assert backend.stack_name == "dev"
@@ -82,7 +85,6 @@ def test_the_gateway_command_resolves_to_this_stacks_wiring(
     assert backend.agent_token == stored
     assert config.DaskGateway.authenticator_class == LDAP_AUTHENTICATOR
     assert config.PlatformAuthenticator.settings_source == argv[argv.index("--settings") + 1]
-    assert config.Proxy.tcp_address == "0.0.0.0:8786"
     assert backend.db_url == f"sqlite:///{tmp_path / 'gateway.sqlite'}"
     # A restarted gateway keeps the token the agents already hold.
     assert gateway_config_from_argv(argv).PoolBackend.agent_token == stored
@@ -96,7 +98,8 @@ def test_an_agent_command_reaches_the_gateways_token_and_advertises_its_ip(
     monkeypatch.setenv(STATE_DIRECTORY_ENV, str(tmp_path))
     gateway: Config = gateway_config_from_argv(host_argv(dev, "gateway-lt", "gateway"))
     argv = [*host_argv(dev, template, "agent"), "--cores", "1", "--memory-gb", "1"]
-    with imds_stand_in(monkeypatch, instance_id="i-0fedcba987654321", local_ipv4="10.0.2.9"):
+    with imds_stand_in(monkeypatch, instance_id="i-0fedcba987654321", local_ipv4="10.0.2.9",
+                       instance_type="c5.large"):
         settings, shape, token = agent.resolve(agent.parse_args(argv))
     assert token == gateway.PoolBackend.agent_token
     assert (shape.node_id, shape.role, shape.host) == ("i-0fedcba987654321", role, "10.0.2.9")
@@ -145,7 +148,10 @@ async def test_the_gateway_publishes_every_metric_the_alarms_watch(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(STATE_DIRECTORY_ENV, str(tmp_path))
     backend = gateway_config_from_argv(host_argv(dev, "gateway-lt", "gateway")).PoolBackend
-    watched = _watched(dev, backend.metrics_namespace)
+    # HostBootFailures comes from the hosts' boot (tests/cloud/test_hosts.py), the rest
+    # from the gateway.
+    watched = {w for w in _watched(dev, backend.metrics_namespace)
+               if w[0] != BOOT_FAILURES_METRIC}
     assert {name for name, _ in watched} == {PENDING_WORKERS_METRIC, ACTIVE_CLUSTERS_METRIC,
                                              ACTIVE_WORKERS_METRIC, QUEUED_TASKS_METRIC}
     publisher = CloudWatchPublisher(backend.metrics_namespace, backend.asg_name)

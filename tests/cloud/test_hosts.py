@@ -13,15 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from components.bootstrap import AGENT_ENV_FILE, AGENT_UNIT, runtime_package
+from components.bootstrap import runtime_package
+from daskplatform.host.units import LOG_FILE
+from daskplatform.host.userdata import BOOT_FAILURES_METRIC
+from daskplatform.settings import RuntimeSettings
 from tests.cloud.conftest import CUSTOM_WORKERS, LDAP_PASSWORD, of_short_type, one
-from tests.cloud.host_units import (
-    agent_argv,
-    agent_environment,
-    directives,
-    heredoc,
-    packaged_unit,
-)
+from tests.cloud.host_units import directives, heredoc, host_setup_argv, host_units
 from tools.mockrun import StackRun
 
 TEMPLATES = {"gateway-lt": "gateway", "scheduler-lt": "scheduler", "workers-lt": "worker"}
@@ -73,83 +70,108 @@ def test_each_host_gets_its_own_instance_profile(dev: StackRun) -> None:
         }
 
 
+def published_settings(run: StackRun) -> RuntimeSettings:
+    return RuntimeSettings.from_json(one(run, "Parameter", "gateway-settings").inputs["value"])
+
+
 @pytest.mark.parametrize("template", TEMPLATES)
-def test_user_data_is_a_small_stub_that_runs_the_role(dev: StackRun, template: str) -> None:
+def test_user_data_is_a_small_stub_that_hands_over_to_host_setup(dev: StackRun,
+                                                                template: str) -> None:
     text = user_data(dev, template)
     assert len(text.encode()) < 4096
-    parameter = "ssm:///dask-platform/dev/runtime-settings"
     role = TEMPLATES[template]
-    if role == "gateway":
-        assert (f"dask-platform gateway --hub --settings {parameter} "
-                "--proxy-address 0.0.0.0:8000 --proxy-tcp-address 0.0.0.0:8786\n") in text
-        assert "TimeoutStopSec=120\n" in text
-        assert "StateDirectory=dask-platform\n" in text
-    else:
-        assert agent_environment(text) == {"ROLE": role, "SETTINGS": parameter,
-                                           "AWS_DEFAULT_REGION": "eu-west-1"}
-        assert agent_argv(text) == ["agent", "--role", role, "--settings", parameter,
-                                    "--host", "0.0.0.0", "--advertise-host", "imds"]
+    efs = one(dev, "FileSystem", "storage-efs").id
+    shared, homes = (one(dev, "AccessPoint", f"storage-efs-{n}").id for n in ("shared", "homes"))
+    assert host_setup_argv(text) == [
+        "--role", role, "--settings", "ssm:///dask-platform/dev/runtime-settings",
+        "--region", "eu-west-1", "--file-system", efs, "--shared-access-point", shared,
+        "--homes-access-point", homes]
     artifacts = one(dev, "Bucket", "storage-artifacts").outputs["bucket"]
-    assert f"s3://{artifacts}/runtime/" in text
+    assert f'retry aws s3 cp "s3://{artifacts}/runtime/' in text
+    extra = {"gateway": "hub", "scheduler": "runtime", "worker": "runtime,pipeline"}[role]
+    assert f'"dask-platform[{extra}] @ file:///opt/dask-platform/runtime.zip"' in text
+
+
+@pytest.mark.parametrize("template", TEMPLATES)
+def test_the_stub_ships_its_log_first_and_retries_every_network_step(
+        dev: StackRun, template: str) -> None:
+    """Boot failures reach CloudWatch: its agent runs before any step that can fail for
+    want of a route; and NAT routes or IAM that settle late only delay the boot."""
+    text = user_data(dev, template)
+    lines = text.splitlines()
+    assert lines[4] == "exec >> /var/log/dask-platform-boot.log 2>&1"
+    network = [i for i, line in enumerate(lines)
+               if re.search(r"\b(dnf|npm|pip|aws s3|amazon-cloudwatch-agent-ctl)\b", line)
+               and not line.startswith(("#", "  aws cloudwatch"))]
+    assert all(lines[i].startswith("retry ") for i in network), [lines[i] for i in network]
+    assert "amazon-cloudwatch-agent" in lines[network[0]]
+    assert "amazon-cloudwatch-agent-ctl" in lines[network[1]]
+    cloudwatch = json.loads(heredoc(text, "/opt/dask-platform/cloudwatch.json"))
+    collected = cloudwatch["logs"]["logs_collected"]["files"]["collect_list"]
+    group = one(dev, "LogGroup", f"monitoring-{TEMPLATES[template]}-logs").inputs["name"]
+    assert {c["file_path"] for c in collected} == {
+        "/var/log/dask-platform-boot.log", "/var/log/cloud-init-output.log", LOG_FILE}
+    assert {c["log_group_name"] for c in collected} == {group}
+
+
+@pytest.mark.parametrize("template", TEMPLATES)
+def test_a_failed_boot_is_counted_and_the_stub_is_safe_to_run_again(
+        dev: StackRun, template: str) -> None:
+    text = user_data(dev, template)
+    assert "trap 'failed $LINENO' ERR" in text
+    metric = re.search(r"put-metric-data --namespace '([^']+)' --metric-name (\w+) \\\n"
+                       r"\s+--dimensions Role=(\w+)", text)
+    assert metric and metric.groups() == ("DaskPlatform/dev", BOOT_FAILURES_METRIC,
+                                          TEMPLATES[template])
+    alarm = one(dev, "MetricAlarm", f"monitoring-{TEMPLATES[template]}-boot-failures").inputs
+    assert (alarm["namespace"], alarm["metricName"], alarm["dimensions"]) == (
+        "DaskPlatform/dev", BOOT_FAILURES_METRIC, {"Role": TEMPLATES[template]})
+    assert alarm["alarmActions"] == [one(dev, "Topic", "monitoring-alerts").outputs["arn"]]
+    # Nothing appends twice or fails on a second run: host-setup owns fstab and accounts.
+    assert ">>" not in text.replace("exec >> /var/log/dask-platform-boot.log", "")
+    assert "useradd" not in text and "fstab" not in text
+    assert "[ -x /opt/dask-platform/venv/bin/python ] || python3.11 -m venv" in text
 
 
 @pytest.mark.parametrize("template", ["scheduler-lt", "workers-lt"])
-def test_agent_hosts_run_the_packaged_unit_as_their_own_user(dev: StackRun,
-                                                              template: str) -> None:
+def test_agent_hosts_run_the_agent_as_its_own_user_and_keep_dask_on_restart(
+        dev: StackRun, template: str) -> None:
     """Restarting an agent must leave its node's Dask processes running, and Dask must
-    not run as root: both come from the packaged unit, so the stub must install it."""
-    text = user_data(dev, template)
-    unit = directives(packaged_unit())
-    assert unit["KillMode"] == ["process"] and unit["Delegate"] == ["yes"]
-    assert unit["User"] == ["dask-platform"]
-    assert unit["EnvironmentFile"] == [AGENT_ENV_FILE]
-    assert "useradd --system --user-group --shell /sbin/nologin dask-platform\n" in text
-    assert f"chmod 0644 {AGENT_ENV_FILE}\n" in text
-    assert re.search(rf"^install -m 0644 \"\$\(.+\)\" \\\n  /etc/systemd/system/{AGENT_UNIT}$",
-                     text, re.MULTILINE)
-    assert text.rstrip().endswith(f"systemctl enable --now {AGENT_UNIT}")
-    assert "ExecStart=" not in text and "KillMode" not in text  # no unit of its own
-    # The drop-in sends the agent's output to the file the CloudWatch agent ships.
-    log = directives(heredoc(text, f"/etc/systemd/system/{AGENT_UNIT}.d/log.conf"))
-    cloudwatch = json.loads(heredoc(text, "/opt/dask-platform/cloudwatch.json"))
-    (collected,) = cloudwatch["logs"]["logs_collected"]["files"]["collect_list"]
-    assert log["StandardOutput"] == [f"append:{collected['file_path']}"]
-    group = one(dev, "LogGroup", f"monitoring-{TEMPLATES[template]}-logs").inputs["name"]
-    assert collected["log_group_name"] == group
+    not run as root."""
+    role = TEMPLATES[template]
+    (unit,) = host_units(user_data(dev, template), published_settings(dev))
+    found = directives(unit.render())
+    assert found["KillMode"] == ["process"] and found["Delegate"] == ["yes"]
+    assert found["User"] == ["dask-platform"]
+    assert found["StandardOutput"] == [f"append:{LOG_FILE}"]
+    assert shlex.split(found["ExecStart"][0]) == [
+        "/opt/dask-platform/venv/bin/dask-platform", "agent", "--role", role, "--settings",
+        "ssm:///dask-platform/dev/runtime-settings", "--host", "0.0.0.0",
+        "--advertise-host", "imds"]
+    assert unit.health_url == "http://127.0.0.1:8790/v1/health"
 
 
-def test_the_stub_finds_the_unit_the_package_installed(dev: StackRun) -> None:
-    """Run the stub's own lookup (with this interpreter in place of the host's venv)."""
-    text = user_data(dev, "workers-lt")
-    (lookup,) = re.findall(r'^install -m 0644 "\$\((\S+) (-c .+)\)" \\$', text, re.MULTILINE)
-    assert lookup[0] == "/opt/dask-platform/venv/bin/python"
-    found = subprocess.run(["bash", "-c", f"{shlex.quote(sys.executable)} {lookup[1]}"],
-                           check=True, capture_output=True, text=True).stdout.strip()
-    assert Path(found).name == AGENT_UNIT
-    assert Path(found).read_text() == packaged_unit()
+def test_the_gateway_unit_stops_its_children_with_it(dev: StackRun) -> None:
+    (unit,) = host_units(user_data(dev, "gateway-lt"), published_settings(dev))
+    found = directives(unit.render())
+    assert found["KillMode"] == ["control-group"] and found["TimeoutStopSec"] == ["120"]
+    assert found["StateDirectory"] == ["dask-platform"] and "User" not in found
+    assert found["StandardOutput"] == [f"append:{LOG_FILE}"]
+    argv = shlex.split(found["ExecStart"][0])
+    assert argv[1:3] == ["gateway", "--hub"] and argv[-2:] == ["--advertise-host", "imds"]
+    assert unit.health_url == "http://127.0.0.1:8000/hub/health"
 
 
-def test_the_gateway_keeps_its_own_unit_that_stops_its_proxy_with_it(dev: StackRun) -> None:
-    text = user_data(dev, "gateway-lt")
-    unit = directives(heredoc(text, "/etc/systemd/system/dask-platform.service"))
-    assert unit.get("KillMode", ["control-group"]) == ["control-group"]
-    assert unit["StandardOutput"] == ["append:/var/log/dask-platform.log"]
-    assert AGENT_UNIT not in text and AGENT_ENV_FILE not in text
-    assert "useradd" not in text
-
-
-def test_the_agent_unit_ships_in_the_built_package(tmp_path: Path) -> None:
-    """Build the archive the stack uploads the way pip does (setuptools' build_py, which
-    fills the wheel); the unit is there only while pyproject lists it as package data."""
+def test_the_runtime_archive_builds_with_host_setup_in_it(tmp_path: Path) -> None:
+    """Build the archive the stack uploads the way pip does (setuptools' build_py)."""
     for name, asset in runtime_package().assets.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(asset.path, tmp_path / name)
     subprocess.run([sys.executable, "-c", "from setuptools import setup; setup()", "-q",
                     "build_py", "--build-lib", "built"],
                    cwd=tmp_path, check=True, capture_output=True)
-    built = tmp_path / "built" / "daskplatform" / "node" / AGENT_UNIT
-    unit = directives(built.read_text())
-    assert unit["KillMode"] == ["process"] and unit["Delegate"] == ["yes"]
+    built = tmp_path / "built" / "daskplatform"
+    assert (built / "host" / "setup.py").exists() and (built / "host" / "units.py").exists()
 
 
 def test_user_data_carries_no_secret(custom: StackRun) -> None:

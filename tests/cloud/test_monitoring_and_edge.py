@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tests.cloud.conftest import of_short_type, one
+from tests.cloud.conftest import ADOPTED_PUBLIC, of_short_type, one
 from tools.mockrun import StackRun
 
 OUTPUTS = {
@@ -97,12 +97,22 @@ def test_host_log_groups_keep_90_days_and_a_dashboard_exists(dev: StackRun) -> N
             "dask-platform-dev-workers"] in metrics
 
 
-def test_alb_is_public_in_two_subnets_https_only_with_tls12_policy(dev: StackRun) -> None:
+def test_alb_is_internal_for_private_ranges_public_for_public_ones(
+        dev: StackRun, custom: StackRun) -> None:
+    """The dev stack's allowedCidrs are the team's private network: an internet-facing ALB
+    could never be reached from them. The custom stack lists public ranges."""
     alb = one(dev, "LoadBalancer", "alb-lb")
-    public = sorted(
-        s.id for s in of_short_type(dev, "Subnet") if s.inputs["tags"]["tier"] == "public"
+    private = sorted(
+        s.id for s in of_short_type(dev, "Subnet") if s.inputs["tags"]["tier"] == "private"
     )
-    assert sorted(alb.inputs["subnets"]) == public and alb.inputs["internal"] is False
+    assert sorted(alb.inputs["subnets"]) == private and alb.inputs["internal"] is True
+    public = one(custom, "LoadBalancer", "alb-lb").inputs
+    assert public["internal"] is False and public["subnets"] == ADOPTED_PUBLIC
+
+
+def test_alb_is_in_two_subnets_https_only_with_tls12_policy(dev: StackRun) -> None:
+    alb = one(dev, "LoadBalancer", "alb-lb")
+    assert len(alb.inputs["subnets"]) == 2
     assert alb.inputs["accessLogs"] == {
         "bucket": one(dev, "Bucket", "storage-audit").outputs["bucket"],
         "prefix": "alb",

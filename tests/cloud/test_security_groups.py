@@ -55,7 +55,7 @@ def test_ingress_between_groups_is_exactly_the_port_table(dev: StackRun) -> None
 def test_only_the_alb_takes_cidr_ingress_and_only_on_443_and_80(
     dev: StackRun, custom: StackRun
 ) -> None:
-    for run, cidrs in ((dev, {"10.20.0.0/16"}), (custom, {"10.20.0.0/16", "192.168.7.0/24"})):
+    for run, cidrs in ((dev, {"10.20.0.0/16"}), (custom, {"81.2.69.0/24", "130.149.0.0/16"})):
         roles = set(group_roles(run).values())
         by_cidr = {r for r in rules(run, INGRESS) if r[1] not in roles}
         assert by_cidr == {("alb", cidr, port, port) for cidr in cidrs for port in (443, 80)}

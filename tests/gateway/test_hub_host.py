@@ -80,13 +80,13 @@ def hub_host(aws_env: str, slapd: Slapd, make_pool: Callable[..., Pool],
     # runs on this machine may use the usual ones at the same time.
     pool.add_agent(f"hub-sched-{name}", "scheduler", cores=1, memory_gb=1)
     pool.add_agent(f"hub-w-{name}", "worker", cores=1, memory_gb=1)
-    ports = {name: free_port() for name in ("public", "tcp", "gateway", "hub", "chp")}
+    ports = {name: free_port() for name in ("public", "tcp", "hub", "chp")}
     (pool.tmp / "overrides.py").write_text(FAST_CHECKS)
     state, log = pool.tmp / "state", pool.tmp / "host.log"
     argv = ["--hub", "--settings", f"ssm://{parameter}",
             "--proxy-address", f"127.0.0.1:{ports['public']}",
             "--proxy-tcp-address", f"127.0.0.1:{ports['tcp']}",
-            "--gateway-http-port", str(ports["gateway"]), "--hub-api-port", str(ports["hub"]),
+            "--hub-api-port", str(ports["hub"]),
             "--hub-proxy-api-port", str(ports["chp"]), "--temp-dir", str(state),
             "--config", str(pool.tmp / "overrides.py"),
             *[f"--node={a.node_id},{a.role},{a.url}" for a in pool.agents.values()]]
@@ -148,10 +148,19 @@ def test_users_reach_the_gateway_through_the_hub_and_sigterm_stops_everything(
     listening = {(c.laddr.ip, c.laddr.port) for p in tree
                  for c in p.net_connections("tcp") if c.status == psutil.CONN_LISTEN}
     assert {ip for ip, _ in listening} == {"127.0.0.1"}
-    assert {host.ports[n] for n in ("public", "tcp", "gateway", "hub", "chp")} <= {
+    assert {host.ports[n] for n in ("public", "tcp", "hub", "chp")} <= {
         port for _, port in listening}
     names = [" ".join(p.cmdline()) for p in tree]
-    assert sum("daskplatform.cli gateway" in n and "--hub" not in n for n in names) == 1
+    (child,) = [p.cmdline() for p in tree
+                if "daskplatform.cli" in p.cmdline() and "gateway" in p.cmdline()
+                and "--hub" not in p.cmdline()]
+    # Schedulers heartbeat to the gateway's API on its scheduler proxy port, at the
+    # advertised address (the rehearsal proves it from another host).
+    tcp = host.ports["tcp"]
+    assert child[child.index("--api-url") + 1] == (
+        f"http://127.0.0.1:{tcp}/services/dask-gateway/api")
+    assert child[child.index("--proxy-address") + 1] == f"127.0.0.1:{tcp}"
+    assert "--proxy-tcp-address" not in child
     assert sum("jupyterhub" in n for n in names) == 1
     assert not [n for n in names if host.bind_password in n]
 
@@ -194,6 +203,8 @@ def test_an_unknown_hub_token_is_refused_with_401(hub_host: HubHost) -> None:
 @pytest.mark.parametrize("extra,settings_update,message", [
     (["--hub-api-port", "{gateway}"], {}, "--hub needs four different ports"),
     (["--proxy-address", "8000"], {}, "--proxy-address '8000': expected HOST:PORT"),
+    (["--proxy-tcp-address", "0.0.0.0:8786"], {},
+     "listens on every interface: give --advertise-host"),
     ([], {"ldap_url": ""}, "name no ldapUrl"),
 ])
 def test_hub_mode_refuses_bad_input_before_starting_anything(
@@ -204,7 +215,8 @@ def test_hub_mode_refuses_bad_input_before_starting_anything(
         "ldap_url": "ldaps://127.0.0.1:1", "ldap_base_dn": "dc=example,dc=internal",
         **settings_update}).to_json())
     gateway_port = free_port()
-    argv = ["--hub", "--settings", str(settings), "--gateway-http-port", str(gateway_port),
+    argv = ["--hub", "--settings", str(settings),
+            "--proxy-tcp-address", f"127.0.0.1:{gateway_port}",
             "--temp-dir", str(tmp_path / "state"),
             *[a.format(gateway=gateway_port) for a in extra]]
     assert server.main(argv) == 2

@@ -1,0 +1,328 @@
+"""``dask-platform host-setup --role ROLE ...``: every boot step of a platform host after
+the user data stub has installed the runtime, in order, each safe to run again:
+
+1. settings: read the runtime settings (retrying while NAT routes and IAM settle);
+2. mounts: EFS homes and shared data through their access points, one fstab line each
+   (added once), mounted with retries unless already mounted;
+3. ca: FreeIPA's CA from the settings (``ldapCaBundle``) to ``/etc/dask-platform``, for
+   admins' ``ldapsearch``; the runtime itself trusts the CA from the settings;
+4. accounts: the node agent's own system account (agent hosts);
+5. services: the role's units written and started (systemd), or run in the foreground
+   where there is no systemd (``--foreground``: the rehearsal);
+6. ready: each service answers its health check;
+7. lifecycle: a worker completes the worker group's launch hook, so the group (and a
+   ``pulumi up`` waiting for capacity) counts it only once it serves.
+
+A failed step is reported with what to do and abandons a worker's launch so the group
+replaces it; the stub's error trap counts it in the ``HostBootFailures`` metric.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pwd
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import TypeVar
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from daskplatform.aws import aws_client
+from daskplatform.host.units import (
+    AGENT_USER,
+    UNIT_DIR,
+    ForegroundService,
+    Unit,
+    agent_unit,
+    gateway_unit,
+)
+from daskplatform.node.imds import MetadataUnavailable, instance_identity
+from daskplatform.runtime_config import load_runtime_settings
+from daskplatform.settings import RuntimeSettings, SettingsError
+
+ROLES = ("gateway", "scheduler", "worker")
+ETC = Path("/etc/dask-platform")
+CA_FILE = ETC / "ldap-ca.pem"
+FSTAB = Path("/etc/fstab")
+MOUNT_POINTS = {"shared": "/srv/shared", "homes": "/srv/homes"}
+"""EFS access point -> where every host mounts it."""
+PASSTHROUGH_ENV = ("AWS_ENDPOINT_URL",)
+"""Foreground services also get these from host-setup's environment: in the rehearsal,
+where AWS is. systemd services on AWS never see them."""
+SETTINGS_WAIT_SECONDS = 300.0
+MOUNT_TRIES = 8
+READY_SECONDS = 900.0
+"""An agent serves only once the gateway has stored the agents' token, and the gateway
+host boots in parallel: the worker group's launch hook waits as long."""
+
+T = TypeVar("T")
+
+
+class SetupFailed(RuntimeError):
+    """A boot step failed; the message names the step and what to do."""
+
+
+def say(message: str) -> None:
+    print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} host-setup: {message}", flush=True)
+
+
+def retry(what: str, action: Callable[[], T], tries: int, wait: float,
+          errors: tuple[type[BaseException], ...]) -> T:
+    """``action()`` until it succeeds, ``tries`` times, waiting longer each time."""
+    for attempt in range(1, tries + 1):
+        try:
+            return action()
+        except errors as exc:
+            if attempt == tries:
+                raise SetupFailed(f"{what}: {exc}") from None
+            say(f"{what}: attempt {attempt} failed ({exc}); retrying in {wait * attempt:g}s")
+            time.sleep(wait * attempt)
+    raise AssertionError("unreachable")
+
+
+# ---------------------------------------------------------------------- pure parts
+
+
+def efs_fstab_line(file_system_id: str, access_point_id: str, mount_point: str) -> str:
+    """An EFS mount through an access point, TLS and IAM (amazon-efs-utils)."""
+    return (f"{file_system_id}:/ {mount_point} efs "
+            f"_netdev,noresvport,tls,iam,accesspoint={access_point_id} 0 0")
+
+
+def fstab_with(text: str, line: str) -> str:
+    """``text`` with ``line`` as the only entry for its mount point (added once; an
+    older entry for the same mount point is replaced, other entries are kept)."""
+    mount_point = line.split()[1]
+    kept = [old for old in text.splitlines()
+            if old.split()[1:2] != [mount_point] or old.lstrip().startswith("#")]
+    return "\n".join([*kept, line]) + "\n"
+
+
+def is_mounted(mount_point: str, mountinfo: str) -> bool:
+    """Whether ``mount_point`` is a mount point in ``/proc/self/mountinfo`` text."""
+    escaped = mount_point.replace(" ", "\\040")
+    return any(line.split()[4:5] == [escaped] for line in mountinfo.splitlines())
+
+
+def units_for(role: str, settings_source: str, region: str,
+              settings: RuntimeSettings) -> list[Unit]:
+    if role == "gateway":
+        return [gateway_unit(settings_source, region, settings.ports)]
+    return [agent_unit(role, settings_source, region, settings.ports)]
+
+
+# ---------------------------------------------------------------------- steps
+
+
+@dataclass
+class HostSetup:
+    args: argparse.Namespace
+    settings: RuntimeSettings | None = None
+
+    def run_steps(self) -> list[Unit]:
+        self.settings = self.read_settings()
+        self.mount_file_systems()
+        self.install_ca()
+        if self.args.role != "gateway":
+            self.ensure_account(AGENT_USER)
+        return units_for(self.args.role, self.args.settings, self.args.region, self.settings)
+
+    def read_settings(self) -> RuntimeSettings:
+        tries = max(1, int(SETTINGS_WAIT_SECONDS // 30))
+        settings = retry(f"settings: cannot read {self.args.settings} (is the parameter "
+                         "there and may this host's role read it?)",
+                         lambda: load_runtime_settings(self.args.settings), tries, 5,
+                         (BotoCoreError, ClientError, OSError))
+        say(f"settings: read {self.args.settings} (stack {settings.stack_name or '-'})")
+        return settings
+
+    def mount_file_systems(self) -> None:
+        access_points = {"shared": self.args.shared_access_point,
+                         "homes": self.args.homes_access_point}
+        for name, mount_point in MOUNT_POINTS.items():
+            Path(mount_point).mkdir(parents=True, exist_ok=True)
+            line = efs_fstab_line(self.args.file_system, access_points[name], mount_point)
+            current = FSTAB.read_text() if FSTAB.exists() else ""
+            wanted = fstab_with(current, line)
+            if wanted != current:
+                FSTAB.write_text(wanted)
+            mountinfo = Path("/proc/self/mountinfo").read_text()
+            if is_mounted(mount_point, mountinfo):
+                say(f"mounts: {mount_point} already mounted")
+                continue
+            retry(f"mounts: cannot mount {mount_point} ({line.split()[0]}; are the EFS mount "
+                  "targets up and does the efs security group admit this host on 2049?)",
+                  lambda m=mount_point: _run(["mount", m]), MOUNT_TRIES, 5,
+                  (subprocess.CalledProcessError, OSError))
+            say(f"mounts: {mount_point} mounted")
+
+    def install_ca(self) -> None:
+        assert self.settings is not None
+        ETC.mkdir(mode=0o755, parents=True, exist_ok=True)
+        if not self.settings.ldap_ca_bundle:
+            CA_FILE.unlink(missing_ok=True)
+            say("ca: the settings trust the system store for LDAP (ldapCaBundle: system)")
+            return
+        CA_FILE.write_text(self.settings.ldap_ca_bundle)
+        CA_FILE.chmod(0o644)
+        say(f"ca: FreeIPA's CA in {CA_FILE}")
+
+    @staticmethod
+    def ensure_account(name: str) -> None:
+        try:
+            pwd.getpwnam(name)
+            say(f"accounts: {name} exists")
+            return
+        except KeyError:
+            pass
+        _run(["useradd", "--system", "--user-group", "--shell", "/sbin/nologin",
+              "--no-create-home", "--home-dir", "/nonexistent", name])
+        say(f"accounts: created {name}")
+
+
+def install_units(units: list[Unit]) -> None:
+    """Write each unit (only when it changed) and start it; a changed unit restarts."""
+    changed = []
+    for unit in units:
+        path = Path(UNIT_DIR) / unit.name
+        text = unit.render()
+        if not path.exists() or path.read_text() != text:
+            path.write_text(text)
+            changed.append(unit.name)
+    _run(["systemctl", "daemon-reload"])
+    for unit in units:
+        _run(["systemctl", "enable", "--now", unit.name])
+        if unit.name in changed:
+            _run(["systemctl", "restart", unit.name])
+        say(f"services: {unit.name} enabled and started")
+
+
+def wait_ready(units: list[Unit], alive: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    for unit in units:
+        while not _answers(unit.health_url):
+            if not alive():
+                raise SetupFailed(f"ready: {unit.name} exited; see /var/log/dask-platform.log "
+                                  "on the host (CloudWatch log group of this role)")
+            if time.monotonic() > deadline:
+                raise SetupFailed(f"ready: {unit.name} did not answer {unit.health_url} "
+                                  f"within {timeout:g}s")
+            time.sleep(1)
+        say(f"ready: {unit.name} answers {unit.health_url}")
+
+
+def complete_launch(settings: RuntimeSettings, result: str) -> None:
+    """Tell the worker group this instance's launch hook is done (CONTINUE or ABANDON)."""
+    if not (settings.worker_asg_name and settings.worker_boot_hook):
+        say("lifecycle: no worker launch hook in the settings; nothing to complete")
+        return
+    instance_id = instance_identity().instance_id
+    aws_client("autoscaling").complete_lifecycle_action(
+        AutoScalingGroupName=settings.worker_asg_name,
+        LifecycleHookName=settings.worker_boot_hook, InstanceId=instance_id,
+        LifecycleActionResult=result)
+    say(f"lifecycle: {result} for {instance_id} in {settings.worker_asg_name}")
+
+
+def abandon_launch(args: argparse.Namespace, settings: RuntimeSettings | None) -> None:
+    """Give up a worker's launch, so the group replaces it at once (the stub's error trap
+    counts the failure in ``HostBootFailures`` for every role)."""
+    if settings is None or args.role != "worker":
+        return
+    try:
+        complete_launch(settings, "ABANDON")
+    except (BotoCoreError, ClientError, MetadataUnavailable) as exc:
+        say(f"lifecycle: could not abandon the launch ({exc}); the hook times out instead")
+
+
+# ---------------------------------------------------------------------- command line
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dask-platform host-setup",
+                                description="Boot steps of a platform host after the "
+                                            "runtime is installed (safe to run again).")
+    p.add_argument("--role", required=True, choices=ROLES)
+    p.add_argument("--settings", required=True, help="ssm://<parameter> (or a file)")
+    p.add_argument("--region", required=True)
+    p.add_argument("--file-system", required=True, help="EFS file system id")
+    p.add_argument("--shared-access-point", required=True)
+    p.add_argument("--homes-access-point", required=True)
+    p.add_argument("--foreground", action="store_true",
+                   help="no systemd: run the role's services as children until SIGTERM "
+                        "(the rehearsal)")
+    return p
+
+
+def _run(argv: list[str]) -> None:
+    subprocess.run(argv, check=True, capture_output=True, text=True)
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def _serve_foreground(units: list[Unit], settings: RuntimeSettings, role: str) -> int:
+    """Run the services as systemd would until SIGTERM/SIGINT."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, _: FrameType | None) -> None:
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, on_signal)
+    passthrough = {k: os.environ[k] for k in PASSTHROUGH_ENV if k in os.environ}
+    services = [ForegroundService(unit, passthrough) for unit in units]
+    try:
+        for service in services:
+            service.start()
+            say(f"services: {service.unit.name} started (foreground)")
+        wait_ready(units, lambda: not stop.is_set(), READY_SECONDS)
+        if role == "worker":
+            complete_launch(settings, "CONTINUE")
+        say("ready")
+        while not stop.wait(1):
+            for service in services:
+                service.supervise()
+    finally:
+        for service in reversed(services):
+            service.stop()
+        say("stopped")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    setup = HostSetup(args)
+    try:
+        units = setup.run_steps()
+        assert setup.settings is not None
+        if args.foreground:
+            return _serve_foreground(units, setup.settings, args.role)
+        install_units(units)
+        wait_ready(units, lambda: True, READY_SECONDS)
+        if args.role == "worker":
+            complete_launch(setup.settings, "CONTINUE")
+        say("ready")
+        return 0
+    except (SetupFailed, SettingsError, MetadataUnavailable, BotoCoreError, ClientError,
+            subprocess.CalledProcessError, OSError) as exc:
+        detail = exc.stderr.strip() if isinstance(exc, subprocess.CalledProcessError) else ""
+        print(f"host-setup: failed: {exc}{': ' + detail if detail else ''}", file=sys.stderr,
+              flush=True)
+        abandon_launch(args, setup.settings)
+        return 1
+

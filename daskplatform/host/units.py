@@ -1,0 +1,227 @@
+"""The platform's long-running services, declared once as :class:`Unit`: rendered as
+systemd units on AWS hosts, and run in the foreground by ``host-setup --foreground``
+where there is no systemd (the rehearsal), with the same command, environment, user,
+state directory and log.
+
+Foreground mode follows the directives the platform uses: ``User=`` (and the state
+directory owned by it), ``StateDirectory=`` (``$STATE_DIRECTORY``), ``StandardOutput=
+append:``, ``Restart=always`` with ``RestartSec=``, ``KillMode=`` (``process`` signals
+only the main process, so Dask processes outlive an agent restart) and ``Delegate=yes``
+(a cgroup subtree the service's user may write, as systemd hands one over).
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shlex
+import signal
+import subprocess
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from daskplatform.settings import PortSettings
+
+VENV = "/opt/dask-platform/venv"
+"""Where the user data stub installs the runtime."""
+PROGRAM = f"{VENV}/bin/dask-platform"
+LOG_FILE = "/var/log/dask-platform.log"
+"""Every service's output; the CloudWatch agent ships it from the first boot step."""
+UNIT_DIR = "/etc/systemd/system"
+STATE_ROOT = "/var/lib"
+SYSTEMD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+"""The PATH systemd gives services."""
+AGENT_USER = "dask-platform"
+"""The node agent's own account: Dask processes never run as root."""
+GATEWAY_UNIT = "dask-platform.service"
+AGENT_UNIT = "dask-platform-agent.service"
+DELEGATED_CGROUP = "dask-platform"
+"""Foreground ``Delegate=yes``: the cgroup v1 subtree the agent confines processes in."""
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One service: what systemd needs, and what foreground mode honours."""
+
+    name: str
+    description: str
+    exec_start: tuple[str, ...]
+    environment: Mapping[str, str]
+    state_directory: str
+    state_directory_mode: str = "0755"
+    user: str | None = None
+    kill_mode: str = "control-group"
+    restart_seconds: float = 2
+    stop_timeout_seconds: float = 90
+    health_url: str = ""
+    """Answers 200 once the service serves (host-setup waits for it)."""
+    extra: tuple[tuple[str, str], ...] = field(default=())
+    """Other [Service] directives (systemd only: hardening, limits)."""
+
+    def render(self) -> str:
+        """The unit file systemd reads."""
+        lines = ["[Unit]", f"Description={self.description}",
+                 "Wants=network-online.target",
+                 "After=network-online.target remote-fs.target", "", "[Service]",
+                 "Type=simple"]
+        if self.user:
+            lines += [f"User={self.user}", f"Group={self.user}"]
+        lines += [f"Environment={shlex.quote(f'{k}={v}')}"
+                  for k, v in sorted(self.environment.items())]
+        lines += [f"ExecStart={shlex.join(self.exec_start)}",
+                  f"StateDirectory={self.state_directory}",
+                  f"StateDirectoryMode={self.state_directory_mode}",
+                  f"KillMode={self.kill_mode}", "Restart=always",
+                  f"RestartSec={self.restart_seconds:g}",
+                  f"TimeoutStopSec={self.stop_timeout_seconds:g}",
+                  f"StandardOutput=append:{LOG_FILE}", "StandardError=inherit"]
+        lines += [f"{key}={value}" for key, value in self.extra]
+        lines += ["", "[Install]", "WantedBy=multi-user.target", ""]
+        return "\n".join(lines)
+
+    @property
+    def delegates(self) -> bool:
+        return ("Delegate", "yes") in self.extra
+
+
+def gateway_unit(settings_source: str, region: str, ports: PortSettings) -> Unit:
+    """JupyterHub in front on the ALB's port, the gateway's scheduler proxy and API on
+    its own, both on the host's interfaces (security groups decide who reaches them);
+    schedulers are told the host's private address from instance metadata."""
+    return Unit(
+        name=GATEWAY_UNIT,
+        description="dask-platform gateway (JupyterHub + dask-gateway-server)",
+        exec_start=(PROGRAM, "gateway", "--hub", "--settings", settings_source,
+                    "--proxy-address", f"0.0.0.0:{ports.gateway_http}",
+                    "--proxy-tcp-address", f"0.0.0.0:{ports.gateway_tls}",
+                    "--advertise-host", "imds"),
+        environment={"AWS_DEFAULT_REGION": region},
+        state_directory="dask-platform",
+        state_directory_mode="0700",
+        # JupyterHub, its proxy and the gateway stop with it; the gateway stops in-memory
+        # clusters first, which can take a while.
+        stop_timeout_seconds=120,
+        health_url=f"http://127.0.0.1:{ports.gateway_http}/hub/health",
+        extra=(("Delegate", "yes"),),
+    )
+
+
+def agent_unit(role: str, settings_source: str, region: str, ports: PortSettings) -> Unit:
+    """The node agent of a scheduler or worker host: its own account, a delegated cgroup
+    subtree, and KillMode=process so Dask processes outlive an agent restart (the next
+    agent re-adopts them from its state file)."""
+    return Unit(
+        name=AGENT_UNIT,
+        description=f"dask-platform node agent ({role}): starts and confines Dask processes",
+        exec_start=(PROGRAM, "agent", "--role", role, "--settings", settings_source,
+                    "--host", "0.0.0.0", "--advertise-host", "imds"),
+        environment={"AWS_DEFAULT_REGION": region},
+        state_directory="dask-platform-agent",
+        state_directory_mode="0700",
+        user=AGENT_USER,
+        kill_mode="process",
+        health_url=f"http://127.0.0.1:{ports.node_agent}/v1/health",
+        extra=(("Delegate", "yes"), ("NoNewPrivileges", "yes"), ("ProtectSystem", "full"),
+               ("PrivateTmp", "yes"), ("LimitNOFILE", "65536")),
+    )
+
+
+class ForegroundService:
+    """A unit run as systemd would, from a process that is not systemd (the rehearsal):
+    restarted when it exits, stopped on :meth:`stop`."""
+
+    def __init__(self, unit: Unit, passthrough: Mapping[str, str]) -> None:
+        self.unit = unit
+        self.passthrough = dict(passthrough)
+        """Variables of the caller's environment the service also gets (in the rehearsal:
+        where AWS is)."""
+        self.process: subprocess.Popen[bytes] | None = None
+        self.restarts = 0
+        self._next_start = 0.0
+
+    def _account(self) -> pwd.struct_passwd | None:
+        return pwd.getpwnam(self.unit.user) if self.unit.user else None
+
+    def _state_directory(self, account: pwd.struct_passwd | None) -> Path:
+        path = Path(STATE_ROOT) / self.unit.state_directory
+        path.mkdir(parents=True, exist_ok=True)
+        path.chmod(int(self.unit.state_directory_mode, 8))
+        if account is not None:
+            os.chown(path, account.pw_uid, account.pw_gid)
+        return path
+
+    def start(self) -> None:
+        account = self._account()
+        state = self._state_directory(account)
+        if self.unit.delegates and account is not None:
+            delegate_cgroups(account)
+        env = {"PATH": SYSTEMD_PATH, "LANG": "C.UTF-8", **self.passthrough,
+               **self.unit.environment, "STATE_DIRECTORY": str(state)}
+        if account is not None:
+            env.update(HOME=account.pw_dir, USER=account.pw_name, LOGNAME=account.pw_name)
+        with open(LOG_FILE, "ab") as log:
+            self.process = subprocess.Popen(
+                list(self.unit.exec_start), env=env, stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, cwd="/", start_new_session=True,
+                user=account.pw_uid if account else None,
+                group=account.pw_gid if account else None,
+                extra_groups=[] if account else None)
+
+    def supervise(self) -> None:
+        """Restart=always: a service that exited starts again after RestartSec."""
+        if self.process is None or self.process.poll() is None:
+            return
+        now = time.monotonic()
+        if not self._next_start:
+            self._next_start = now + self.unit.restart_seconds
+        elif now >= self._next_start:
+            self._next_start = 0.0
+            self.restarts += 1
+            self.start()
+
+    def stop(self) -> None:
+        """SIGTERM (the main process only with KillMode=process, else its whole process
+        group), SIGKILL after the stop timeout."""
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        target = process.pid if self.unit.kill_mode == "process" else -process.pid
+        _kill(target, signal.SIGTERM)
+        try:
+            process.wait(self.unit.stop_timeout_seconds)
+        except subprocess.TimeoutExpired:
+            _kill(target, signal.SIGKILL)
+            process.wait()
+
+
+def delegate_cgroups(account: pwd.struct_passwd) -> None:
+    """What ``Delegate=yes`` gives a service where only cgroup v1 is writable: a
+    ``dask-platform`` group under this process's own in the cpu and memory hierarchies,
+    owned by the service's user (the agent confines its processes below it)."""
+    with open("/proc/self/cgroup", encoding="utf-8") as fh:
+        own = {ctrl: path for line in fh
+               for _, ctrls, path in [line.rstrip("\n").split(":", 2)]
+               for ctrl in ctrls.split(",")}
+    for ctrl in ("cpu", "memory"):
+        mount = Path("/sys/fs/cgroup") / ctrl
+        if ctrl not in own or not (mount / "cgroup.procs").exists():
+            continue
+        group = mount / own[ctrl].lstrip("/") / DELEGATED_CGROUP
+        try:
+            group.mkdir(exist_ok=True)
+            for path in (group, *(group / name for name in ("cgroup.procs", "tasks"))):
+                os.chown(path, account.pw_uid, account.pw_gid)
+        except OSError:
+            continue  # not writable here: the agent falls back to its nanny limits
+
+
+def _kill(target: int, sig: signal.Signals) -> None:
+    try:
+        if target < 0:
+            os.killpg(-target, sig)
+        else:
+            os.kill(target, sig)
+    except ProcessLookupError:
+        pass

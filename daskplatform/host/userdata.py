@@ -1,0 +1,121 @@
+"""A host's user data: a small stub that installs the runtime, then hands over to
+``dask-platform host-setup`` (mounts, the FreeIPA CA, accounts, the services), which
+the rehearsal runs on its hosts exactly as rendered here.
+
+The stub ships its own log to CloudWatch before anything that can fail, retries every
+step that touches the network (NAT routes and IAM settle while a host boots), is safe
+to run again, and carries names and ids only: secrets stay in Secrets Manager and
+everything else a host needs follows from the settings parameter.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import string
+from dataclasses import dataclass
+
+from daskplatform.host.units import LOG_FILE, PROGRAM, VENV
+
+BOOT_LOG = "/var/log/dask-platform-boot.log"
+"""The stub's and host-setup's output (also in cloud-init's own log)."""
+ARCHIVE = "/opt/dask-platform/runtime.zip"
+USER_DATA_LIMIT = 16 * 1024
+"""EC2's limit on user data."""
+BOOT_FAILURES_METRIC = "HostBootFailures"
+"""Put (Role dimension) when a host's boot fails; an alarm tells the team."""
+EXTRAS = {"gateway": "hub", "scheduler": "runtime", "worker": "runtime,pipeline"}
+"""What each role installs: workers run the AppsFlyer pipeline (pyarrow, s3fs)."""
+
+
+class _Template(string.Template):
+    delimiter = "@"  # bash owns "$"
+
+
+_STUB = _Template("""#!/bin/bash
+# dask-platform @role host: install the runtime, then `dask-platform host-setup`
+# (daskplatform/host/setup.py) does every other boot step. Safe to run again.
+set -euo pipefail
+exec >> @boot_log 2>&1
+export AWS_DEFAULT_REGION=@region
+retry() {
+  local try=1
+  until "$@@"; do
+    [ "$try" -ge 8 ] && return 1
+    echo "$(date -Is) retry $try: $*"; sleep $((try * 10)); try=$((try + 1))
+  done
+}
+failed() {
+  echo "$(date -Is) boot failed at line $1"
+  aws cloudwatch put-metric-data --namespace '@namespace' --metric-name @metric \\
+    --dimensions Role=@role --value 1 || true
+}
+trap 'failed $LINENO' ERR
+retry dnf install -y -q amazon-cloudwatch-agent
+mkdir -p /opt/dask-platform
+cat > /opt/dask-platform/cloudwatch.json <<'JSON'
+@cloudwatch
+JSON
+retry /opt/aws/amazon-cloudwatch-agent/bin/amazon-cloudwatch-agent-ctl -a fetch-config \\
+  -m ec2 -s -c file:/opt/dask-platform/cloudwatch.json
+retry dnf install -y -q python3.11 amazon-efs-utils @packages
+@setup
+retry aws s3 cp "s3://@bucket/@key" @archive
+[ -x @venv/bin/python ] || python3.11 -m venv @venv
+retry @venv/bin/pip install -q "dask-platform[@extra] @@ file://@archive"
+@host_setup
+""")
+
+
+@dataclass(frozen=True)
+class HostBootstrap:
+    """Everything a host's stub needs; all plain names and ids."""
+
+    role: str
+    region: str
+    settings_parameter_name: str
+    artifacts_bucket: str
+    artifact_key: str
+    file_system_id: str
+    shared_access_point_id: str
+    homes_access_point_id: str
+    log_group_name: str
+    metrics_namespace: str
+
+    @property
+    def settings_source(self) -> str:
+        return f"ssm://{self.settings_parameter_name}"
+
+    def host_setup_argv(self) -> list[str]:
+        """The stub's last command; the rehearsal runs exactly this (plus --foreground)."""
+        return [PROGRAM, "host-setup", "--role", self.role, "--settings",
+                self.settings_source, "--region", self.region,
+                "--file-system", self.file_system_id,
+                "--shared-access-point", self.shared_access_point_id,
+                "--homes-access-point", self.homes_access_point_id]
+
+    def cloudwatch_config(self) -> str:
+        """The boot log, cloud-init's and the services' log, one stream per file."""
+        files = [{"file_path": path, "log_group_name": self.log_group_name,
+                  "log_stream_name": f"{{instance_id}}/{path.rsplit('/', 1)[-1]}"}
+                 for path in (BOOT_LOG, "/var/log/cloud-init-output.log", LOG_FILE)]
+        return json.dumps({"logs": {"logs_collected": {"files": {"collect_list": files}}}})
+
+    def render(self) -> str:
+        gateway = self.role == "gateway"
+        return _STUB.substitute(
+            role=self.role,
+            region=self.region,
+            boot_log=BOOT_LOG,
+            namespace=self.metrics_namespace,
+            metric=BOOT_FAILURES_METRIC,
+            cloudwatch=self.cloudwatch_config(),
+            packages="nodejs npm" if gateway else "",
+            setup="retry npm install -g --silent configurable-http-proxy" if gateway else "",
+            bucket=self.artifacts_bucket,
+            key=self.artifact_key,
+            archive=ARCHIVE,
+            venv=VENV,
+            extra=EXTRAS[self.role],
+            host_setup=shlex.join(self.host_setup_argv()),
+        )

@@ -1,0 +1,55 @@
+"""Names the parts of a stack must agree on, fixed from the project and stack names
+alone: the stack (``components/stack.py``) creates them, IAM policies and the runtime
+settings name them before they exist (so no dependency cycle forms), and the rehearsal
+seeds its AWS stand-in with the same ones."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+WORKER_BOOT_HOOK = "dask-platform-boot"
+"""The worker group's launch lifecycle hook (completed by ``host-setup``)."""
+
+
+@dataclass(frozen=True)
+class StackNames:
+    project: str
+    stack: str
+
+    @property
+    def prefix(self) -> str:
+        return f"{self.project}-{self.stack}"
+
+    @property
+    def settings_parameter(self) -> str:
+        return f"/{self.project}/{self.stack}/runtime-settings"
+
+    @property
+    def ldap_secret(self) -> str:
+        return f"{self.project}/{self.stack}/ldap-bind-password"
+
+    @property
+    def agent_token_secret(self) -> str:
+        return f"{self.project}/{self.stack}/agent-token"
+
+    @property
+    def log_group_prefix(self) -> str:
+        return f"/{self.project}/{self.stack}/"
+
+    def log_group(self, role: str) -> str:
+        return f"{self.log_group_prefix}{role}"
+
+    @property
+    def metrics_namespace(self) -> str:
+        return f"DaskPlatform/{self.stack}"
+
+    @property
+    def worker_asg(self) -> str:
+        return f"{self.prefix}-workers"
+
+    def runtime_names(self) -> dict[str, str]:
+        """The RuntimeSettings fields only the stack knows (``PlatformSettings.runtime``)."""
+        return {"stack_name": self.stack, "worker_asg_name": self.worker_asg,
+                "worker_boot_hook": WORKER_BOOT_HOOK,
+                "agent_token_secret_id": self.agent_token_secret,
+                "metrics_namespace": self.metrics_namespace}
