@@ -11,12 +11,11 @@ from pathlib import Path
 
 import pulumi
 
-from daskplatform.host.userdata import HostBootstrap
+from daskplatform.host.userdata import ARTIFACT_KEY, HostBootstrap
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PACKAGE_FILES = ("pyproject.toml", "README.md")
 PACKAGE_DIR = "daskplatform"
-ARTIFACT_KEY = "runtime/dask-platform.zip"
 
 
 def runtime_package() -> pulumi.AssetArchive:

@@ -13,19 +13,12 @@ from collections.abc import Mapping
 import pulumi
 import pulumi_aws as aws
 
-from daskplatform.settings import ROLE_TAG
+from daskplatform.stack_names import host_tags
 
 AMI = "resolve:ssm:/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
 """Amazon Linux 2023, resolved by EC2 at launch; an instance refresh picks up new AMIs."""
 ROOT_DEVICE = "/dev/xvda"
 ROOT_VOLUME_GIB = 30
-
-
-def host_tags(tags: Mapping[str, str], role: str) -> dict[str, str]:
-    """An instance's tags: the common ones, its name and its role. Single instances
-    carry them on the Instance resource too, so an update never strips the role tag
-    the gateway finds the scheduler host by."""
-    return {**tags, "Name": f"{tags.get('project')}-{tags.get('stack')}-{role}", ROLE_TAG: role}
 
 
 def launch_template(
@@ -98,7 +91,9 @@ def single_host(
     depends_on: list[pulumi.Resource] | None = None,
 ) -> aws.ec2.Instance:
     """One instance of ``role`` from its own hardened launch template (``<name>-lt``,
-    ``<name>-instance``), pinned to ``subnet_id``; EC2 recovers it automatically."""
+    ``<name>-instance``), pinned to ``subnet_id``; EC2 recovers it automatically. It
+    carries the host tags on the Instance resource too, so an update never strips the
+    role tag the gateway finds the scheduler host by."""
     template = launch_template(
         f"{name}-lt",
         role=role,

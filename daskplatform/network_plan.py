@@ -63,8 +63,12 @@ def platform_flows(ports: PortSettings) -> list[Flow]:
     """DESIGN.md's Ports table between platform groups (ALB ingress is by CIDR, apart).
 
     Schedulers reach the gateway on its scheduler proxy port, which also serves the
-    gateway's HTTP API: that is where they send heartbeats (``PoolBackend.api_url``)."""
+    gateway's HTTP API: that is where they send heartbeats (``PoolBackend.api_url``).
+    VPC clients (the client group) ask the gateway's API for their cluster's credentials
+    through the ALB over HTTPS, then connect to the scheduler through the proxy port."""
     return [
+        Flow(("client",), "alb", (ports.https, ports.https),
+             "VPC clients: the gateway API (cluster credentials) through the ALB"),
         Flow(("alb",), "gateway", (ports.gateway_http, ports.gateway_http),
              "JupyterHub / gateway HTTP"),
         Flow(("client", "scheduler", "worker"), "gateway",

@@ -5,7 +5,10 @@ seeds its AWS stand-in with the same ones."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+
+from daskplatform.settings import ROLE_TAG
 
 WORKER_BOOT_HOOK = "dask-platform-boot"
 """The worker group's launch lifecycle hook (completed by ``host-setup``)."""
@@ -53,3 +56,9 @@ class StackNames:
                 "worker_boot_hook": WORKER_BOOT_HOOK,
                 "agent_token_secret_id": self.agent_token_secret,
                 "metrics_namespace": self.metrics_namespace}
+
+
+def host_tags(tags: Mapping[str, str], role: str) -> dict[str, str]:
+    """An instance's tags: the common ones, its name and its role (the gateway finds the
+    scheduler host by its stack and role tags)."""
+    return {**tags, "Name": f"{tags.get('project')}-{tags.get('stack')}-{role}", ROLE_TAG: role}

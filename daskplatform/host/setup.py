@@ -206,16 +206,18 @@ def install_units(units: list[Unit]) -> None:
         say(f"services: {unit.name} enabled and started")
 
 
-def wait_ready(units: list[Unit], alive: Callable[[], bool], timeout: float) -> None:
+def wait_ready(units: list[Unit], tick: Callable[[], bool], timeout: float) -> None:
+    """Until every unit answers its health check; ``tick`` runs between tries (the
+    foreground supervisor restarts what exited) and returns False to give up."""
     deadline = time.monotonic() + timeout
     for unit in units:
         while not _answers(unit.health_url):
-            if not alive():
-                raise SetupFailed(f"ready: {unit.name} exited; see /var/log/dask-platform.log "
-                                  "on the host (CloudWatch log group of this role)")
+            if not tick():
+                raise SetupFailed(f"ready: stopped while waiting for {unit.name}")
             if time.monotonic() > deadline:
                 raise SetupFailed(f"ready: {unit.name} did not answer {unit.health_url} "
-                                  f"within {timeout:g}s")
+                                  f"within {timeout:g}s; its log is /var/log/dask-platform.log "
+                                  "on the host (the role's CloudWatch log group)")
             time.sleep(1)
         say(f"ready: {unit.name} answers {unit.health_url}")
 
@@ -290,13 +292,17 @@ def _serve_foreground(units: list[Unit], settings: RuntimeSettings, role: str) -
         for service in services:
             service.start()
             say(f"services: {service.unit.name} started (foreground)")
-        wait_ready(units, lambda: not stop.is_set(), READY_SECONDS)
+        def tick() -> bool:
+            for service in services:
+                service.supervise()
+            return not stop.is_set()
+
+        wait_ready(units, tick, READY_SECONDS)
         if role == "worker":
             complete_launch(settings, "CONTINUE")
         say("ready")
         while not stop.wait(1):
-            for service in services:
-                service.supervise()
+            tick()
     finally:
         for service in reversed(services):
             service.stop()

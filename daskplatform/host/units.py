@@ -7,7 +7,8 @@ Foreground mode follows the directives the platform uses: ``User=`` (and the sta
 directory owned by it), ``StateDirectory=`` (``$STATE_DIRECTORY``), ``StandardOutput=
 append:``, ``Restart=always`` with ``RestartSec=``, ``KillMode=`` (``process`` signals
 only the main process, so Dask processes outlive an agent restart) and ``Delegate=yes``
-(a cgroup subtree the service's user may write, as systemd hands one over).
+(a cgroup of its own, named after the host and the unit, that the service's user may
+write, as systemd hands one over; the agent confines its processes below it).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import os
 import pwd
 import shlex
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Mapping
@@ -37,8 +39,8 @@ AGENT_USER = "dask-platform"
 """The node agent's own account: Dask processes never run as root."""
 GATEWAY_UNIT = "dask-platform.service"
 AGENT_UNIT = "dask-platform-agent.service"
-DELEGATED_CGROUP = "dask-platform"
-"""Foreground ``Delegate=yes``: the cgroup v1 subtree the agent confines processes in."""
+CGROUP_V1 = Path("/sys/fs/cgroup")
+DELEGATED_CONTROLLERS = ("cpu", "memory")
 
 
 @dataclass(frozen=True)
@@ -155,8 +157,7 @@ class ForegroundService:
     def start(self) -> None:
         account = self._account()
         state = self._state_directory(account)
-        if self.unit.delegates and account is not None:
-            delegate_cgroups(account)
+        join = delegate_cgroups(self.unit, account) if self.unit.delegates else []
         env = {"PATH": SYSTEMD_PATH, "LANG": "C.UTF-8", **self.passthrough,
                **self.unit.environment, "STATE_DIRECTORY": str(state)}
         if account is not None:
@@ -167,7 +168,8 @@ class ForegroundService:
                 stdin=subprocess.DEVNULL, cwd="/", start_new_session=True,
                 user=account.pw_uid if account else None,
                 group=account.pw_gid if account else None,
-                extra_groups=[] if account else None)
+                extra_groups=[] if account else None,
+                preexec_fn=(lambda: _join(join)) if join else None)
 
     def supervise(self) -> None:
         """Restart=always: a service that exited starts again after RestartSec."""
@@ -196,25 +198,55 @@ class ForegroundService:
             process.wait()
 
 
-def delegate_cgroups(account: pwd.struct_passwd) -> None:
-    """What ``Delegate=yes`` gives a service where only cgroup v1 is writable: a
-    ``dask-platform`` group under this process's own in the cpu and memory hierarchies,
-    owned by the service's user (the agent confines its processes below it)."""
+def foreground_cgroups(unit_name: str, host_name: str | None = None) -> list[Path]:
+    """Where foreground ``Delegate=yes`` puts a unit in each writable cgroup v1
+    hierarchy: below this process's own group, named after the host (this one by
+    default) and the unit, since the rehearsal's hosts share this machine's cgroups."""
     with open("/proc/self/cgroup", encoding="utf-8") as fh:
         own = {ctrl: path for line in fh
                for _, ctrls, path in [line.rstrip("\n").split(":", 2)]
                for ctrl in ctrls.split(",")}
-    for ctrl in ("cpu", "memory"):
-        mount = Path("/sys/fs/cgroup") / ctrl
-        if ctrl not in own or not (mount / "cgroup.procs").exists():
-            continue
-        group = mount / own[ctrl].lstrip("/") / DELEGATED_CGROUP
+    name = f"{host_name or socket.gethostname()}-{unit_name}"
+    return [CGROUP_V1 / ctrl / own[ctrl].lstrip("/") / name
+            for ctrl in DELEGATED_CONTROLLERS
+            if ctrl in own and (CGROUP_V1 / ctrl / "cgroup.procs").exists()]
+
+
+def delegate_cgroups(unit: Unit, account: pwd.struct_passwd | None) -> list[Path]:
+    """What ``Delegate=yes`` gives a service where only cgroup v1 is writable: a group
+    of its own per controller, owned by the service's user; returns the ``cgroup.procs``
+    files the service joins. None where they cannot be made: the agent then falls back
+    to Dask's nanny limits, and says so."""
+    procs = []
+    for group in foreground_cgroups(unit.name):
         try:
             group.mkdir(exist_ok=True)
-            for path in (group, *(group / name for name in ("cgroup.procs", "tasks"))):
-                os.chown(path, account.pw_uid, account.pw_gid)
+            if account is not None:
+                for path in (group, group / "cgroup.procs", group / "tasks"):
+                    os.chown(path, account.pw_uid, account.pw_gid)
         except OSError:
-            continue  # not writable here: the agent falls back to its nanny limits
+            return []
+        procs.append(group / "cgroup.procs")
+    return procs
+
+
+def remove_cgroups(unit_name: str, host_name: str) -> None:
+    """Delete what foreground ``Delegate=yes`` made for a unit on ``host_name``,
+    innermost groups first (every process in them must have ended)."""
+    for tree in foreground_cgroups(unit_name, host_name):
+        if not tree.is_dir():
+            continue
+        for directory in sorted((d for d in tree.rglob("*") if d.is_dir()),
+                                key=lambda d: len(d.parts), reverse=True):
+            directory.rmdir()
+        tree.rmdir()
+
+
+def _join(procs: list[Path]) -> None:
+    """In the service's child, before exec: move itself into its delegated groups."""
+    for path in procs:
+        with open(path, "w", encoding="ascii") as fh:
+            fh.write("0")
 
 
 def _kill(target: int, sig: signal.Signals) -> None:

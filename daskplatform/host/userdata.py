@@ -20,6 +20,8 @@ from daskplatform.host.units import LOG_FILE, PROGRAM, VENV
 BOOT_LOG = "/var/log/dask-platform-boot.log"
 """The stub's and host-setup's output (also in cloud-init's own log)."""
 ARCHIVE = "/opt/dask-platform/runtime.zip"
+ARTIFACT_KEY = "runtime/dask-platform.zip"
+"""Where the stack uploads the runtime archive in the artifacts bucket."""
 USER_DATA_LIMIT = 16 * 1024
 """EC2's limit on user data."""
 BOOT_FAILURES_METRIC = "HostBootFailures"

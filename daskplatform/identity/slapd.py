@@ -9,8 +9,6 @@ small one with posixGroup AUXILIARY is written here.
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import secrets
 import shutil
 import socket
@@ -20,13 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import ldap3
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from ldap3.utils.hashed import hashed
 
 from daskplatform.processes import stop_process
+from daskplatform.tls import CertificateAuthority
 
 SCHEMA_DIR = Path("/etc/ldap/schema")
 """Where Debian's slapd package puts the stock schemas."""
@@ -55,6 +50,11 @@ DEMO_USERS: tuple[DemoUser, ...] = (
 
 SERVICE_ACCOUNT = "dask-gateway"
 """The service account the gateway and hub bind as for look-ups (FreeIPA sysaccount)."""
+
+
+def service_bind_dn(base_dn: str) -> str:
+    """The service account's DN, where FreeIPA keeps system accounts."""
+    return f"uid={SERVICE_ACCOUNT},cn=sysaccounts,cn=etc,{base_dn}"
 
 _RFC2307BIS_SCHEMA = """\
 # rfc2307bis-style subset: posixGroup is AUXILIARY so it can sit on groupOfNames
@@ -101,48 +101,13 @@ def _slapd_binary() -> str:
     return binary
 
 
-def write_tls_files(directory: Path) -> Path:
-    """A fresh CA and a server certificate for 127.0.0.1/localhost; returns the CA file."""
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "dask-platform local CA")])
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name).issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=7))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False),
-                       critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=7))
-        .add_extension(x509.SubjectAlternativeName([
-            x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False)
-        .add_extension(x509.ExtendedKeyUsage([x509.ExtendedKeyUsageOID.SERVER_AUTH]),
-                       critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    pem = serialization.Encoding.PEM
-    ca_file = directory / "ca.crt"
-    ca_file.write_bytes(ca_cert.public_bytes(pem))
-    (directory / "server.crt").write_bytes(cert.public_bytes(pem))
-    key_file = directory / "server.key"
-    key_file.touch(mode=0o600)
-    key_file.write_bytes(key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return ca_file
+def write_tls_files(directory: Path, host: str = "127.0.0.1",
+                    ca: CertificateAuthority | None = None) -> Path:
+    """A server certificate for ``host`` (and localhost) from ``ca`` (a fresh one by
+    default) as server.crt/server.key, and the CA as ca.crt; returns the CA file."""
+    ca = ca or CertificateAuthority("dask-platform local CA")
+    ca.issue(directory, "server", [host, "localhost"])
+    return ca.write_certificate(directory / "ca.crt")
 
 
 class Slapd:
@@ -150,14 +115,21 @@ class Slapd:
     its data and ports, so tests can take LDAP away and bring it back."""
 
     def __init__(self, workdir: Path, *, base_dn: str = DEMO_BASE_DN,
-                 users: tuple[DemoUser, ...] = DEMO_USERS) -> None:
+                 users: tuple[DemoUser, ...] = DEMO_USERS, host: str = "127.0.0.1",
+                 ldap_port: int | None = None, ldaps_port: int | None = None,
+                 bind_password: str | None = None) -> None:
+        """Listens on ``host`` (127.0.0.1; the rehearsal's FreeIPA its own address) on
+        the given ports (free ones by default). Its certificate is ``tls/server.crt``
+        in ``workdir`` if one is there (the rehearsal's CA issued it), else from a CA of
+        its own (``tls/ca.crt``)."""
         self.workdir = Path(workdir)
         self.base_dn = base_dn
         self.users = users
-        self.ldap_port = _free_port()
-        self.ldaps_port = _free_port()
-        self.bind_dn = f"uid={SERVICE_ACCOUNT},cn=sysaccounts,cn=etc,{base_dn}"
-        self.bind_password = secrets.token_urlsafe(16)
+        self.host = host
+        self.ldap_port = ldap_port or _free_port()
+        self.ldaps_port = ldaps_port or _free_port()
+        self.bind_dn = service_bind_dn(base_dn)
+        self.bind_password = bind_password or secrets.token_urlsafe(16)
         self._root_dn = f"cn=Directory Manager,{base_dn}"
         self._root_password = secrets.token_urlsafe(16)
         self._process: subprocess.Popen[bytes] | None = None
@@ -165,11 +137,11 @@ class Slapd:
 
     @property
     def ldaps_url(self) -> str:
-        return f"ldaps://127.0.0.1:{self.ldaps_port}"
+        return f"ldaps://{self.host}:{self.ldaps_port}"
 
     @property
     def starttls_url(self) -> str:
-        return f"ldap://127.0.0.1:{self.ldap_port}"
+        return f"ldap://{self.host}:{self.ldap_port}"
 
     @property
     def ca_file(self) -> Path:
@@ -221,7 +193,7 @@ class Slapd:
                 raise SlapdError(f"slapd exited with {self._process.returncode}:\n"
                                  f"{self._log_tail()}")
             try:
-                with socket.create_connection(("127.0.0.1", self.ldaps_port), timeout=1):
+                with socket.create_connection((self.host, self.ldaps_port), timeout=1):
                     return
             except OSError:
                 time.sleep(0.05)
@@ -231,7 +203,8 @@ class Slapd:
         self.workdir.mkdir(parents=True, exist_ok=True)
         tls = self.workdir / "tls"
         tls.mkdir(exist_ok=True)
-        write_tls_files(tls)
+        if not (tls / "server.crt").exists():
+            write_tls_files(tls, self.host)
         data = self.workdir / "data"
         data.mkdir(exist_ok=True)
         schema = self.workdir / "rfc2307bis.schema"
@@ -312,7 +285,7 @@ access to *
             entries.append((f"cn={group},{groups_dn}",
                             ["top", "groupOfNames", "posixGroup"],
                             {"cn": group, "gidNumber": number, "member": members}))
-        server = ldap3.Server("127.0.0.1", port=self.ldap_port, connect_timeout=5)
+        server = ldap3.Server(self.host, port=self.ldap_port, connect_timeout=5)
         with ldap3.Connection(server, self._root_dn, self._root_password,
                               auto_bind=True, raise_exceptions=True) as conn:
             for dn, classes, attributes in entries:

@@ -10,6 +10,7 @@ EGRESS = "SecurityGroupEgressRule"
 
 EXPECTED_SG_INGRESS = {
     # (receiver, sender, from_port, to_port)
+    ("alb", "client", 443, 443),
     ("gateway", "alb", 8000, 8000),
     ("gateway", "client", 8786, 8786),
     ("gateway", "scheduler", 8786, 8786),

@@ -1,0 +1,102 @@
+"""Boot one platform host of the rehearsal the way EC2 boots it, in its namespace:
+
+    ip netns exec dp-<host> unshare --mount --uts --propagation private \\
+        python -m daskplatform.rehearsal.boot PLAN HOST
+
+The host gets a disk of its own (``/etc``, ``/var`` and ``/opt`` are overlays whose
+changes land in ``<workdir>/hosts/<host>``, so accounts, units, state and logs are the
+host's alone and go with it), its EC2-style host name, the shared file system at
+``/srv/homes`` and ``/srv/shared`` (a directory of the rehearsal standing in for EFS),
+and the runtime where the user data stub installs it (``/opt/dask-platform/venv``, here
+this machine's environment, since installing is what the rehearsal does not repeat).
+Then it runs exactly the ``host-setup`` command the host's user data ends with, in the
+foreground (no systemd here), with one addition to the environment: where AWS is.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from daskplatform.host.units import VENV
+from daskplatform.host.userdata import HostBootstrap
+from daskplatform.rehearsal.plan import Plan
+from daskplatform.rehearsal.topology import Host
+
+OVERLAID = ("/etc", "/var", "/opt")
+"""Each host's own disk: changes to these stay in the host's folder."""
+EFS_MOUNTS = ("homes", "shared")
+
+
+def host_name(host: Host) -> str:
+    """EC2's resource name for an instance's private address (ip-10-0-32-20)."""
+    return "ip-" + host.address.replace(".", "-")
+
+
+def disk(plan: Plan, host: Host) -> Path:
+    """The host's local disk: the upper layers of its overlays."""
+    return Path(plan.workdir) / "hosts" / host.name
+
+
+def efs(plan: Plan) -> Path:
+    return Path(plan.workdir) / "efs"
+
+
+def _mount(*args: str) -> None:
+    subprocess.run(["mount", *args], check=True, capture_output=True, text=True)
+
+
+def prepare(plan: Plan, host: Host) -> None:
+    """Mounts and host name, in this (private) mount and UTS namespace."""
+    socket.sethostname(host_name(host))
+    root = disk(plan, host)
+    for path in OVERLAID:
+        upper, work = root / path.strip("/"), root / f"{path.strip('/')}.work"
+        upper.mkdir(parents=True, exist_ok=True)
+        work.mkdir(parents=True, exist_ok=True)
+        _mount("-t", "overlay", "overlay", "-o",
+               f"lowerdir={path},upperdir={upper},workdir={work}", path)
+    hosts = Path("/etc/hosts")
+    entry = f"{host.address} {host_name(host)}\n"
+    if entry not in hosts.read_text():  # the VPC's DNS resolves an instance's own name
+        with hosts.open("a") as fh:
+            fh.write(entry)
+    _mount("-t", "tmpfs", "-o", "mode=0755", "tmpfs", "/srv")
+    for name in EFS_MOUNTS:
+        shared = efs(plan) / name
+        shared.mkdir(parents=True, exist_ok=True)
+        Path("/srv", name).mkdir()
+        _mount("--bind", str(shared), f"/srv/{name}")
+    venv = Path(VENV)
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    if not venv.is_symlink():
+        venv.symlink_to(sys.prefix)
+
+
+def host_setup_command(bootstrap: HostBootstrap) -> list[str]:
+    """The user data's last command, run in the foreground; it must be what the stub
+    renders (the rehearsal boots hosts the way the stack does)."""
+    argv = bootstrap.host_setup_argv()
+    assert " ".join(argv) in bootstrap.render(), "the user data no longer ends in host-setup"
+    return [*argv, "--foreground"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    plan_path, name = (argv or sys.argv[1:])[:2]
+    plan = Plan.load(plan_path)
+    host = plan.topology.host(name)
+    prepare(plan, host)
+    command = host_setup_command(plan.bootstrap(host))
+    env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+           "LANG": "C.UTF-8", "HOME": "/root", "AWS_ENDPOINT_URL": plan.aws_endpoint}
+    print(f"boot: {host.namespace} ({host_name(host)}, {host.address}): {' '.join(command)}",
+          flush=True)
+    os.execve(command[0], command, env)
+    return 1  # not reached
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""``rehearse --demo``: the scenario through the topology, the flows the security groups
+must refuse, and which of the table's flows carried traffic.
+
+Every flow of the table is either used by the scenario or listed in ``NOT_USED`` with
+the reason (README, "Rehearsal"); a flow that is neither fails the demo, so a new rule
+needs a use or a reason.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from urllib.parse import urlparse
+
+from daskplatform.network_plan import security_group_rules
+from daskplatform.rehearsal import firewall
+from daskplatform.rehearsal.aws_host import LIFECYCLE_LINE
+from daskplatform.rehearsal.orchestrator import Rehearsal, say
+from daskplatform.settings import RuntimeSettings
+
+SSH_PORT = 22
+NOT_USED = {
+    "worker-to-gateway-8786": "notebooks run on worker nodes and reach their clusters "
+                              "through the gateway's scheduler proxy (the notebook spawner)",
+}
+"""Flows of the table the scenario does not use, with why they exist. EFS flows are
+not rendered at all: the rehearsal has no NFS server (a shared directory stands in)."""
+
+
+@dataclass
+class Outcome:
+    steps: list[tuple[str, bool, str]] = field(default_factory=list)
+
+    def record(self, name: str, ok: bool, detail: str) -> bool:
+        self.steps.append((name, ok, detail))
+        say(f"{'ok    ' if ok else 'FAILED'} {name}: {detail}")
+        return ok
+
+    @property
+    def ok(self) -> bool:
+        return all(ok for _, ok, _ in self.steps)
+
+
+def _step(rehearsal: Rehearsal, host: str, step: str, *args: str) -> dict:
+    done = rehearsal.run_in(host, ["-m", "daskplatform.rehearsal.scenario", step,
+                                   str(rehearsal.plan_file), *args])
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if not lines:
+        return {"ok": False, "error": (done.stdout + done.stderr)[-2000:]}
+    return json.loads(lines[-1])
+
+
+def _connect(rehearsal: Rehearsal, host: str, address: str, port: int) -> str:
+    done = rehearsal.run_in(host, ["-m", "daskplatform.rehearsal.probe", "connect", address,
+                                   str(port), "--timeout", "2"])
+    return done.stdout.strip() or done.stderr.strip()[-200:]
+
+
+def refused_flows(rehearsal: Rehearsal, scheduler_address: str,
+                  outcome: Outcome) -> None:
+    """Flows the table does not allow are dropped, where the same port answers a source
+    the table does allow (so the refusal is the security group, not a missing server)."""
+    top = rehearsal.topology
+    ports = RuntimeSettings.from_json(rehearsal.plan.runtime_settings).ports
+    scheduler = urlparse(scheduler_address)
+    worker_2 = top.host("worker-2") if len(top.workers) > 1 else top.workers[0]
+    gateway = top.host("gateway")
+    listener = rehearsal.spawn_in("scheduler", ["-m", "daskplatform.rehearsal.probe",
+                                                "listen", str(SSH_PORT)])
+    assert listener.stdout is not None
+    listener.stdout.readline()  # "listening on 22"
+    checks: list[tuple[str, str, str, int, str]] = [
+        ("client -> scheduler range", "client", scheduler.hostname or "", scheduler.port or 0,
+         "timeout"),
+        ("worker -> scheduler range (allowed)", "worker-1", scheduler.hostname or "",
+         scheduler.port or 0, "open"),
+        ("worker-1 -> worker-2's agent port", "worker-1", worker_2.address, ports.node_agent,
+         "timeout"),
+        ("gateway -> worker-2's agent port (allowed)", "gateway", worker_2.address,
+         ports.node_agent, "open"),
+        ("user -> gateway host, bypassing the ALB", "user", gateway.address,
+         ports.gateway_http, "timeout"),
+        ("user -> gateway's scheduler proxy", "user", gateway.address, ports.gateway_tls,
+         "timeout"),
+        ("scheduler -> 22 on itself (a listener is there)", "scheduler", "127.0.0.1",
+         SSH_PORT, "open"),
+        *((f"{name} -> scheduler:22", name, top.host("scheduler").address, SSH_PORT, "timeout")
+          for name in ("gateway", "worker-1", "client", "alb", "user")),
+    ]
+    try:
+        for label, source, address, port, expected in checks:
+            found = _connect(rehearsal, source, address, port)
+            outcome.record(f"flow {label}", found == expected,
+                           f"{source} -> {address}:{port} {found} (expected {expected})")
+    finally:
+        listener.terminate()
+        listener.wait(10)
+
+
+def flows_used(rehearsal: Rehearsal, outcome: Outcome) -> dict[str, int]:
+    """Packets per flow of the table (ingress counted where it lands, egress-only rules
+    where they leave), over every namespace; fails the demo on a flow that is enforced,
+    unused and unexplained."""
+    packets: dict[str, int] = {}
+    for host in rehearsal.topology.hosts:
+        if host.groups:
+            for name, count in firewall.counters(host.namespace).items():
+                packets[name] = packets.get(name, 0) + count
+    rules = security_group_rules(rehearsal.settings)
+    ingress = {r.name.removeprefix("in-") for r in rules if r.direction == "ingress"}
+    table = {r.name.split("-", 1)[1] for r in rules}
+    flows: dict[str, int] = {}
+    for rule in rules:
+        flow = rule.name.split("-", 1)[1]
+        if rule.direction == "egress" and flow in ingress:
+            continue  # counted at the receiver
+        if rule.name in packets:
+            flows[flow] = packets[rule.name]
+    used = sorted(f for f, n in flows.items() if n)
+    unused = sorted(f for f, n in flows.items() if not n)
+    explained = [f for f in unused if f in NOT_USED]
+    unexplained = [f for f in unused if f not in NOT_USED]
+    outcome.record("flows", not unexplained,
+                   f"{len(table)} flows in the table, {len(flows)} enforced here (EFS has no "
+                   f"NFS server here), {len(used)} used by the scenario; unused, with a "
+                   f"reason: {', '.join(explained) or 'none'}"
+                   + (f"; UNUSED WITHOUT A REASON: {', '.join(unexplained)}"
+                      if unexplained else ""))
+    return flows
+
+
+def launch_hooks(rehearsal: Rehearsal, outcome: Outcome) -> None:
+    log = rehearsal.processes["aws"].log.read_text(errors="replace")
+    done = [line for line in log.splitlines() if LIFECYCLE_LINE in line and "CONTINUE" in line]
+    outcome.record("worker launch hooks", len(done) == len(rehearsal.topology.workers),
+                   f"{len(done)} of {len(rehearsal.topology.workers)} workers completed the "
+                   "worker group's launch hook after their agent served")
+
+
+def run(rehearsal: Rehearsal) -> Outcome:
+    outcome = Outcome()
+    say("demo: the scenario through the topology")
+    web = _step(rehearsal, "user", "web")
+    outcome.record("user -> ALB: HTTPS, LDAPS login", web["ok"],
+                   json.dumps({k: web.get(k) for k in ("redirect", "logins", "error")}))
+    compute = _step(rehearsal, "client", "compute")
+    outcome.record("client -> ALB -> gateway; scheduler proxy 8786; shuffle", compute["ok"],
+                   json.dumps({k: compute.get(k) for k in
+                               ("cluster", "worker_hosts", "right_result", "error")}))
+    if compute.get("cluster"):
+        name = compute["cluster"]
+        dashboard = _step(rehearsal, "user", "dashboard", name)
+        outcome.record("user -> ALB: the cluster's dashboard", dashboard["ok"],
+                       json.dumps(dashboard))
+        refused_flows(rehearsal, compute["scheduler"], outcome)
+        stop = _step(rehearsal, "client", "stop", name)
+        outcome.record("client: cluster stopped", stop["ok"], json.dumps(stop))
+    launch_hooks(rehearsal, outcome)
+    flows_used(rehearsal, outcome)
+    return outcome
