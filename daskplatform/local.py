@@ -36,7 +36,6 @@ from daskplatform.aws import ENDPOINT_ENV, aws_client
 from daskplatform.gateway.children import Children, tail, wait_http
 from daskplatform.gateway.directory import NodeSpec
 from daskplatform.identity.hub import SERVICE_PREFIX
-from daskplatform.identity.ldap import CA_FILE_ENV
 from daskplatform.identity.slapd import DEMO_USERS, Slapd, SlapdNotInstalled
 from daskplatform.settings import BUCKET_KINDS, RuntimeSettings, SettingsError, load_stack_file
 
@@ -140,7 +139,6 @@ class LocalPlatform:
         slapd = Slapd(self.state / "ldap")
         slapd.start()
         self.stack.callback(slapd.stop)
-        self.env[CA_FILE_ENV] = str(slapd.ca_file)
         say(f"local:   LDAP at {slapd.ldaps_url} (StartTLS {slapd.starttls_url})")
         return slapd
 
@@ -166,9 +164,12 @@ class LocalPlatform:
                              CreateBucketConfiguration={"LocationConstraint": REGION})
         aws_client("secretsmanager").create_secret(
             Name=BIND_SECRET, SecretString=slapd.bind_password)
+        # The directory's CA reaches the gateway and the hub in the settings, as FreeIPA's
+        # does on AWS (ldapCaBundle).
         settings = load_stack_file(str(self.args.stack)).runtime(BIND_SECRET).model_copy(
             update={"ldap_url": slapd.ldaps_url, "ldap_base_dn": slapd.base_dn,
-                    "ldap_bind_dn": slapd.bind_dn})
+                    "ldap_bind_dn": slapd.bind_dn,
+                    "ldap_ca_bundle": slapd.ca_file.read_text()})
         aws_client("ssm").put_parameter(Name=SETTINGS_PARAMETER, Type="String",
                                         Value=settings.to_json())
         say(f"local:   buckets dask-platform-local-{{{','.join(BUCKET_KINDS)}}}, "
@@ -214,8 +215,6 @@ class LocalPlatform:
         say("local: starting the gateway (pool backend, LDAP login"
             + (", behind JupyterHub as on the gateway host) ..." if self.args.hub else ") ..."))
         # The settings name slapd, so the gateway picks the LDAP authenticator itself.
-        auth_file = self.state / "gateway-auth.json"
-        auth_file.write_text(json.dumps({"ldap_ca_file": str(slapd.ca_file)}))
         nodes = [NodeSpec(shape.node_id, shape.role, url) for shape, url in self.agents]
         argv = [
             sys.executable, "-m", "daskplatform.cli", "gateway",
@@ -224,7 +223,6 @@ class LocalPlatform:
             *self._http_args(),
             "--agent-token-file", str(self.state / "agent-token"),
             "--db-url", "sqlite://",  # in memory: clusters stop with the gateway
-            "--authenticator-config", str(auth_file),
             "--temp-dir", str(self.state / "gateway"),
             *[f"--node={n.node_id},{n.role},{n.agent_url}" for n in nodes],
         ]

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 import yaml
 
 from daskplatform.settings import (
@@ -20,6 +21,7 @@ from daskplatform.settings import (
     SchedulerHostSettings,
     SettingsError,
     WorkerPoolSettings,
+    check_edge,
     check_network,
     check_ports,
     check_quotas,
@@ -29,6 +31,7 @@ from daskplatform.settings import (
     node_capacity,
     strip_namespace,
 )
+from daskplatform.tls import CertificateAuthority
 
 ROOT = Path(__file__).resolve().parent.parent
 CERT = "arn:aws:acm:eu-west-1:123456789012:certificate/00000000-0000-0000-0000-000000000000"
@@ -425,3 +428,48 @@ def test_ldap_groups_map_to_the_highest_priority_platform_group() -> None:
     assert q.group_for_ldap({"interns", "admins"}) == "admins"
     assert q.group_for_ldap({"data_analysts"}) is None
     assert q.granting_ldap_groups() == ["admins", "analysts", "data_engineers", "interns"]
+
+
+CA = CertificateAuthority("settings test CA").pem
+KEY = "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49\n-----END PRIVATE KEY-----\n"
+
+
+@pytest.mark.parametrize("bundle, fragment", [
+    ("", "must be the CA certificate in PEM"),
+    ("not a certificate", "must be the CA certificate in PEM"),
+    (CA + "trailing words", "must be the CA certificate in PEM"),
+    (CA.replace("CERTIFICATE-----\n", "CERTIFICATE-----\n***", 1), "must be the CA"),
+    (CA + KEY, "holds a private key"),
+    ("x" * 6001, "at most 6000 characters"),
+])
+def test_the_ldap_ca_bundle_is_certificates_only(bundle: str, fragment: str) -> None:
+    message = rejected(ldapCaBundle=bundle)
+    assert "dask-platform:ldapCaBundle" in message and fragment in message
+
+
+def test_the_ldap_ca_bundle_reaches_the_hosts_settings() -> None:
+    two = CA + CertificateAuthority("second CA").pem
+    assert settings(ldapCaBundle=two).runtime().ldap_ca_bundle == two
+    assert settings(ldapCaBundle="system").runtime().ldap_ca_bundle == ""
+    with pytest.raises(ValidationError):
+        RuntimeSettings(ldap_ca_bundle=KEY)
+
+
+@pytest.mark.parametrize("cidrs, internal", [
+    (["10.20.0.0/16"], True),
+    (["10.20.0.0/16", "192.168.7.0/24"], True),
+    (["100.64.0.0/10"], True),  # a CGNAT VPN range cannot reach an internet-facing ALB
+    (["81.2.69.0/24", "2a00:1450::/32"], False),
+])
+def test_the_alb_is_internal_exactly_when_no_range_is_public(cidrs: list[str],
+                                                             internal: bool) -> None:
+    assert settings(allowedCidrs=cidrs).internal_alb is internal
+
+
+def test_private_and_public_ranges_together_are_refused() -> None:
+    with pytest.raises(SettingsError) as caught:
+        check_edge(("10.20.0.0/16", "81.2.69.0/24"))
+    message = str(caught.value)
+    assert "dask-platform:allowedCidrs mixes private (10.20.0.0/16) and public (81.2.69.0/24)"\
+        in message
+    assert "dask-platform:allowedCidrs" in rejected(allowedCidrs=["10.0.0.0/8", "8.8.8.0/24"])

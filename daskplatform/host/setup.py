@@ -58,8 +58,10 @@ MOUNT_POINTS = {"shared": "/srv/shared", "homes": "/srv/homes"}
 PASSTHROUGH_ENV = ("AWS_ENDPOINT_URL",)
 """Foreground services also get these from host-setup's environment: in the rehearsal,
 where AWS is. systemd services on AWS never see them."""
-SETTINGS_WAIT_SECONDS = 300.0
+SETTINGS_TRIES = 10
 MOUNT_TRIES = 8
+RETRY_WAIT_SECONDS = 5.0
+"""The first wait between tries; each later one is longer (10 tries: about 4.5 minutes)."""
 READY_SECONDS = 900.0
 """An agent serves only once the gateway has stored the agents' token, and the gateway
 host boots in parallel: the worker group's launch hook waits as long."""
@@ -137,11 +139,10 @@ class HostSetup:
         return units_for(self.args.role, self.args.settings, self.args.region, self.settings)
 
     def read_settings(self) -> RuntimeSettings:
-        tries = max(1, int(SETTINGS_WAIT_SECONDS // 30))
         settings = retry(f"settings: cannot read {self.args.settings} (is the parameter "
                          "there and may this host's role read it?)",
-                         lambda: load_runtime_settings(self.args.settings), tries, 5,
-                         (BotoCoreError, ClientError, OSError))
+                         lambda: load_runtime_settings(self.args.settings), SETTINGS_TRIES,
+                         RETRY_WAIT_SECONDS, (BotoCoreError, ClientError, OSError))
         say(f"settings: read {self.args.settings} (stack {settings.stack_name or '-'})")
         return settings
 
@@ -161,7 +162,7 @@ class HostSetup:
                 continue
             retry(f"mounts: cannot mount {mount_point} ({line.split()[0]}; are the EFS mount "
                   "targets up and does the efs security group admit this host on 2049?)",
-                  lambda m=mount_point: _run(["mount", m]), MOUNT_TRIES, 5,
+                  lambda m=mount_point: _run(["mount", m]), MOUNT_TRIES, RETRY_WAIT_SECONDS,
                   (subprocess.CalledProcessError, OSError))
             say(f"mounts: {mount_point} mounted")
 

@@ -125,8 +125,10 @@ def agent_unit(role: str, settings_source: str, region: str, ports: PortSettings
         user=AGENT_USER,
         kill_mode="process",
         health_url=f"http://127.0.0.1:{ports.node_agent}/v1/health",
-        extra=(("Delegate", "yes"), ("NoNewPrivileges", "yes"), ("ProtectSystem", "full"),
-               ("PrivateTmp", "yes"), ("LimitNOFILE", "65536")),
+        # DelegateSubgroup: systemd >= 254 starts the agent in <unit>/agent, so restarts
+        # work while the unit's group hands controllers down (older systemd ignores it).
+        extra=(("Delegate", "yes"), ("DelegateSubgroup", "agent"), ("NoNewPrivileges", "yes"),
+               ("ProtectSystem", "full"), ("PrivateTmp", "yes"), ("LimitNOFILE", "65536")),
     )
 
 
@@ -172,11 +174,14 @@ class ForegroundService:
                 preexec_fn=(lambda: _join(join)) if join else None)
 
     def supervise(self) -> None:
-        """Restart=always: a service that exited starts again after RestartSec."""
+        """Restart=always: a service that exited starts again after RestartSec; what it
+        left running goes first, unless KillMode=process leaves it be."""
         if self.process is None or self.process.poll() is None:
             return
         now = time.monotonic()
         if not self._next_start:
+            if self.unit.kill_mode != "process":
+                _kill(-self.process.pid, signal.SIGKILL)
             self._next_start = now + self.unit.restart_seconds
         elif now >= self._next_start:
             self._next_start = 0.0

@@ -49,9 +49,29 @@ def _mount(*args: str) -> None:
     subprocess.run(["mount", *args], check=True, capture_output=True, text=True)
 
 
+def machine_cgroup_mounts() -> list[tuple[str, str, str]]:
+    """(mount point, type, options) of this machine's cgroup hierarchies, as its first
+    process sees them (``ip netns exec`` gives a host a fresh /sys without them)."""
+    found = []
+    with open("/proc/1/mountinfo", encoding="utf-8") as fh:
+        for line in fh:
+            before, _, after = line.partition(" - ")
+            fstype, _source, options = after.split()[:3]
+            if fstype in ("cgroup", "cgroup2"):
+                kept = [o for o in options.split(",") if o not in ("rw", "ro")]
+                found.append((before.split()[4], fstype, ",".join(kept)))
+    return found
+
+
 def prepare(plan: Plan, host: Host) -> None:
     """Mounts and host name, in this (private) mount and UTS namespace."""
     socket.sethostname(host_name(host))
+    cgroups = machine_cgroup_mounts()
+    if cgroups:  # the same hierarchies again, as every EC2 host has them
+        _mount("-t", "tmpfs", "-o", "mode=0755", "cgroup", "/sys/fs/cgroup")
+        for point, fstype, options in cgroups:
+            Path(point).mkdir(parents=True, exist_ok=True)
+            _mount("-t", fstype, *(["-o", options] if options else []), fstype, point)
     root = disk(plan, host)
     for path in OVERLAID:
         upper, work = root / path.strip("/"), root / f"{path.strip('/')}.work"

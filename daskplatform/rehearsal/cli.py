@@ -116,12 +116,18 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(signum, signal.SIG_IGN)
         say("taking the rehearsal down ...")
         if rehearsal is not None:
-            rehearsal.close()
+            left = rehearsal.close()
         else:
             netns.destroy(netns.existing_namespaces())
+            left = [f"namespace {ns}" for ns in netns.existing_namespaces()]
         if args.state_dir is None:
             shutil.rmtree(workdir, ignore_errors=True)
-        say("down: no namespace, interface, process or nftables table of it is left")
+        if left:
+            print(f"dask-platform rehearse: left behind: {', '.join(left)}", file=sys.stderr)
+            code = code or 1
+        else:
+            say("down: no namespace, interface, process, nftables table or cgroup of it "
+                "is left")
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     return code

@@ -30,7 +30,7 @@ class NetworkError(RuntimeError):
 
 def ip(*args: str, namespace: str | None = None) -> str:
     argv = ["ip", *(["-n", namespace] if namespace else []), *args]
-    done = subprocess.run(argv, capture_output=True, text=True)
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise NetworkError(f"{' '.join(argv)}: {done.stderr.strip()}")
     return done.stdout
@@ -38,13 +38,15 @@ def ip(*args: str, namespace: str | None = None) -> str:
 
 def existing_namespaces() -> list[str]:
     """The rehearsal's namespaces on this machine (``dp-*``)."""
-    listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
+                             check=False).stdout
     names = [line.split()[0] for line in listing.splitlines() if line.strip()]
     return [n for n in names if n.startswith(NAMESPACE_PREFIX)]
 
 
 def namespace_pids(namespace: str) -> list[int]:
-    found = subprocess.run(["ip", "netns", "pids", namespace], capture_output=True, text=True)
+    found = subprocess.run(["ip", "netns", "pids", namespace], capture_output=True, text=True,
+                           check=False)
     return [int(p) for p in found.stdout.split()]
 
 
@@ -82,7 +84,7 @@ def destroy(namespaces: list[str], grace: float = 10) -> None:
             if not namespace_pids(ns):
                 break
             time.sleep(0.1)
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
 
 
 def _alive(pid: int) -> bool:

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from daskplatform.host.units import AGENT_UNIT, remove_cgroups
+from daskplatform.host.units import AGENT_UNIT, GATEWAY_UNIT, remove_cgroups
 from daskplatform.identity.slapd import DEMO_BASE_DN, service_bind_dn, write_tls_files
 from daskplatform.rehearsal import firewall, netns
 from daskplatform.rehearsal.alb import TLS_FILES
@@ -179,7 +179,7 @@ class Rehearsal:
         """``python argv`` in ``name``'s namespace, to the end; its output captured."""
         return subprocess.run(["ip", "netns", "exec", self.topology.host(name).namespace,
                                sys.executable, *argv], capture_output=True, text=True,
-                              timeout=timeout, env=self.env())
+                              timeout=timeout, env=self.env(), check=False)
 
     def spawn_in(self, name: str, argv: list[str]) -> subprocess.Popen[str]:
         """``python argv`` in ``name``'s namespace, left running (stopped by close)."""
@@ -190,13 +190,20 @@ class Rehearsal:
 
     # ------------------------------------------------------------------ stop
 
-    def close(self) -> None:
-        """Nothing of the rehearsal is left: processes, namespaces (with interfaces and
-        nftables tables), the agents' cgroups, the state directory."""
+    def close(self) -> list[str]:
+        """Take down processes, namespaces (with their interfaces and nftables tables)
+        and the services' cgroups; returns what is left of them (nothing, normally)."""
         namespaces = [h.namespace for h in self.topology.hosts] + [netns.BRIDGE_NAMESPACE]
         netns.destroy([ns for ns in namespaces if ns in netns.existing_namespaces()])
         for started in self.processes.values():
             started.process.wait(timeout=10)
+        left = [f"namespace {ns}" for ns in netns.existing_namespaces()]
+        left += [f"process {name} ({s.process.pid})" for name, s in self.processes.items()
+                 if s.process.poll() is None]
         for host in self.topology.platform_hosts():
-            if host.role != "gateway":
-                remove_cgroups(AGENT_UNIT, host_name(host))
+            unit = GATEWAY_UNIT if host.role == "gateway" else AGENT_UNIT
+            try:
+                remove_cgroups(unit, host_name(host))
+            except OSError as exc:
+                left.append(f"cgroup of {unit} on {host.namespace} ({exc})")
+        return left

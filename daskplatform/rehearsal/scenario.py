@@ -103,7 +103,7 @@ def compute(plan: Plan) -> dict[str, Any]:
 
 
 async def dashboard(plan: Plan, name: str) -> dict[str, Any]:
-    alb, api, _ = _urls(plan)
+    _, api, _ = _urls(plan)
     url = f"{api}/clusters/{name}/status"
     async with aiohttp.ClientSession() as http, http.get(url) as response:
         body = await response.text()

@@ -13,10 +13,10 @@ from traitlets.config import Config
 from daskplatform.aws import aws_client
 from daskplatform.gateway.hub_host import advertise_address, gateway_child_argv
 from daskplatform.gateway.metrics import CloudWatchPublisher, PoolFigures
-from daskplatform.host.userdata import BOOT_FAILURES_METRIC
 from daskplatform.gateway.server import LDAP_AUTHENTICATOR, STATIC_AUTHENTICATOR, gateway_argv
 from daskplatform.gateway.server import _parser as server_parser
 from daskplatform.gateway.server import config_from_argv as gateway_config_from_argv
+from daskplatform.host.userdata import BOOT_FAILURES_METRIC
 from daskplatform.node import agent
 from daskplatform.settings import (
     ACTIVE_CLUSTERS_METRIC,
@@ -31,6 +31,7 @@ from tests.cloud.host_units import host_units
 from tests.cloud.test_hosts import user_data
 from tests.node.imds_stand_in import imds_stand_in
 from tools.mockrun import StackRun
+
 
 def host_argv(run: StackRun, template: str, subcommand: str) -> list[str]:
     """The arguments of ``dask-platform <subcommand>`` in the unit host-setup starts on
