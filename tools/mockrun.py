@@ -60,6 +60,8 @@ class RegisteredResource:
     id: str
     outputs: dict[str, Any]
     """Inputs plus what the mock provider computed (id-like values, arns, names)."""
+    dependencies: frozenset[str] = frozenset()
+    """URNs the resource waits for: its inputs' resources and its ``depends_on``."""
 
 
 @dataclass
@@ -223,6 +225,7 @@ class _RecordingMonitor(MockMonitor):
                     secret_inputs=frozenset(k for k, v in inputs.items() if _has_secret(v)),
                     id=registration.id or "",
                     outputs=dict(registration.state or {}),
+                    dependencies=frozenset(request.dependencies),
                 )
             )
         return response

@@ -244,3 +244,33 @@ def test_pending_workers_metric_scales_out(dev: StackRun) -> None:
     assert alarm["dimensions"] == {"AutoScalingGroupName": "dask-platform-dev-workers"}
     assert (alarm["comparisonOperator"], alarm["threshold"]) == ("GreaterThanThreshold", 0)
     assert [s["scalingAdjustment"] for s in policy["stepAdjustments"]] == [1]
+
+
+@pytest.mark.parametrize("host", [("Instance", "gateway-instance"),
+                                  ("Instance", "scheduler-instance"), ("Group", "workers-asg")])
+def test_hosts_boot_only_once_what_their_boot_needs_exists(dev: StackRun,
+                                                           host: tuple[str, str]) -> None:
+    """No first-boot race: AWS APIs and package mirrors reachable (internet gateway, NAT
+    routes, S3 endpoint), EFS mount targets up, the runtime archive uploaded."""
+    waits_for = one(dev, *host).dependencies
+    needed = [one(dev, "InternetGateway", "network-igw"),
+              one(dev, "VpcEndpoint", "network-s3-endpoint"),
+              *(one(dev, "Route", f"network-private-{i}-default") for i in (0, 1)),
+              *(one(dev, "MountTarget", f"storage-efs-mount-{i}") for i in (0, 1)),
+              one(dev, "BucketObjectv2", "storage-runtime-package")]
+    assert {r.name for r in needed if r.urn not in waits_for} == set()
+
+
+def test_the_alb_waits_for_the_audit_policy_that_lets_it_log(dev: StackRun) -> None:
+    assert one(dev, "BucketPolicy", "storage-audit-policy").urn in one(
+        dev, "LoadBalancer", "alb-lb").dependencies
+
+
+def test_workers_join_the_group_only_once_booted_and_up_waits_for_them(dev: StackRun) -> None:
+    group = one(dev, "Group", "workers-asg").inputs
+    (hook,) = group["initialLifecycleHooks"]
+    assert hook == {"name": "dask-platform-boot", "lifecycleTransition":
+                    "autoscaling:EC2_INSTANCE_LAUNCHING", "defaultResult": "ABANDON",
+                    "heartbeatTimeout": 1200}
+    assert group["waitForCapacityTimeout"] == "30m"
+    assert published_settings(dev).worker_boot_hook == hook["name"]

@@ -141,3 +141,47 @@ def test_runtime_settings_parameter_names_the_secret_not_the_password(custom: St
     )
     assert runtime.workers.max == 7 and runtime.ldap_url == "ldap://ipa.example.internal"
     assert LDAP_PASSWORD not in parameter["value"]
+
+
+def s3_grants(run: StackRun, role: str) -> set[tuple[str, str]]:
+    """(S3 action, resource) pairs the role is granted."""
+    found = set()
+    for statement in statements(run, role).values():
+        actions = statement["Action"]
+        resources = statement["Resource"]
+        for action in [actions] if isinstance(actions, str) else actions:
+            if action.startswith("s3:"):
+                found.update((action, r) for r in ([resources] if isinstance(resources, str)
+                                                   else resources))
+    return found
+
+
+def test_workers_reach_each_bucket_only_as_far_as_the_pipeline_needs(dev: StackRun) -> None:
+    arn = {kind: one(dev, "Bucket", f"storage-{kind}").outputs["arn"]
+           for kind in ("raw", "processed", "audit", "artifacts")}
+    grants = s3_grants(dev, "worker")
+    assert grants == {
+        ("s3:GetObject", f"{arn['artifacts']}/runtime/*"),
+        ("s3:ListBucket", arn["raw"]), ("s3:GetObject", f"{arn['raw']}/*"),
+        ("s3:ListBucket", arn["processed"]),
+        *((action, f"{arn['processed']}/*")
+          for action in ("s3:GetObject", "s3:PutObject", "s3:DeleteObject")),
+        ("s3:ListBucket", arn["audit"]),
+        *((action, f"{arn['audit']}/{prefix}/*")
+          for action in ("s3:GetObject", "s3:PutObject", "s3:DeleteObject")
+          for prefix in ("quarantine", "manifests")),
+    }
+    listing = statements(dev, "worker")["PipelineListAudit"]
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": ["quarantine*", "manifests*"]}}
+    # Nothing writes raw drops, and the other hosts read only the runtime archive.
+    assert not [g for g in grants if g[1].startswith(arn["raw"]) and g[0] != "s3:GetObject"
+                and g[0] != "s3:ListBucket"]
+    for role in ("gateway", "scheduler"):
+        assert s3_grants(dev, role) == {("s3:GetObject", f"{arn['artifacts']}/runtime/*")}
+
+
+def test_a_worker_completes_only_its_own_groups_launch_hook(dev: StackRun) -> None:
+    grant = statements(dev, "worker")["CompleteOwnLaunch"]
+    assert grant["Action"] == "autoscaling:CompleteLifecycleAction"
+    assert grant["Resource"].endswith(":autoScalingGroupName/dask-platform-dev-workers")
+    assert "autoscaling:CompleteLifecycleAction" not in all_actions(dev, "scheduler")
