@@ -24,7 +24,9 @@ from dask_gateway_server.routes import api_handler
 from dask_gateway_server.traitlets import MemoryLimit
 from traitlets import Dict, Float, Integer, List, Unicode, default
 
+from daskplatform.gateway.api_input import validate_requests
 from daskplatform.gateway.directory import NodeSpec, asg_worker_nodes, tagged_scheduler_nodes
+from daskplatform.gateway.heartbeats import unlisted_as_closed
 from daskplatform.gateway.metrics import CloudWatchPublisher, PoolFigures, scrape_queued_tasks
 from daskplatform.gateway.placement import NodeRoom, best_fit
 from daskplatform.gateway.protection import ScaleInProtection
@@ -146,6 +148,7 @@ class PoolBackend(DBBackendBase):
 
     async def setup(self, app: web.Application) -> None:
         await super().setup(app)
+        app.middlewares.append(validate_requests)  # refuses bad input before any handler
         app.add_routes([web.get("/api/v1/pool",
                                 api_handler(self._pool_route, user_authenticated=True))])
 
@@ -263,6 +266,14 @@ class PoolBackend(DBBackendBase):
 
     async def do_check_clusters(self, clusters: list[Cluster]) -> list[bool]:
         return await self._check([c.state or {} for c in clusters])
+
+    async def on_cluster_heartbeat(self, cluster_name: str, msg: dict[str, Any]) -> None:
+        """dask-gateway's own, taking a started worker the heartbeat leaves out as closed
+        (its handler answers 500 for one: heartbeats.py)."""
+        cluster = self.db.get_cluster(cluster_name)
+        if cluster is not None:
+            msg = unlisted_as_closed(msg, cluster.workers.values())
+        await super().on_cluster_heartbeat(cluster_name, msg)
 
     # ------------------------------------------------------------------ workers
 

@@ -4,6 +4,7 @@ limits handed to dask-gateway, and the per-user totals the backend enforces itse
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +13,7 @@ from dask_gateway_server.models import User
 from dask_gateway_server.options import Float, Options
 
 from daskplatform.settings import ClusterSettings, GroupQuota, QuotaSettings
+from daskplatform.shown import shown
 
 GIB = 2**30
 
@@ -44,6 +46,33 @@ def group_of(user: User, quotas: QuotaSettings) -> UserGroup:
     return UserGroup(name, quotas.groups[name])
 
 
+class Number(Float):
+    """A number option that refuses what dask-gateway's Float lets through: booleans
+    (``true`` became 1.0) and NaN (no bound compares against it), with both bounds in
+    the message."""
+
+    def validate(self, x: object) -> float:
+        low = -math.inf if self.min is None else self.min
+        high = math.inf if self.max is None else self.max
+        if isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x) \
+                or not low <= x <= high:
+            raise ValueError(f"{self.field}: must be a number from {low:g} to {high:g}, "
+                             f"got {shown(x)}")
+        return float(x)
+
+
+class PlatformOptions(Options):
+    """Options whose refusal of an unknown field lists the fields there are."""
+
+    def parse_options(self, request: dict[str, Any]) -> dict[str, Any]:
+        allowed = [f.field for f in self.fields]
+        unknown = sorted(set(request) - set(allowed))
+        if unknown:
+            raise ValueError(f"cluster_options: unknown option {', '.join(map(shown, unknown))}"
+                             f"; allowed: {', '.join(allowed)}")
+        return super().parse_options(request)
+
+
 def cluster_overrides(group: UserGroup, clusters: ClusterSettings, worker_cores: float,
                       worker_memory_gb: float) -> dict[str, Any]:
     """ClusterConfig values for a cluster of ``group``.
@@ -74,18 +103,19 @@ def cluster_options_for(quotas: QuotaSettings,
                         clusters: ClusterSettings) -> Callable[[User], Options]:
     """``Backend.cluster_options``: worker size fields bounded by the user's group.
 
-    dask-gateway answers a value above a bound with HTTP 422 and the bound in the
-    message; a user in no platform group gets the NoPlatformGroup message instead.
+    dask-gateway answers a value outside the bounds (or not a number) with HTTP 422 and
+    the bounds in the message; a user in no platform group gets the NoPlatformGroup
+    message instead.
     """
 
     def options_for(user: User) -> Options:
         group = group_of(user, quotas)
-        return Options(
-            Float("worker_cores", default=clusters.worker_cores, min=MIN_WORKER_CORES,
-                  max=group.quota.cluster_max_cores, label="Worker cores"),
-            Float("worker_memory", default=clusters.worker_memory_gb,
-                  min=MIN_WORKER_MEMORY_GB, max=group.quota.cluster_max_memory_gb,
-                  label="Worker memory (GB)"),
+        return PlatformOptions(
+            Number("worker_cores", default=clusters.worker_cores, min=MIN_WORKER_CORES,
+                   max=group.quota.cluster_max_cores, label="Worker cores"),
+            Number("worker_memory", default=clusters.worker_memory_gb,
+                   min=MIN_WORKER_MEMORY_GB, max=group.quota.cluster_max_memory_gb,
+                   label="Worker memory (GB)"),
             handler=lambda options: cluster_overrides(
                 group, clusters, options.worker_cores, options.worker_memory),
         )

@@ -26,6 +26,8 @@ import psutil
 from aiohttp import web
 
 from daskplatform.agent_token import MIN_TOKEN_CHARS, AgentTokenError, wait_for_agent_token
+from daskplatform.http_input import InputError, check_headers, json_object
+from daskplatform.identifiers import SAFE_NAME_RULE, UnsafeName, safe_name
 from daskplatform.node import confine
 from daskplatform.node.imds import IMDS, MetadataUnavailable, instance_identity
 from daskplatform.node.ports import PortsExhausted
@@ -56,11 +58,16 @@ def make_app(supervisor: Supervisor, token: str, stop_grace: float) -> web.Appli
     @web.middleware
     async def auth_and_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path != "/v1/health":
-            given = request.headers.get("Authorization", "").encode()
+            # aiohttp keeps bytes that are not UTF-8 as surrogates; back to bytes, they
+            # simply do not match
+            given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
             if not hmac.compare_digest(given, expected):
                 return _error(401, "missing or wrong bearer token")
         try:
+            check_headers(request)
             return await handler(request)
+        except InputError as exc:
+            return exc.response()
         except SpawnError as exc:
             return _error(400, str(exc))
         except NotFound as exc:
@@ -80,11 +87,7 @@ def make_app(supervisor: Supervisor, token: str, stop_grace: float) -> web.Appli
         return web.json_response({"processes": [r.public() for r in supervisor.processes()]})
 
     async def spawn(request: web.Request) -> web.Response:
-        try:
-            body = await request.json()
-        except ValueError:
-            raise SpawnError("body: must be a JSON object (see docs/node-agent-api.md)") from None
-        record, created = await supervisor.spawn(Spawn.parse(body))
+        record, created = await supervisor.spawn(Spawn.parse(await json_object(request)))
         return web.json_response(record.public(), status=201 if created else 200)
 
     async def get_process(request: web.Request) -> web.Response:
@@ -162,8 +165,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-key", type=Path)
     p.add_argument("--workdir", type=Path, help="state, logs and process directories "
                    "(default: $STATE_DIRECTORY or ~/.local/state/dask-platform/agent-<id>)")
-    p.add_argument("--node-id", help=f"default: the instance id with --advertise-host "
-                   f"{IMDS}, else the host name")
+    p.add_argument("--node-id", help=f"{SAFE_NAME_RULE} (default: the instance id with "
+                   f"--advertise-host {IMDS}, else the host name)")
     p.add_argument("--cold", action="store_true",
                    help="no fork server: every process is a fresh interpreter")
     return p
@@ -229,6 +232,10 @@ def _shape(args: argparse.Namespace, settings: RuntimeSettings, node_id: str,
             raise SystemExit(f"dask-platform agent: {name} must be positive, got {value:g}")
     port_range = (settings.ports.scheduler_range if args.role == "scheduler"
                   else settings.ports.worker_range)
+    try:  # it names the state and cgroup directories
+        safe_name(node_id, "--node-id")
+    except UnsafeName as exc:
+        raise SystemExit(f"dask-platform agent: {exc}") from None
     return NodeShape(node_id=node_id, role=args.role, host=host, cores=cores,
                      memory_gb=memory, port_range=port_range)
 

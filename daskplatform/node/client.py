@@ -7,6 +7,8 @@ from typing import Any, Self
 
 import aiohttp
 
+from daskplatform.identifiers import safe_name
+
 
 class NodeAgentError(Exception):
     """The agent answered with an error status."""
@@ -77,14 +79,19 @@ class NodeAgentClient:
         return (await self._request("POST", "/v1/processes", json=spec))[1]
 
     async def get(self, proc_id: str) -> dict[str, Any]:
-        return (await self._request("GET", f"/v1/processes/{proc_id}"))[1]
+        return (await self._request("GET", _process_path(proc_id)))[1]
 
     async def stop(self, proc_id: str, grace: float = 10) -> dict[str, Any]:
         """Waits for the stop: up to ``grace`` plus a margin for the forced kill."""
-        return (await self._request("DELETE", f"/v1/processes/{proc_id}",
+        return (await self._request("DELETE", _process_path(proc_id),
                                     params={"grace": str(grace)},
                                     timeout=(self._timeout.total or 0) + grace + 10))[1]
 
     async def log(self, proc_id: str, lines: int = 200) -> str:
-        return (await self._request("GET", f"/v1/processes/{proc_id}/log",
+        return (await self._request("GET", _process_path(proc_id) + "/log",
                                     params={"lines": str(lines)}))[1]
+
+
+def _process_path(proc_id: str) -> str:
+    """A process's URL; an id like ``..`` would name another resource."""
+    return f"/v1/processes/{safe_name(proc_id, 'process id')}"

@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator
+
+from daskplatform.http_input import Text, problems
+from daskplatform.identifiers import SAFE_NAME, SAFE_NAME_RULE, is_safe_name
+from daskplatform.shown import shown
 
 Kind = Literal["scheduler", "worker"]
 State = Literal["starting", "running", "stopped", "failed"]
 
-_FILE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PORT_PLACEHOLDER = re.compile(r"\{port(\d+)\}")
 MAX_PORTS = 16
+
+Size = Annotated[float, Strict()]
+"""A JSON number; true and false are not sizes."""
 
 
 class SpawnError(ValueError):
@@ -23,38 +30,43 @@ class SpawnError(ValueError):
 class Spawn(BaseModel):
     """What to start. ``argv`` are the arguments of ``dask scheduler|worker``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,128}$")
-    kind: Kind
-    argv: list[str] = Field(default_factory=list)
-    env: dict[str, str] = Field(default_factory=dict)
-    files: dict[str, str] = Field(default_factory=dict)
-    cores: float = Field(gt=0, le=1024)
-    memory_gb: float = Field(gt=0, le=16384)
-    labels: dict[str, str] = Field(default_factory=dict)
+    id: str = Field(pattern=f"^{SAFE_NAME.pattern}$", description=SAFE_NAME_RULE)
+    kind: Kind = Field(description="scheduler or worker")
+    argv: list[Text] = Field(default_factory=list,
+                             description="a list of strings without NUL characters")
+    env: dict[str, Text] = Field(default_factory=dict,
+                                 description="an object of variable names to strings")
+    files: dict[str, Text] = Field(default_factory=dict,
+                                   description="an object of plain file names to text")
+    cores: Size = Field(gt=0, le=1024, description="a number above 0, at most 1024")
+    memory_gb: Size = Field(gt=0, le=16384, description="a number above 0, at most 16384")
+    labels: dict[Text, Text] = Field(default_factory=dict,
+                                     description="an object of strings to strings")
 
     @field_validator("files")
     @classmethod
     def _plain_names(cls, files: dict[str, str]) -> dict[str, str]:
-        bad = [name for name in files if not _FILE_NAME.match(name)]
+        bad = [name for name in files if not is_safe_name(name)]
         if bad:
-            raise ValueError(f"file names {bad} must be plain names matching "
-                             f"{_FILE_NAME.pattern} (no directories)")
+            raise ValueError(f"file names {shown(bad)} must be plain names: {SAFE_NAME_RULE}")
         return files
 
     @field_validator("env")
     @classmethod
     def _env_names(cls, env: dict[str, str]) -> dict[str, str]:
-        bad = [name for name in env if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name)]
+        bad = [name for name in env if not _ENV_NAME.fullmatch(name)]
         if bad:
-            raise ValueError(f"environment names {bad} must match [A-Za-z_][A-Za-z0-9_]*")
+            raise ValueError(f"environment names {shown(bad)} must match {_ENV_NAME.pattern}")
         return env
 
     def port_count(self) -> int:
         """How many ports the ``{portN}`` placeholders in argv and env need."""
         texts = [*self.argv, *self.env.values()]
-        indexes = [int(n) for text in texts for n in _PORT_PLACEHOLDER.findall(text)]
+        # An index of thousands of digits would make int() raise; any long one is too many.
+        indexes = [int(n) if len(n) <= 6 else MAX_PORTS
+                   for text in texts for n in _PORT_PLACEHOLDER.findall(text)]
         return max(indexes) + 1 if indexes else 0
 
     def fingerprint(self) -> str:
@@ -66,12 +78,7 @@ class Spawn(BaseModel):
         try:
             spawn = cls.model_validate(data)
         except ValidationError as exc:
-            problems = [
-                f"{'.'.join(str(p) for p in err['loc']) or 'body'}: "
-                f"{err['msg'].removeprefix('Value error, ')}"
-                for err in exc.errors()
-            ]
-            raise SpawnError("invalid spawn request: " + "; ".join(problems)) from None
+            raise SpawnError("invalid spawn request: " + problems(exc, cls)) from None
         if spawn.port_count() > MAX_PORTS:
             raise SpawnError(f"invalid spawn request: argv/env: at most {MAX_PORTS} port "
                              f"placeholders {{port0}}..{{port{MAX_PORTS - 1}}} are allowed")

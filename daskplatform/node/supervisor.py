@@ -22,6 +22,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
+from daskplatform.identifiers import safe_name
 from daskplatform.node.confine import Confinement
 from daskplatform.node.ports import PortAllocator, PortsExhausted
 from daskplatform.node.records import (
@@ -156,7 +157,16 @@ class Supervisor:
 
     def log_path(self, proc_id: str) -> Path:
         self.get(proc_id)
-        return self._workdir / "logs" / f"{proc_id}.log"
+        return self._log(proc_id)
+
+    # Ids are checked when a spawn is parsed; checked again where they become paths.
+
+    def _log(self, proc_id: str) -> Path:
+        return self._workdir / "logs" / f"{safe_name(proc_id, 'id')}.log"
+
+    def _home(self, proc_id: str) -> Path:
+        """The process's private working directory."""
+        return self._workdir / "procs" / safe_name(proc_id, "id")
 
     # ------------------------------------------------------------ spawn
 
@@ -215,7 +225,7 @@ class Supervisor:
         return env
 
     async def _launch(self, spec: Spawn, record: Record) -> None:
-        home = self._workdir / "procs" / spec.id
+        home = self._home(spec.id)
         home.mkdir(mode=0o700)
         for name, text in spec.files.items():
             fd = os.open(home / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -223,7 +233,7 @@ class Supervisor:
                 fh.write(text)
         group = self._confinement.create(spec.id, spec.cores, int(spec.memory_gb * GIB))
         launch = {"kind": spec.kind, "argv": self._argv(spec, record.ports),
-                  "cwd": str(home), "log": str(self._workdir / "logs" / f"{spec.id}.log"),
+                  "cwd": str(home), "log": str(self._log(spec.id)),
                   "procs_files": list(group.procs_files)}
         pid = None
         if self._fork_server is not None and self._fork_server.ready:
@@ -332,7 +342,7 @@ class Supervisor:
         self._unwatch(record.id)
         self._confinement.remove(self._confinement.group_of(record.id))
         self._ports.release(record.ports)
-        shutil.rmtree(self._workdir / "procs" / record.id, ignore_errors=True)
+        shutil.rmtree(self._home(record.id), ignore_errors=True)
         log.info("%s %s ended: %s (exit %s)", record.kind, record.id, record.state, code)
         self._prune()
         self._save()
@@ -346,7 +356,7 @@ class Supervisor:
         for record in ended[KEEP_ENDED:]:
             del self._records[record.id]
             self._ended.pop(record.id, None)
-            (self._workdir / "logs" / f"{record.id}.log").unlink(missing_ok=True)
+            self._log(record.id).unlink(missing_ok=True)
 
     # ------------------------------------------------------------ restart
 

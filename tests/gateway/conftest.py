@@ -261,6 +261,16 @@ def _stop_tree(process: subprocess.Popen[bytes]) -> None:
 wait_for = _wait_for
 
 
+def new_pool(directory: Path, settings: RuntimeSettings | None = None,
+             env: dict[str, str] | None = None) -> Pool:
+    """A pool in ``directory`` with a fresh agent token; the caller closes it."""
+    token = secrets.token_urlsafe(24)
+    (directory / "token").write_text(token)
+    settings_path = directory / "settings.json"
+    settings_path.write_text((settings or small_settings()).to_json())
+    return Pool(directory, settings_path, token, {**os.environ, **(env or {})})
+
+
 @pytest.fixture
 def make_pool(tmp_path: Path) -> Iterator[Callable[..., Pool]]:
     """Factory: ``make_pool(settings, env=...)``; everything is stopped at teardown."""
@@ -268,11 +278,7 @@ def make_pool(tmp_path: Path) -> Iterator[Callable[..., Pool]]:
 
     def make(settings: RuntimeSettings | None = None,
              env: dict[str, str] | None = None) -> Pool:
-        token = secrets.token_urlsafe(24)
-        (tmp_path / "token").write_text(token)
-        settings_path = tmp_path / "settings.json"
-        settings_path.write_text((settings or small_settings()).to_json())
-        pool = Pool(tmp_path, settings_path, token, {**os.environ, **(env or {})})
+        pool = new_pool(tmp_path, settings, env)
         pools.append(pool)
         return pool
 
