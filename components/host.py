@@ -13,12 +13,11 @@ from collections.abc import Mapping
 import pulumi
 import pulumi_aws as aws
 
-from daskplatform.settings import ROLE_TAG
+from daskplatform.settings import ROLE_TAG, ROOT_VOLUME_GIB
 
 AMI = "resolve:ssm:/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
 """Amazon Linux 2023, resolved by EC2 at launch; an instance refresh picks up new AMIs."""
 ROOT_DEVICE = "/dev/xvda"
-ROOT_VOLUME_GIB = 30
 
 
 def host_tags(tags: Mapping[str, str], role: str) -> dict[str, str]:
