@@ -13,12 +13,12 @@ from collections.abc import Mapping
 import pulumi
 import pulumi_aws as aws
 
+from daskplatform.settings import ROOT_VOLUME_GIB
 from daskplatform.stack_names import host_tags
 
 AMI = "resolve:ssm:/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
 """Amazon Linux 2023, resolved by EC2 at launch; an instance refresh picks up new AMIs."""
 ROOT_DEVICE = "/dev/xvda"
-ROOT_VOLUME_GIB = 30
 
 
 def launch_template(

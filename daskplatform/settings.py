@@ -16,6 +16,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Mapping
+from itertools import pairwise
 from typing import Any
 
 import yaml
@@ -65,6 +66,13 @@ class _Model(BaseModel):
 
 
 # --------------------------------------------------------------------------- hosts
+
+ROOT_VOLUME_GIB = 30
+"""Every host's root volume (gp3): the OS, the runtime, logs and, on worker nodes, the
+Dask workers' spill files (``clusters.nodeSpillDiskGb``)."""
+SYSTEM_DISK_GIB = 8
+"""Of the root volume, what spilling never takes: Amazon Linux, the runtime's virtualenv,
+the agent's state and logs."""
 
 _SIZE_VCPUS = {"large": 2, "xlarge": 4, "2xlarge": 8, "4xlarge": 16, "8xlarge": 32}
 _FAMILY_GIB_PER_VCPU = {
@@ -220,6 +228,45 @@ class ClusterSettings(_Model):
     node_reserved_memory_gb: float = Field(0.5, ge=0)
     """Memory kept for the OS and the node agent on every node."""
 
+    # Dask's memory management (docs/dask-tuning.md), fractions of a worker's memory
+    # limit, which is its cgroup limit.
+    worker_memory_target: float = Field(0.6, gt=0, lt=1)
+    """Managed data (task results) above this are spilled to disk, least recently used
+    first. The brief's 0.6: 0.9 GB of a 1.5 GB worker."""
+    worker_memory_spill: float = Field(0.7, gt=0, lt=1)
+    """Process memory (what the cgroup counts, unmanaged memory included) above which the
+    worker spills until it is back under the target (Dask's default)."""
+    worker_memory_pause: float = Field(0.8, gt=0, lt=1)
+    """Process memory above which the worker starts no new task; running tasks finish and
+    spilling goes on (Dask's default)."""
+    worker_memory_terminate: float = Field(0.9, gt=0, lt=1)
+    """Process memory above which the nanny restarts the worker. Dask's 0.95 leaves 0.075 GB
+    of a 1.5 GB worker, less than ``TERMINATE_HEADROOM_GB``: the kernel's OOM killer would
+    act first, with no message saying why."""
+    node_spill_disk_gb: float = Field(16, gt=0, le=ROOT_VOLUME_GIB - SYSTEM_DISK_GIB)
+    """Local disk the workers of one node may fill with spilled data, each its share by
+    memory (Dask's ``max-spill``), so spilling never fills the root volume. Spill files
+    live in each worker's directory under the node agent's workdir: local disk, never
+    EFS or a tmpfs ``/tmp`` (Amazon Linux 2023), where spilled bytes would stay in RAM."""
+
+    # Scheduler options for many small interactive clusters.
+    scheduler_allowed_failures: int = Field(2, ge=0)
+    """Retries of a task whose worker died running it (Dask: 3). On 1.5 GB workers such a
+    death is almost always memory; each retry restarts another worker and loses its
+    results, so the user learns sooner that the task does not fit."""
+    scheduler_work_stealing: bool = True
+    """Idle workers take queued work from busy ones (Dask's default): clusters here start
+    small and scale up, and new workers only get work already assigned by stealing."""
+    scheduler_worker_saturation: float = Field(1.0, gt=0)
+    """Root tasks sent per worker thread (Dask: 1.1). A worker has one thread per core, and
+    ceil(1.1 x 1) = 2 root tasks would double the input held on a 1-core worker; 1.0 sends
+    one per thread, the least memory."""
+
+    @model_validator(mode="after")
+    def _memory_order(self) -> ClusterSettings:
+        check_memory_order(self)
+        return self
+
 
 class PortSettings(_Model):
     """The only ports in the platform (DESIGN.md, Ports)."""
@@ -348,6 +395,13 @@ ACTIVE_CLUSTERS_METRIC = "ActiveClusters"
 """Dask clusters running (gateway); with ActiveWorkers at 0 this raises an alarm."""
 QUEUED_TASKS_METRIC = "QueuedTasks"
 """Tasks waiting on all schedulers together (gateway); above 50 raises an alarm."""
+WORKER_MANAGED_METRIC = "WorkerManagedBytes"
+"""Task results each worker holds in RAM (gateway): one sample per worker, so Maximum is
+the fullest worker and Sum the pool; likewise the two below."""
+WORKER_UNMANAGED_METRIC = "WorkerUnmanagedBytes"
+"""The rest of each worker's process memory: interpreter, running tasks, leaks."""
+WORKER_SPILLED_METRIC = "WorkerSpilledBytes"
+"""Task results each worker has spilled to disk."""
 
 # --------------------------------------------------------------------------- host tags
 
@@ -475,6 +529,7 @@ class PlatformSettings(_Model):
         check_edge(self.allowed_cidrs)
         check_worker_pool(self.workers)
         check_quotas(self.quotas, self.clusters, self.workers, self.scheduler)
+        check_terminate_headroom(self.clusters)
         check_ports(self.ports)
         return self
 
@@ -668,6 +723,56 @@ def check_quotas(
         raise SettingsError("\n  ".join(problems))
 
 
+MEMORY_FRACTIONS = ("worker_memory_target", "worker_memory_spill", "worker_memory_pause",
+                    "worker_memory_terminate")
+"""In the order Dask acts as a worker fills: spill, spill more, pause, restart."""
+
+TERMINATE_HEADROOM_GB = 0.1
+"""What a default worker's cgroup must keep above the terminate threshold, so that the
+nanny restarts the worker before the kernel's OOM killer acts: the nanny's own memory in
+the same cgroup (about 60 MB when started cold; forked warm, it is outweighed by the
+pages shared with the fork server, which the worker's RSS counts and the cgroup does
+not) plus what a task allocating steadily (~400 MB/s) adds in one 100 ms memory-monitor
+interval. Measured on a dev machine (2026-12-01)."""
+
+
+def check_memory_order(clusters: ClusterSettings) -> None:
+    """Thresholds out of order would make a later stage act before an earlier one (e.g.
+    pause before spilling)."""
+    values = [getattr(clusters, name) for name in MEMORY_FRACTIONS]
+    if all(low < high for low, high in pairwise(values)):
+        return
+    named = ", ".join(f"{to_camel(name)} ({value:g})"
+                      for name, value in zip(MEMORY_FRACTIONS, values))
+    raise SettingsError(
+        f"{config_key('clusters', 'workerMemory*')}: {named} must increase in that order, "
+        "each below 1: as a worker fills, Dask spills, then pauses, then restarts it"
+    )
+
+
+def terminate_headroom_problems(clusters: ClusterSettings) -> list[str]:
+    """The terminate threshold of a default worker must sit far enough below its cgroup
+    limit for the nanny to act first."""
+    memory_gb, terminate = clusters.worker_memory_gb, clusters.worker_memory_terminate
+    headroom_gb = (1 - terminate) * memory_gb
+    if headroom_gb >= TERMINATE_HEADROOM_GB - 1e-9:
+        return []
+    return [(
+        f"{config_key('clusters', 'workerMemoryTerminate')} ({terminate:g}) leaves "
+        f"{headroom_gb:.3g} GB of a {memory_gb:g} GB worker "
+        f"({config_key('clusters', 'workerMemoryGb')}) below its cgroup limit; at most "
+        f"{1 - TERMINATE_HEADROOM_GB / memory_gb:.3f} keeps the {TERMINATE_HEADROOM_GB:g} GB "
+        "the nanny needs to restart the worker before the kernel's OOM killer kills it"
+    )]
+
+
+def check_terminate_headroom(clusters: ClusterSettings) -> None:
+    """Raises the headroom problem (stack config; the policy pack has its own rule)."""
+    problems = terminate_headroom_problems(clusters)
+    if problems:
+        raise SettingsError("\n  ".join(problems))
+
+
 def check_ports(ports: PortSettings) -> None:
     """Scheduler and worker ranges must not overlap each other or the fixed ports."""
     s_low, s_high = ports.scheduler_range
@@ -699,7 +804,8 @@ def validation_problems(exc: ValidationError) -> list[str]:
     for err in exc.errors():
         loc = [str(p) for p in err["loc"] if not str(p).startswith("function-")]
         message = err["msg"].removeprefix("Value error, ")
-        if not loc:  # a cross-field check: its message already names the keys
+        if not loc or message.startswith(CONFIG_NAMESPACE + ":"):
+            # a cross-field check: its message already names the keys
             lines.append(message)
             continue
         key = config_key(*loc)

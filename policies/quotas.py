@@ -1,6 +1,6 @@
-"""Quota rules on the runtime settings the stack publishes as an SSM parameter
-(``RuntimeSettings.to_json()``), so `pulumi preview` refuses quotas the pool cannot
-serve. Pydantic validation of RuntimeSettings does not run the cross-field checks;
+"""Quota (and worker memory) rules on the runtime settings the stack publishes as an SSM
+parameter (``RuntimeSettings.to_json()``), so `pulumi preview` refuses quotas the pool
+cannot serve. Pydantic validation of RuntimeSettings does not run the cross-field checks;
 each rule here runs one of the settings' own problem finders (the same ones that stop
 invalid stack config), which report every offending key, not only the first.
 """
@@ -21,6 +21,7 @@ from daskplatform.settings import (
     process_fit_problems,
     quota_limit_problems,
     quota_pool_problems,
+    terminate_headroom_problems,
     validation_problems,
 )
 from policies.model import ConfigOption
@@ -110,6 +111,13 @@ def check_distinct_priorities(resource_type: str, name: str, props: Mapping[str,
     """Equal priorities make the queue order between groups arbitrary."""
     settings = _parsed(resource_type, props)
     return [] if settings is None else priority_problems(settings.quotas)
+
+
+def check_terminate_headroom(resource_type: str, name: str, props: Mapping[str, Any],
+                             config: Mapping[str, Any]) -> list[str]:
+    """A worker the kernel kills before its nanny acts dies with no word of why."""
+    settings = _parsed(resource_type, props)
+    return [] if settings is None else terminate_headroom_problems(settings.clusters)
 
 
 def _quota_value(resource_type: str, props: Mapping[str, Any], field: str) -> float | None:

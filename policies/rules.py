@@ -71,6 +71,9 @@ RULES: tuple[Rule, ...] = (
          resource_check=quotas.check_worker_fits_node),
     Rule("quota-distinct-priorities", "Group priorities are distinct.", MANDATORY,
          resource_check=quotas.check_distinct_priorities),
+    Rule("worker-terminate-headroom", "A default worker's terminate threshold leaves its "
+         "nanny room below the cgroup limit.", MANDATORY,
+         resource_check=quotas.check_terminate_headroom),
     Rule("quota-idle-timeout", "The idle timeout is within the configured maximum.",
          MANDATORY, resource_check=quotas.check_idle_timeout, config=quotas.IDLE_OPTIONS),
     Rule("quota-pending-per-user", "Pending worker requests per user are capped.", MANDATORY,

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 import yaml
+from pydantic import ValidationError
 
 from daskplatform.settings import (
     ClusterSettings,
@@ -22,6 +23,7 @@ from daskplatform.settings import (
     SettingsError,
     WorkerPoolSettings,
     check_edge,
+    check_memory_order,
     check_network,
     check_ports,
     check_quotas,
@@ -30,6 +32,7 @@ from daskplatform.settings import (
     load_stack_file,
     node_capacity,
     strip_namespace,
+    terminate_headroom_problems,
 )
 from daskplatform.tls import CertificateAuthority
 
@@ -102,6 +105,15 @@ def test_defaults_are_the_briefs() -> None:
     assert s.vpc_cidr == "10.0.0.0/16" and not s.adopts_vpc
 
 
+def test_dask_tuning_defaults_are_the_briefs() -> None:
+    c = settings().clusters
+    assert (c.worker_memory_target, c.worker_memory_spill, c.worker_memory_pause,
+            c.worker_memory_terminate) == (0.6, 0.7, 0.8, 0.9)
+    assert c.node_spill_disk_gb == 16
+    assert (c.scheduler_allowed_failures, c.scheduler_work_stealing,
+            c.scheduler_worker_saturation) == (2, True, 1.0)
+
+
 def test_the_dev_stack_file_is_valid_and_states_the_defaults() -> None:
     """Pulumi.dev.yaml says 'default X' beside each key: its values must be the schema's."""
     dev = load_stack_file(str(ROOT / "Pulumi.dev.yaml"))
@@ -114,6 +126,19 @@ def test_the_dev_stack_file_is_valid_and_states_the_defaults() -> None:
         exclude={"groups": {"__all__": {"ldap_groups"}}}
     ) == defaults.quotas.model_dump(exclude={"groups": {"__all__": {"ldap_groups"}}})
     assert dev.quotas.granting_ldap_groups() == defaults.quotas.granting_ldap_groups()
+
+
+def test_stack_file_reads_nested_cluster_values(tmp_path: Path) -> None:
+    clusters = {"workerMemoryTarget": 0.5, "workerMemorySpill": 0.55, "workerMemoryPause": 0.6,
+                "workerMemoryTerminate": 0.85, "nodeSpillDiskGb": 10,
+                "schedulerAllowedFailures": 0, "schedulerWorkStealing": False,
+                "schedulerWorkerSaturation": 1.5}
+    document = {"config": {**{f"dask-platform:{k}": v for k, v in REQUIRED.items()},
+                           "dask-platform:clusters": clusters}}
+    path = tmp_path / "Pulumi.t.yaml"
+    path.write_text(yaml.safe_dump(document))
+    loaded = load_stack_file(str(path)).clusters.model_dump(by_alias=True)
+    assert {key: loaded[key] for key in clusters} == clusters
 
 
 def test_stack_file_leaves_secure_values_out(tmp_path: Path) -> None:
@@ -161,6 +186,10 @@ def test_strip_namespace_keeps_only_ours() -> None:
             "allowed families",
         ),
         ({"workers": {"min": -1}}, "dask-platform:workers.min", "greater than or equal to 0"),
+        ({"clusters": {"workerMemoryTarget": 1}}, "dask-platform:clusters.workerMemoryTarget",
+         "less than 1"),
+        ({"clusters": {"nodeSpillDiskGb": 25}}, "dask-platform:clusters.nodeSpillDiskGb",
+         "less than or equal to 22"),
         ({"workers": {"scaleOutCpu": 100}}, "dask-platform:workers.scaleOutCpu", "less than 100"),
         ({"workers": {"cooldownSeconds": 30}}, "dask-platform:workers.cooldownSeconds", "60"),
         ({"quotas": {"maxPendingPerUser": 51}}, "dask-platform:quotas.maxPendingPerUser", "50"),
@@ -402,9 +431,38 @@ def test_check_ports() -> None:
         check_ports(PortSettings(gateway_tls=9500))
 
 
+@pytest.mark.parametrize("fractions", [(0.6, 0.6, 0.8, 0.9), (0.6, 0.7, 0.9, 0.8),
+                                       (0.8, 0.7, 0.75, 0.9)])
+def test_memory_thresholds_must_increase(fractions: tuple[float, ...]) -> None:
+    values = dict(zip(("worker_memory_target", "worker_memory_spill", "worker_memory_pause",
+                       "worker_memory_terminate"), fractions))
+    with pytest.raises(SettingsError, match=r"dask-platform:clusters.workerMemory\*: "
+                       r"workerMemoryTarget \(.+\) must increase in that order"):
+        check_memory_order(ClusterSettings.model_construct(**values))
+    with pytest.raises(ValidationError, match="must increase in that order"):
+        ClusterSettings(**values)
+    check_memory_order(ClusterSettings())
+
+
+def test_terminate_must_leave_the_nanny_room_below_the_cgroup_limit() -> None:
+    assert terminate_headroom_problems(ClusterSettings()) == []
+    # Dask's own 0.95 leaves 0.075 GB of the default 1.5 GB worker.
+    (problem,) = terminate_headroom_problems(ClusterSettings(worker_memory_terminate=0.95))
+    assert problem.startswith("dask-platform:clusters.workerMemoryTerminate (0.95) leaves "
+                              "0.075 GB of a 1.5 GB worker")
+    assert "at most 0.933" in problem
+    # The room is in GB, so a smaller worker needs a lower fraction; the edge passes.
+    assert terminate_headroom_problems(ClusterSettings(worker_memory_gb=0.5)) != []
+    assert terminate_headroom_problems(ClusterSettings(
+        worker_memory_gb=0.5, worker_memory_pause=0.75, worker_memory_terminate=0.8)) == []
+
+
 def test_cross_field_checks_run_when_loading() -> None:
     assert "dask-platform:workers.min (9) must be <=" in rejected(workers={"min": 9, "max": 3})
     assert "overlaps" in rejected(ports={"schedulerRange": [9000, 9300]})
+    assert "before the kernel's OOM killer" in rejected(clusters={"workerMemoryTerminate": 0.95})
+    message = rejected(clusters={"workerMemoryPause": 0.65})
+    assert message.count("dask-platform:") == 1, message  # the check's key, not prefixed twice
 
 
 # ------------------------------------------------------------------ runtime part

@@ -14,7 +14,7 @@ import ssl
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -25,9 +25,17 @@ from dask_gateway_server.traitlets import MemoryLimit
 from traitlets import Dict, Float, Integer, List, Unicode, default
 
 from daskplatform.gateway.api_input import validate_requests
+from daskplatform.gateway.dask_config import dask_env, max_spill_config
 from daskplatform.gateway.directory import NodeSpec, asg_worker_nodes, tagged_scheduler_nodes
 from daskplatform.gateway.heartbeats import unlisted_as_closed
-from daskplatform.gateway.metrics import CloudWatchPublisher, PoolFigures, scrape_queued_tasks
+from daskplatform.gateway.metrics import (
+    CloudWatchPublisher,
+    PoolFigures,
+    SchedulerReading,
+    queued_tasks,
+    read_schedulers,
+    worker_memory,
+)
 from daskplatform.gateway.placement import NodeRoom, best_fit
 from daskplatform.gateway.protection import ScaleInProtection
 from daskplatform.gateway.queue import PendingCapExceeded, PendingQueue
@@ -142,15 +150,27 @@ class PoolBackend(DBBackendBase):
     metrics_period = Float(60, help="Seconds between CloudWatch publications (default 60).",
                            config=True)
     metrics_scrape_timeout = Float(5, help="""Seconds to read one scheduler's /metrics for
-        QueuedTasks (default 5); all schedulers are read at once.""", config=True)
+        QueuedTasks and worker memory (default 5); all schedulers are read at once.""",
+        config=True)
+    dask_config = Dict(help="""Dask config of every scheduler and worker, nested as
+        dask.config reads it, passed as DASK_* environment variables
+        (daskplatform.gateway.dask_config). Default: {} (Dask's own defaults);
+        gateway_config sets it from the clusters.* settings.""", config=True)
+    spill_disk_per_memory = Float(0, min=0, help="""Bytes a worker may spill to disk per
+        byte of its memory (distributed.worker.memory.max-spill = this x worker memory).
+        Default 0: no cap (Dask's default); gateway_config sets clusters.nodeSpillDiskGb
+        divided by a worker node's memory.""", config=True)
 
     # ------------------------------------------------------------------ setup / cleanup
 
     async def setup(self, app: web.Application) -> None:
         await super().setup(app)
         app.middlewares.append(validate_requests)  # refuses bad input before any handler
-        app.add_routes([web.get("/api/v1/pool",
-                                api_handler(self._pool_route, user_authenticated=True))])
+        app.add_routes([
+            web.get("/api/v1/pool", api_handler(self._pool_route, user_authenticated=True)),
+            web.get("/api/v1/pool/workers",
+                    api_handler(self._workers_route, user_authenticated=True)),
+        ])
 
     async def do_setup(self) -> None:
         self._nodes: dict[str, NodeState] = {}
@@ -221,6 +241,7 @@ class PoolBackend(DBBackendBase):
             "--protocol", "tls", "--host", "{host}", "--port", "{port0}",
             "--dashboard-address", "{host}:{port1}",
             "--preload", "dask_gateway.scheduler_preload",
+            "--preload", "daskplatform.gateway.worker_memory",
             "--dg-api-address", "{host}:{port2}",
             "--dg-heartbeat-period", str(self.cluster_heartbeat_period),
             "--dg-adaptive-period", str(cluster.config.adaptive_period),
@@ -237,6 +258,19 @@ class PoolBackend(DBBackendBase):
             "--no-dashboard", "--name", worker_name,
             "--nthreads", nthreads, "--memory-limit", memory_limit,
         ]
+
+    def get_env(self, cluster: Cluster) -> dict[str, str]:
+        """dask-gateway's variables and the platform's Dask config, for schedulers and
+        workers alike (both env builders start from this)."""
+        return {**super().get_env(cluster), **dask_env(self.dask_config)}
+
+    def get_worker_env(self, cluster: Cluster) -> dict[str, str]:
+        """Plus the worker's spill cap: its share, by memory, of its node's spill disk."""
+        env = super().get_worker_env(cluster)
+        if self.spill_disk_per_memory:
+            env.update(dask_env(max_spill_config(
+                int(self.spill_disk_per_memory * cluster.config.worker_memory))))
+        return env
 
     async def do_start_cluster(self, cluster: Cluster) -> AsyncIterator[dict[str, Any]]:
         cfg = cluster.config
@@ -595,19 +629,32 @@ class PoolBackend(DBBackendBase):
     async def _pool_route(self, request: web.Request) -> web.Response:
         return web.json_response(self.metrics())
 
-    async def _figures(self) -> PoolFigures:
-        """Clusters and workers the gateway has seen running (heartbeats), and the tasks
-        their schedulers hold for want of a worker."""
-        running = [c for c in self.db.active_clusters() if c.status == JobStatus.RUNNING]
-        queued = await scrape_queued_tasks(
-            self.session, [c.dashboard_address for c in running if c.dashboard_address],
+    async def _workers_route(self, request: web.Request) -> web.Response:
+        """Each running worker's memory, read from its scheduler now."""
+        readings = await self._read_schedulers(self._running_clusters())
+        return web.json_response({"workers": [asdict(w) for w in worker_memory(readings)]})
+
+    def _running_clusters(self) -> list[Cluster]:
+        return [c for c in self.db.active_clusters() if c.status == JobStatus.RUNNING]
+
+    async def _read_schedulers(self,
+                               clusters: list[Cluster]) -> list[SchedulerReading | None]:
+        return await read_schedulers(
+            self.session, {c.name: c.dashboard_address for c in clusters if c.dashboard_address},
             self.metrics_scrape_timeout, self.log)
+
+    async def _figures(self) -> PoolFigures:
+        """Clusters and workers the gateway has seen running (heartbeats), the tasks
+        their schedulers hold for want of a worker, and each worker's memory."""
+        running = self._running_clusters()
+        readings = await self._read_schedulers(running)
         return PoolFigures(
             active_clusters=len(running),
             active_workers=sum(w.status == JobStatus.RUNNING
                                for c in running for w in c.active_workers()),
             pending_workers=len(self._pending),
-            queued_tasks=queued,
+            queued_tasks=queued_tasks(readings),
+            workers=worker_memory(readings),
         )
 
     async def _metrics_loop(self) -> None:

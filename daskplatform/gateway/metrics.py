@@ -3,25 +3,30 @@
 PendingWorkers is the pool's scale-out signal beside CPU, per worker Auto Scaling group.
 ActiveClusters/ActiveWorkers (clusters stranded without workers) and QueuedTasks (work
 piling up) have no dimensions, like their alarms in ``components/monitoring.py``.
-QueuedTasks comes from each running scheduler's Prometheus endpoint.
+QueuedTasks and each worker's memory come from each running scheduler's Prometheus
+endpoint; the memory figures go out as one sample per worker.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from daskplatform.aws import aws_client
+from daskplatform.gateway.worker_memory import WORKER_MEMORY
 from daskplatform.settings import (
     ACTIVE_CLUSTERS_METRIC,
     ACTIVE_WORKERS_METRIC,
     PENDING_WORKERS_METRIC,
     QUEUED_TASKS_METRIC,
+    WORKER_MANAGED_METRIC,
+    WORKER_SPILLED_METRIC,
+    WORKER_UNMANAGED_METRIC,
 )
 
 SCHEDULER_TASKS = "dask_scheduler_tasks"
@@ -32,6 +37,25 @@ worker can run (``no-worker``; all ready tasks land there when queuing is off)."
 
 
 @dataclass(frozen=True)
+class WorkerMemory:
+    """One worker's memory in bytes, as Dask splits it."""
+
+    cluster: str
+    worker: str
+    managed: int = 0
+    unmanaged: int = 0
+    spilled: int = 0
+
+
+@dataclass(frozen=True)
+class SchedulerReading:
+    """What one scheduler's ``/metrics`` page says."""
+
+    queued_tasks: int
+    workers: tuple[WorkerMemory, ...]
+
+
+@dataclass(frozen=True)
 class PoolFigures:
     """One round of figures; ``queued_tasks`` is None when no scheduler answered."""
 
@@ -39,41 +63,65 @@ class PoolFigures:
     active_workers: int
     pending_workers: int
     queued_tasks: int | None
+    workers: tuple[WorkerMemory, ...] = ()
 
 
-def queued_tasks(prometheus_text: str) -> int:
-    """Tasks waiting for a worker on one scheduler, from its ``/metrics`` page."""
-    samples = [sample for family in text_string_to_metric_families(prometheus_text)
-               for sample in family.samples if sample.name == SCHEDULER_TASKS]
-    if not samples:
+def read_page(prometheus_text: str, cluster: str) -> SchedulerReading:
+    """Tasks waiting for a worker and each worker's memory, from one scheduler's page.
+
+    Worker memory comes from the platform's scheduler preload
+    (``daskplatform.gateway.worker_memory``); a scheduler without it lists no workers."""
+    tasks: list[tuple[str, float]] = []
+    memory: dict[str, dict[str, int]] = {}
+    for family in text_string_to_metric_families(prometheus_text):
+        for sample in family.samples:
+            if sample.name == SCHEDULER_TASKS:
+                tasks.append((sample.labels.get("state", ""), sample.value))
+            elif sample.name == WORKER_MEMORY:
+                worker = memory.setdefault(sample.labels["worker"], {})
+                worker[sample.labels["type"]] = int(sample.value)
+    if not tasks:
         raise ValueError(f"no {SCHEDULER_TASKS} gauge in the scheduler's metrics (is "
                          "prometheus_client installed on the scheduler host?)")
-    return int(sum(s.value for s in samples if s.labels.get("state") in WAITING_FOR_A_WORKER))
+    return SchedulerReading(
+        queued_tasks=int(sum(value for state, value in tasks if state in WAITING_FOR_A_WORKER)),
+        workers=tuple(WorkerMemory(cluster, name, **types) for name, types in memory.items()),
+    )
 
 
-async def scrape_queued_tasks(session: aiohttp.ClientSession, dashboards: Iterable[str],
-                              timeout: float, log: logging.Logger) -> int | None:
-    """Sum of ``queued_tasks`` over the schedulers' dashboards (``http://host:port``), all
-    asked at once within ``timeout``; one that fails is logged and left out.
+async def read_schedulers(session: aiohttp.ClientSession, dashboards: Mapping[str, str],
+                          timeout: float, log: logging.Logger) -> list[SchedulerReading | None]:
+    """The pages of the schedulers' dashboards (cluster name -> ``http://host:port``),
+    all asked at once within ``timeout``; None (and a log line) for one that fails."""
 
-    None when there were schedulers but none answered, so the metric is left missing
-    (the alarm treats that as not breaching) rather than published as a false 0."""
-
-    async def one(dashboard: str) -> int | None:
+    async def one(cluster: str, dashboard: str) -> SchedulerReading | None:
         try:
             async with session.get(f"{dashboard}/metrics",
                                    timeout=aiohttp.ClientTimeout(total=timeout),
                                    raise_for_status=True) as response:
-                return queued_tasks(await response.text())
+                return read_page(await response.text(), cluster)
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            log.warning("Could not read queued tasks from %s: %r", dashboard, exc)
+            log.warning("Could not read the metrics of %s from %s: %r", cluster, dashboard,
+                        exc)
             return None
 
-    dashboards = list(dashboards)
-    counts = [c for c in await asyncio.gather(*map(one, dashboards)) if c is not None]
-    if dashboards and not counts:
+    return list(await asyncio.gather(*(one(c, d) for c, d in dashboards.items())))
+
+
+def queued_tasks(readings: list[SchedulerReading | None]) -> int | None:
+    """Tasks waiting on all schedulers that answered; None when there were schedulers but
+    none answered, so the metric is left missing (the alarm treats that as not breaching)
+    rather than published as a false 0."""
+    answered = [reading for reading in readings if reading is not None]
+    if readings and not answered:
         return None
-    return sum(counts)
+    return sum(reading.queued_tasks for reading in answered)
+
+
+def worker_memory(readings: list[SchedulerReading | None]) -> tuple[WorkerMemory, ...]:
+    """Every worker of the schedulers that answered."""
+    return tuple(worker for reading in readings if reading is not None
+                 for worker in reading.workers)
 
 
 class CloudWatchPublisher:
@@ -95,8 +143,21 @@ class CloudWatchPublisher:
                 datum(ACTIVE_WORKERS_METRIC, figures.active_workers, [])]
         if figures.queued_tasks is not None:
             data.append(datum(QUEUED_TASKS_METRIC, figures.queued_tasks, []))
+        if figures.workers:
+            data += [_per_worker(name, [getattr(w, kind) for w in figures.workers])
+                     for name, kind in ((WORKER_MANAGED_METRIC, "managed"),
+                                        (WORKER_UNMANAGED_METRIC, "unmanaged"),
+                                        (WORKER_SPILLED_METRIC, "spilled"))]
         return data
 
     async def publish(self, figures: PoolFigures) -> None:
         await asyncio.to_thread(self._client.put_metric_data, Namespace=self.namespace,
                                 MetricData=self._metric_data(figures))
+
+
+def _per_worker(name: str, values: list[int]) -> dict:
+    """One datum holding a sample per worker (no per-worker dimension: workers come and
+    go, and each dimension value would be a metric of its own)."""
+    return {"MetricName": name, "Dimensions": [], "Unit": "Bytes",
+            "StatisticValues": {"SampleCount": float(len(values)), "Sum": float(sum(values)),
+                                "Minimum": float(min(values)), "Maximum": float(max(values))}}

@@ -29,6 +29,7 @@ from dask_gateway_server.app import DaskGateway
 from traitlets.config import Config
 
 from daskplatform.agent_token import MIN_TOKEN_CHARS, AgentTokenError, ensure_agent_token
+from daskplatform.gateway.dask_config import dask_config, spill_disk_per_memory
 from daskplatform.gateway.directory import NodeSpec
 from daskplatform.gateway.quotas import GIB, cluster_options_for
 from daskplatform.processes import stop_process
@@ -130,6 +131,8 @@ def gateway_config(
     backend.db_url = db_url
     backend.db_encrypt_keys = _encrypt_keys(db_url, temp_dir, encrypt_keys)
     backend.stop_clusters_on_shutdown = not backend.db_encrypt_keys
+    backend.dask_config = dask_config(settings.clusters)
+    backend.spill_disk_per_memory = spill_disk_per_memory(settings)
 
     cluster = c.PoolClusterConfig
     cluster.scheduler_cores = settings.clusters.scheduler_cores

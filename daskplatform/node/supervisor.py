@@ -43,6 +43,10 @@ FORK_SERVER_RESTART_S = (0.0, 1.0, 5.0, 30.0)
 """Waits before restarting a dead fork server: at once, then backing off."""
 WARM_ENV = {"DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD": "fork"}
 """The nanny forks its worker (already warm) instead of starting a fresh interpreter."""
+SCRATCH_ENV = "DASK_TEMPORARY_DIRECTORY"
+"""Dask's scratch space, where workers spill: the process's own directory, on the node's
+local disk and removed with the process, rather than ``/tmp`` (a tmpfs on Amazon Linux
+2023, where spilled bytes would stay in RAM and count against the cgroup)."""
 
 
 class NotFound(LookupError):
@@ -209,15 +213,15 @@ class Supervisor:
     def _argv(self, spec: Spawn, ports: list[int]) -> list[str]:
         argv = [fill_placeholders(a, self.shape.host, ports) for a in spec.argv]
         if spec.kind == "worker":  # Dask's own limits, also the only ones without cgroups
-            if "--nthreads" not in argv:
-                argv += ["--nthreads", str(max(1, round(spec.cores)))]
+            if "--nthreads" not in argv:  # whole cores, as dask-gateway counts them
+                argv += ["--nthreads", str(max(1, int(spec.cores)))]
             if "--memory-limit" not in argv:
                 argv += ["--memory-limit", str(int(spec.memory_gb * GIB))]
         return argv
 
     def _env(self, spec: Spawn, ports: list[int], home: Path, warm: bool) -> dict[str, str]:
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8",
-               "HOME": str(home), "PYTHONUNBUFFERED": "1"}
+               "HOME": str(home), "PYTHONUNBUFFERED": "1", SCRATCH_ENV: str(home)}
         if warm and spec.kind == "worker":
             env.update(WARM_ENV)
         env.update({k: fill_placeholders(v, self.shape.host, ports)

@@ -40,6 +40,10 @@ SINGLE_THREAD_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
                      "MKL_NUM_THREADS": "1"}
 """numpy's BLAS starts a thread pool at import; forking with live threads is unsafe.
 Dask's nanny sets the same values for its workers, so children lose nothing."""
+MALLOC_ENV = {"MALLOC_TRIM_THRESHOLD_": "65536"}
+"""Dask's nanny sets this before starting a worker, so glibc gives freed memory back to
+the OS (docs/dask-tuning.md). glibc reads it once, at exec: a worker forked from here
+inherits this process's malloc settings, so this process must start with it."""
 
 START_TIMEOUT_S = 60.0
 
@@ -122,7 +126,7 @@ class ForkServer:
         in_read, in_write = os.pipe()
         out_read, out_write = os.pipe()
         log_fd = os.open(self._log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        env = {**os.environ, **SINGLE_THREAD_ENV}
+        env = {**os.environ, **SINGLE_THREAD_ENV, **MALLOC_ENV}
         try:
             self.pid = os.posix_spawn(  # noqa: ASYNC221 - returns once the child exists
                 sys.executable, [sys.executable, "-m", "daskplatform.node.warm"], env,

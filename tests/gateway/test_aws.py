@@ -20,6 +20,9 @@ from daskplatform.settings import (
     QUEUED_TASKS_METRIC,
     ROLE_TAG,
     STACK_TAG,
+    WORKER_MANAGED_METRIC,
+    WORKER_SPILLED_METRIC,
+    WORKER_UNMANAGED_METRIC,
 )
 from tests.gateway.conftest import Pool, wait_for
 
@@ -127,10 +130,16 @@ def test_nodes_holding_processes_are_protected_until_they_empty(aws_env: str,
         wait_for(lambda: _protected(name) == {i: False for i in ids}, 20,
                  "protection not cleared on the emptied node")
     metrics = aws_client("cloudwatch").list_metrics(Namespace=f"test-{name}")["Metrics"]
+    published = {m["MetricName"]: m["Dimensions"] for m in metrics}
     # The dimensions the stack's alarms name: the pool's metric per worker group.
-    assert {m["MetricName"]: m["Dimensions"] for m in metrics} == {
+    assert {m: published.pop(m) for m in (PENDING_WORKERS_METRIC, ACTIVE_CLUSTERS_METRIC,
+                                          ACTIVE_WORKERS_METRIC, QUEUED_TASKS_METRIC)} == {
         PENDING_WORKERS_METRIC: [{"Name": "AutoScalingGroupName", "Value": name}],
         ACTIVE_CLUSTERS_METRIC: [], ACTIVE_WORKERS_METRIC: [], QUEUED_TASKS_METRIC: []}
+    # Worker memory, once a round saw the worker, has no dimension (no metric per worker).
+    assert set(published) <= {WORKER_MANAGED_METRIC, WORKER_UNMANAGED_METRIC,
+                              WORKER_SPILLED_METRIC}
+    assert all(dimensions == [] for dimensions in published.values())
 
 
 def _maximum(namespace: str, metric: str) -> float | None:
@@ -164,6 +173,9 @@ def test_the_gateway_publishes_the_clusters_workers_and_tasks_the_alarms_watch(
                  "QueuedTasks never showed the waiting tasks")
         wait_for(lambda: _maximum(namespace, ACTIVE_WORKERS_METRIC) == 2, 20,
                  "ActiveWorkers never showed the two running workers")
+        # Each worker's memory: at least its interpreter is unmanaged.
+        wait_for(lambda: (_maximum(namespace, WORKER_UNMANAGED_METRIC) or 0) > 0, 20,
+                 "WorkerUnmanagedBytes never published")
         client.cancel(futures)
     # Never more than what ran: one cluster, two workers.
     assert _maximum(namespace, ACTIVE_CLUSTERS_METRIC) == 1

@@ -30,7 +30,7 @@ def group(name: str) -> str:
 def test_default_settings_pass_every_quota_rule() -> None:
     for rule in ("runtime-settings-valid", "quota-cluster-within-user", "quota-user-within-pool",
                  "quota-worker-fits-node", "quota-distinct-priorities", "quota-idle-timeout",
-                 "quota-pending-per-user"):
+                 "quota-pending-per-user", "worker-terminate-headroom"):
         assert run(rule, SSM_PARAMETER, parameter()) == [], rule
 
 
@@ -104,3 +104,25 @@ def test_pending_per_user_above_limit_fails() -> None:
         "flood the queue")]
     assert run("quota-pending-per-user", SSM_PARAMETER, parameter(quotas__maxPendingPerUser=30),
                config={"maxPendingPerUser": 20}) != []
+
+
+def test_memory_thresholds_out_of_order_fail_to_parse() -> None:
+    messages = run("runtime-settings-valid", SSM_PARAMETER,
+                   parameter(clusters__workerMemoryPause=0.65))
+    assert messages == [
+        ("dask-platform:clusters.workerMemory*: workerMemoryTarget (0.6), workerMemorySpill "
+         "(0.7), workerMemoryPause (0.65), workerMemoryTerminate (0.9) must increase in that "
+         "order, each below 1: as a worker fills, Dask spills, then pauses, then restarts it; "
+         "fix it in the stack config")]
+
+
+def test_terminate_without_headroom_fails() -> None:
+    props = parameter(clusters__workerMemoryTerminate=0.95)
+    assert run("worker-terminate-headroom", SSM_PARAMETER, props) == [
+        ("dask-platform:clusters.workerMemoryTerminate (0.95) leaves 0.075 GB of a 1.5 GB "
+         "worker (dask-platform:clusters.workerMemoryGb) below its cgroup limit; at most 0.933 "
+         "keeps the 0.1 GB the nanny needs to restart the worker before the kernel's OOM "
+         "killer kills it")]
+    # A larger default worker has the room at the same fraction.
+    assert run("worker-terminate-headroom", SSM_PARAMETER,
+               parameter(clusters__workerMemoryTerminate=0.95, clusters__workerMemoryGb=3)) == []

@@ -96,6 +96,12 @@ def _big_workers(stack: Captured) -> None:
     _settings(stack, change)
 
 
+def _terminate_at_the_limit(stack: Captured) -> None:
+    def change(document: dict[str, Any]) -> None:
+        document["clusters"]["workerMemoryTerminate"] = 0.95
+    _settings(stack, change)
+
+
 def _small_pool_in_settings(stack: Captured) -> None:
     def change(document: dict[str, Any]) -> None:
         document["workers"]["max"] = 1
@@ -170,6 +176,10 @@ MUTATIONS: dict[str, tuple[Callable[[Captured], None], set[str]]] = {
         s, lambda d: d["workers"].update(instanceType="z9.huge")), {"runtime-settings-valid"}),
     "equal priorities": (_equal_priorities, {"quota-distinct-priorities"}),
     "worker bigger than a node": (_big_workers, {"quota-worker-fits-node"}),
+    "Dask's terminate at 0.95 of a 1.5 GB worker": (_terminate_at_the_limit,
+                                                    {"worker-terminate-headroom"}),
+    "pause below spill": (lambda s: _settings(
+        s, lambda d: d["clusters"].update(workerMemoryPause=0.65)), {"runtime-settings-valid"}),
     "per-user quota beyond the pool": (_small_pool_in_settings, {"quota-user-within-pool"}),
     "500 pending per user": (_long_queue, {"quota-pending-per-user", "runtime-settings-valid"}),
     "public IP on workers": (_public_template, {"no-public-ip"}),

@@ -1,0 +1,54 @@
+"""A scheduler preload: each worker's memory on the scheduler's Prometheus page.
+
+distributed's scheduler exports task and worker counts but no per-worker memory, and
+the gateway reaches schedulers only (never worker ports), so the pool backend starts
+every scheduler with ``--preload daskplatform.gateway.worker_memory``. The figures are
+the ones the scheduler already keeps from worker heartbeats, split as Dask's dashboard
+splits them (``WorkerState.memory``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import REGISTRY
+from prometheus_client.core import GaugeMetricFamily
+
+if TYPE_CHECKING:  # the gateway imports this module for the metric's name only
+    from distributed import Scheduler
+
+WORKER_MEMORY = "dask_platform_worker_memory_bytes"
+"""Gauge labelled ``worker`` (its name) and ``type``: managed (task results in RAM),
+unmanaged (the rest of the process) and spilled (task results on disk)."""
+MEMORY_TYPES = ("managed", "unmanaged", "spilled")
+
+
+class WorkerMemoryCollector:
+    """Reads the scheduler's view of its workers each time ``/metrics`` is served."""
+
+    def __init__(self, scheduler: Scheduler) -> None:
+        self.scheduler = scheduler
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(WORKER_MEMORY, "Memory of each worker, by type, in bytes",
+                                   labels=["worker", "type"])
+        for worker in list(self.scheduler.workers.values()):
+            memory = worker.memory
+            for kind in MEMORY_TYPES:
+                family.add_metric([str(worker.name), kind], getattr(memory, kind))
+        yield family
+
+
+_collectors: dict[int, WorkerMemoryCollector] = {}
+"""Registered collectors by scheduler (tests run schedulers one after another in one
+process)."""
+
+
+def dask_setup(scheduler: Scheduler) -> None:
+    collector = _collectors[id(scheduler)] = WorkerMemoryCollector(scheduler)
+    REGISTRY.register(collector)
+
+
+def dask_teardown(scheduler: Scheduler) -> None:
+    REGISTRY.unregister(_collectors.pop(id(scheduler)))
