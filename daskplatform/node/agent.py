@@ -257,7 +257,9 @@ async def serve(args: argparse.Namespace) -> None:
     settings, shape, token = resolve(args)
     workdir = args.workdir or default_state_dir(f"agent-{shape.node_id}")
     workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    supervisor = Supervisor(shape, workdir, confine.detect(shape.node_id), warm=not args.cold)
+    supervisor = Supervisor(shape, workdir,
+                            confine.detect(confine.group_name(shape.node_id, workdir)),
+                            warm=not args.cold)
     await supervisor.start()
     app = make_app(supervisor, token, settings.timeouts.stop_grace_seconds)
     runner = web.AppRunner(app, access_log=None)

@@ -9,6 +9,7 @@ before it imports anything heavy, so no work runs unconfined.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
@@ -109,11 +110,19 @@ class CgroupV2(Confinement):
         return group
 
 
-def detect(node_id: str) -> Confinement:
+def group_name(node_id: str, workdir: Path) -> str:
+    """This agent's cgroup v1 folder: its node id, and a digest of its workdir so two
+    agents that share a machine (local mode, tests) never share a folder, while the same
+    agent restarted finds its own again."""
+    digest = hashlib.sha256(str(workdir.resolve()).encode()).hexdigest()[:8]
+    return f"{node_id}-{digest}"
+
+
+def detect(name: str) -> Confinement:
     """The best confinement this process may use; logs why it fell back."""
     for attempt in (_try_v2, _try_v1):
         try:
-            found = attempt(node_id)
+            found = attempt(name)
         except OSError as exc:
             log.info("%s not usable: %s", attempt.__name__.removeprefix("_try_"), exc)
             continue

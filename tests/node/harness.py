@@ -14,6 +14,7 @@ from pathlib import Path
 
 import requests
 
+from daskplatform.node.confine import group_name
 from daskplatform.settings import PortSettings, RuntimeSettings
 from tests.conftest import free_port
 
@@ -112,16 +113,17 @@ class Agent:
                 os.killpg(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        for group in cgroup_dirs(self.node_id):
+        for group in cgroup_dirs(self.node_id, self.workdir):
             for child in group.iterdir():
                 if child.is_dir():
                     _rmdir(child)
             _rmdir(group)
 
 
-def cgroup_dirs(node_id: str) -> list[Path]:
-    """This node's cgroup v1 directories (the agent removes them when it can)."""
-    return list(Path("/sys/fs/cgroup").glob(f"**/dask-platform/{node_id}"))
+def cgroup_dirs(node_id: str, workdir: Path) -> list[Path]:
+    """This agent's cgroup v1 directories (the agent removes them when it can)."""
+    name = group_name(node_id, workdir)
+    return list(Path("/sys/fs/cgroup").glob(f"**/dask-platform/{name}"))
 
 
 def _rmdir(path: Path) -> None:

@@ -114,7 +114,7 @@ async def test_scheduler_and_worker_spawned_warm_compute_and_stop(
     for pid in (s["pid"], w["pid"], *worker_pids):
         assert not alive(pid)
     for agent, proc in ((scheduler_agent, s), (worker_agent, w)):
-        assert not any((d / proc["id"]).exists() for d in cgroup_dirs(agent.node_id))
+        assert not any((d / proc["id"]).exists() for d in cgroup_dirs(agent.node_id, agent.workdir))
         assert not (agent.workdir / "procs" / proc["id"]).exists()
 
 
