@@ -122,8 +122,10 @@ class HostSettings(_Model):
 
 
 class SchedulerHostSettings(HostSettings):
-    instance_type: str = "c5.xlarge"
-    """Per-user Dask schedulers share this host."""
+    instance_type: str = "m5.2xlarge"
+    """Per-user Dask schedulers share this host: 8 vCPUs and 32 GiB hold 32 schedulers at
+    the default reservation (0.25 cores, 0.5 GB), more than expectedConcurrentUsers (30),
+    with memory to spare for schedulers that burst to their limit."""
 
 
 class GatewayHostSettings(HostSettings):
@@ -160,20 +162,28 @@ class GroupQuota(_Model):
     user_max_cores: float = Field(gt=0)
     """Total over all of one user's clusters (enforced by the pool backend)."""
     user_max_memory_gb: float = Field(gt=0)
+    max_clusters: int = Field(2, ge=1, le=20)
+    """Clusters one user may hold at once (running or waiting to start); one more is
+    refused with a message, so nobody fills the scheduler host with idle clusters."""
+    notebook_cores: float = Field(0.5, gt=0)
+    """Cores of a user's JupyterLab server, placed on a worker node like a worker."""
+    notebook_memory_gb: float = Field(1, gt=0)
+    """Memory of a user's JupyterLab server."""
     ldap_groups: tuple[str, ...] = ()
     """LDAP/FreeIPA group names granting this platform group; empty means the same name."""
 
 
 DEFAULT_QUOTAS: dict[str, dict[str, Any]] = {
     "admins": dict(priority=3, cluster_max_cores=16, cluster_max_memory_gb=32,
-                   user_max_cores=32, user_max_memory_gb=64),
+                   user_max_cores=32, user_max_memory_gb=64, max_clusters=4,
+                   notebook_cores=1, notebook_memory_gb=2),
     "data_engineers": dict(priority=2, cluster_max_cores=4, cluster_max_memory_gb=8,
-                           user_max_cores=4, user_max_memory_gb=8),
+                           user_max_cores=4, user_max_memory_gb=8, max_clusters=2),
     "data_analysts": dict(priority=1, cluster_max_cores=2, cluster_max_memory_gb=4,
-                          user_max_cores=2, user_max_memory_gb=4),
+                          user_max_cores=2, user_max_memory_gb=4, max_clusters=2),
 }
 """From the brief: data_engineers 4 cores / 8 GB, data_analysts 2 cores / 4 GB per user,
-admins larger."""
+admins larger; two clusters at once each (admins four)."""
 
 
 class QuotaSettings(_Model):
@@ -219,8 +229,20 @@ class QuotaSettings(_Model):
 class ClusterSettings(_Model):
     """Shapes of the Dask processes the gateway starts."""
 
-    scheduler_cores: float = Field(1, gt=0)
-    scheduler_memory_gb: float = Field(1, gt=0)
+    scheduler_cores: float = Field(0.25, gt=0)
+    """Cores reserved per scheduler on the scheduler host (placement counts these).
+    Measured (bench/scheduler_footprint.py, docs/capacity.md): an idle scheduler uses
+    under 2 % of a core; a busy one up to a core, which it may burst to (below)."""
+    scheduler_cpu_limit: float = Field(2, gt=0)
+    """Cores a scheduler may burst to while it schedules a large graph (its cgroup's CPU
+    cap); idle schedulers leave their share to busy ones, a documented CPU overcommit."""
+    scheduler_memory_gb: float = Field(0.5, gt=0)
+    """Memory reserved per scheduler. Measured: 0.06 GiB idle, 0.37 GiB peak while it ran
+    a graph of 100,000 tasks."""
+    scheduler_memory_limit_gb: float = Field(2, gt=0)
+    """A scheduler's hard memory limit (its cgroup's): room for graphs several times that
+    size. The sum of limits over a full host exceeds its memory (overcommit); the
+    reservations never do."""
     worker_cores: float = Field(1, gt=0)
     """Default cores per worker; users may choose up to their group's cluster limit."""
     worker_memory_gb: float = Field(1.5, gt=0)
@@ -458,6 +480,9 @@ class PlatformSettings(_Model):
     clusters: ClusterSettings = Field(default_factory=ClusterSettings)
     ports: PortSettings = Field(default_factory=PortSettings)
     timeouts: TimeoutSettings = Field(default_factory=TimeoutSettings)
+    expected_concurrent_users: int = Field(30, ge=1, le=1000)
+    """People using the platform at the same time (the team's size, 20-30): the scheduler
+    host must hold a cluster for each at once (checked, docs/capacity.md)."""
     alert_emails: tuple[str, ...] = ()
     tags: dict[str, str] = Field(default_factory=dict)
     """Added to the common tags on every taggable resource."""
@@ -530,6 +555,7 @@ class PlatformSettings(_Model):
         check_worker_pool(self.workers)
         check_quotas(self.quotas, self.clusters, self.workers, self.scheduler)
         check_terminate_headroom(self.clusters)
+        check_capacity(self.expected_concurrent_users, self.clusters, self.scheduler)
         check_ports(self.ports)
         return self
 
@@ -645,6 +671,19 @@ def process_fit_problems(
     return problems
 
 
+def notebook_fit_problems(quotas: QuotaSettings, clusters: ClusterSettings,
+                          workers: HostSettings) -> list[str]:
+    """A group's notebook server larger than a worker node could never start."""
+    node_cores, node_memory = node_capacity(workers, clusters)
+    return [
+        f"{config_key('quotas', 'groups', name)}.notebookCores/notebookMemoryGb: a notebook "
+        f"({quota.notebook_cores:g} cores, {quota.notebook_memory_gb:g} GB) does not fit a "
+        f"{workers.instance_type} node ({node_cores:g} cores, {node_memory:g} GB); shrink it"
+        for name, quota in quotas.groups.items()
+        if quota.notebook_cores > node_cores or quota.notebook_memory_gb > node_memory
+    ]
+
+
 def quota_limit_problems(quotas: QuotaSettings, clusters: ClusterSettings) -> list[str]:
     """A per-cluster limit above the per-user total can never be reached, and one below a
     default worker can never start one."""
@@ -715,6 +754,7 @@ def check_quotas(
     lists every problem, each naming its keys and how to fix it."""
     problems = [
         *process_fit_problems(clusters, workers, scheduler),
+        *notebook_fit_problems(quotas, clusters, workers),
         *quota_limit_problems(quotas, clusters),
         *quota_pool_problems(quotas, clusters, workers),
         *priority_problems(quotas),
@@ -769,6 +809,49 @@ def terminate_headroom_problems(clusters: ClusterSettings) -> list[str]:
 def check_terminate_headroom(clusters: ClusterSettings) -> None:
     """Raises the headroom problem (stack config; the policy pack has its own rule)."""
     problems = terminate_headroom_problems(clusters)
+    if problems:
+        raise SettingsError("\n  ".join(problems))
+
+
+def scheduler_slots(scheduler: HostSettings, clusters: ClusterSettings) -> int:
+    """Clusters the scheduler host holds at once: its cores and memory (after the node
+    reserve) over each scheduler's reservation."""
+    cores, memory = node_capacity(scheduler, clusters)
+    return int(min(cores / clusters.scheduler_cores,
+                   memory / clusters.scheduler_memory_gb) + 1e-9)
+
+
+def capacity_problems(expected_users: int, clusters: ClusterSettings,
+                      scheduler: HostSettings) -> list[str]:
+    """The scheduler host holds a cluster for every expected user at once, and each
+    scheduler's limits are at least its reservation and at most the host."""
+    host_cores, host_memory = node_capacity(scheduler, clusters)
+    problems = []
+    for what, reserved, limit, host in (
+            ("Cores", clusters.scheduler_cores, clusters.scheduler_cpu_limit, host_cores),
+            ("MemoryGb", clusters.scheduler_memory_gb, clusters.scheduler_memory_limit_gb,
+             host_memory)):
+        limit_key = "schedulerCpuLimit" if what == "Cores" else "schedulerMemoryLimitGb"
+        if not reserved <= limit <= host:
+            problems.append(
+                f"{config_key('clusters', limit_key)} ({limit:g}) must be at least "
+                f"{config_key('clusters', 'scheduler' + what)} ({reserved:g}) and at most "
+                f"what a {scheduler.instance_type} scheduler host offers ({host:g})")
+    slots = scheduler_slots(scheduler, clusters)
+    if slots < expected_users:
+        problems.append(
+            f"{config_key('expectedConcurrentUsers')} is {expected_users}, but a "
+            f"{scheduler.instance_type} scheduler host ({config_key('scheduler', 'instanceType')}) "
+            f"holds {slots} clusters at once with {config_key('clusters', 'schedulerCores')} = "
+            f"{clusters.scheduler_cores:g} and {config_key('clusters', 'schedulerMemoryGb')} = "
+            f"{clusters.scheduler_memory_gb:g}; pick a larger instance type or smaller "
+            "reservations (docs/capacity.md)")
+    return problems
+
+
+def check_capacity(expected_users: int, clusters: ClusterSettings,
+                   scheduler: HostSettings) -> None:
+    problems = capacity_problems(expected_users, clusters, scheduler)
     if problems:
         raise SettingsError("\n  ".join(problems))
 

@@ -31,6 +31,8 @@ from daskplatform.settings import (
     load_settings,
     load_stack_file,
     node_capacity,
+    notebook_fit_problems,
+    scheduler_slots,
     strip_namespace,
     terminate_headroom_problems,
 )
@@ -85,7 +87,10 @@ def test_defaults_are_the_briefs() -> None:
         30,
         300,
     )
-    assert (s.scheduler.instance_type, s.gateway.instance_type) == ("c5.xlarge", "t3.medium")
+    # The brief's c5.xlarge held four clusters at one core each: the scheduler host is
+    # sized from measured schedulers for the expected team instead (docs/capacity.md).
+    assert (s.scheduler.instance_type, s.gateway.instance_type) == ("m5.2xlarge", "t3.medium")
+    assert s.expected_concurrent_users == 30
     groups = s.quotas.groups
     assert (
         groups["data_engineers"].user_max_cores,
@@ -331,8 +336,8 @@ def test_check_quotas_accepts_the_defaults() -> None:
             "does not fit a c5.large node (2 cores, 3.5 GB",
         ),
         (
-            {"clusters": ClusterSettings(scheduler_cores=5)},
-            "does not fit a c5.xlarge scheduler host",
+            {"clusters": ClusterSettings(scheduler_cores=9)},
+            "does not fit a m5.2xlarge scheduler host",
         ),
         (
             {"quota_settings": quotas(data_analysts=quota(cluster_max_cores=3))},
@@ -390,7 +395,7 @@ def test_check_quotas_reports_every_problem_at_once() -> None:
         admins=quota(priority=3, user_max_cores=41, cluster_max_cores=2),
     )
     with pytest.raises(SettingsError) as caught:
-        check(broken, ClusterSettings(scheduler_cores=5))
+        check(broken, ClusterSettings(scheduler_cores=9))
     message = str(caught.value)
     for key in (
         "dask-platform:clusters.schedulerCores",
@@ -531,3 +536,46 @@ def test_private_and_public_ranges_together_are_refused() -> None:
     assert "dask-platform:allowedCidrs mixes private (10.20.0.0/16) and public (81.2.69.0/24)"\
         in message
     assert "dask-platform:allowedCidrs" in rejected(allowedCidrs=["10.0.0.0/8", "8.8.8.0/24"])
+
+
+def test_the_default_scheduler_host_holds_the_expected_team() -> None:
+    s = settings()
+    assert scheduler_slots(s.scheduler, s.clusters) == 32  # 8 cores / 0.25 binds first
+    assert (s.clusters.scheduler_cpu_limit, s.clusters.scheduler_memory_limit_gb) == (2, 2)
+    assert {g: q.max_clusters for g, q in s.quotas.groups.items()} == {
+        "admins": 4, "data_engineers": 2, "data_analysts": 2}
+
+
+@pytest.mark.parametrize("changes, fragments", [
+    ({"scheduler": {"instanceType": "c5.xlarge"}},
+     ["dask-platform:expectedConcurrentUsers is 30", "c5.xlarge scheduler host",
+      "holds 15 clusters", "dask-platform:clusters.schedulerCores = 0.25"]),
+    ({"expectedConcurrentUsers": 33}, ["is 33", "holds 32 clusters"]),
+    ({"clusters": {"schedulerCpuLimit": 0.2}},
+     ["dask-platform:clusters.schedulerCpuLimit (0.2) must be at least "
+      "dask-platform:clusters.schedulerCores (0.25)"]),
+    ({"clusters": {"schedulerMemoryLimitGb": 40}},
+     ["dask-platform:clusters.schedulerMemoryLimitGb (40) must be", "at most what a "
+      "m5.2xlarge scheduler host offers (31.5)"]),
+])
+def test_scheduler_capacity_below_the_team_is_refused_naming_the_keys(
+        changes: dict, fragments: list[str]) -> None:
+    message = rejected(**changes)
+    for fragment in fragments:
+        assert fragment in message
+
+
+def test_exactly_enough_scheduler_capacity_is_accepted() -> None:
+    assert settings(expectedConcurrentUsers=32).expected_concurrent_users == 32
+    assert settings(scheduler={"instanceType": "c5.xlarge"},
+                    expectedConcurrentUsers=15).scheduler.instance_type == "c5.xlarge"
+
+
+def test_a_notebook_larger_than_a_worker_node_is_refused() -> None:
+    problems = notebook_fit_problems(quotas(data_analysts=quota(notebook_memory_gb=4)),
+                                     ClusterSettings(), WorkerPoolSettings())
+    assert problems == [
+        "dask-platform:quotas.groups.data_analysts.notebookCores/notebookMemoryGb: a notebook "
+        "(0.5 cores, 4 GB) does not fit a c5.large node (2 cores, 3.5 GB); shrink it"]
+    exact = quotas(data_analysts=quota(notebook_cores=2, notebook_memory_gb=3.5))
+    assert notebook_fit_problems(exact, ClusterSettings(), WorkerPoolSettings()) == []

@@ -10,6 +10,7 @@ database, so a restarted gateway finds and stops what an earlier one started.
 from __future__ import annotations
 
 import asyncio
+import json
 import ssl
 import time
 from collections import defaultdict
@@ -18,8 +19,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from aiohttp import web
-from dask_gateway_server.backends.base import ClusterConfig
+from dask_gateway_server.backends.base import ClusterConfig, PublicException
 from dask_gateway_server.backends.db_base import Cluster, DBBackendBase, JobStatus, Worker
+from dask_gateway_server.models import User
 from dask_gateway_server.routes import api_handler
 from dask_gateway_server.traitlets import MemoryLimit
 from traitlets import Dict, Float, Integer, List, Unicode, default
@@ -36,14 +38,25 @@ from daskplatform.gateway.metrics import (
     read_schedulers,
     worker_memory,
 )
-from daskplatform.gateway.placement import NodeRoom, best_fit
+from daskplatform.gateway.placement import NodeRoom
 from daskplatform.gateway.protection import ScaleInProtection
-from daskplatform.gateway.queue import PendingCapExceeded, PendingQueue
+from daskplatform.gateway.queue import PendingCapExceeded
 from daskplatform.gateway.quotas import GIB, UserLedger, UserQuotaExceeded
+from daskplatform.gateway.status import (
+    Shape,
+    fitting,
+    quota_room,
+    scale_outlook,
+    waiting_text,
+    workers_waiting_text,
+)
+from daskplatform.gateway.waitlist import Placement, Waitlist
 from daskplatform.node.client import NodeAgentClient, NodeAgentError, NodeUnreachable
 
 ALIVE = ("starting", "running")
 """Agent process states that still hold resources."""
+MAX_WAITING_CLUSTERS = 20
+"""Clusters one user may have waiting for the scheduler host (quotas cap what they hold)."""
 
 
 class PoolClusterConfig(ClusterConfig):
@@ -66,6 +79,15 @@ class PoolClusterConfig(ClusterConfig):
     user_max_memory = MemoryLimit(None, allow_none=True, config=True,
                                   help="Worker memory over all of the owner's clusters "
                                        "(default None: unlimited).")
+    max_clusters = Integer(None, allow_none=True, config=True,
+                           help="Clusters the owner may hold at once, running or waiting "
+                                "(default None: unlimited).")
+    scheduler_cpu_limit = Float(None, allow_none=True, config=True,
+                                help="Cores the scheduler may burst to (its cgroup cap; "
+                                     "default None: scheduler_cores).")
+    scheduler_memory_limit = MemoryLimit(None, allow_none=True, config=True,
+                                         help="The scheduler's hard memory limit (default "
+                                              "None: scheduler_memory).")
 
 
 @dataclass
@@ -85,7 +107,9 @@ class NodeState:
     reserved: dict[str, tuple[float, float]] = field(default_factory=dict)
     """process id -> (cores, GB) of every process this backend placed here."""
     agent_used: tuple[float, float] = (0.0, 0.0)
-    """(cores, GB) of live processes in the agent's last listing."""
+    """(cores, GB) of live processes in the agent's last listing, but those stopping."""
+    stopping: set[str] = field(default_factory=set)
+    """Processes this backend asked to stop: their room is free already."""
     alive_processes: int = 0
 
     def room(self) -> NodeRoom:
@@ -138,6 +162,10 @@ class PoolBackend(DBBackendBase):
         gateway's own worker_start_timeout also covers the time spent queued, so without
         this a started worker that never connects would hold its place for that long.""",
         config=True)
+    cluster_connect_timeout = Float(60, help="""Seconds a placed scheduler has to connect to
+        the gateway before its cluster fails (default 60, timeouts.clusterStartSeconds).
+        The gateway's own cluster_start_timeout also covers the time a cluster waits for
+        room on the scheduler host.""", config=True)
     node_lost_after = Integer(3, min=1, help="""Failed health rounds in a row after which a
         node is lost and its processes are marked failed (default 3).""", config=True)
     directory_refresh_period = Float(30, help="""Seconds between node discoveries
@@ -151,6 +179,9 @@ class PoolBackend(DBBackendBase):
                            config=True)
     metrics_scrape_timeout = Float(5, help="""Seconds to read one scheduler's /metrics for
         QueuedTasks and worker memory (default 5); all schedulers are read at once.""",
+        config=True)
+    admin_groups = List(Unicode(), help="""LDAP groups whose members see every cluster in
+        GET /api/v1/status (default: none; gateway_config sets the admins group's).""",
         config=True)
     dask_config = Dict(help="""Dask config of every scheduler and worker, nested as
         dask.config reads it, passed as DASK_* environment variables
@@ -166,18 +197,21 @@ class PoolBackend(DBBackendBase):
     async def setup(self, app: web.Application) -> None:
         await super().setup(app)
         app.middlewares.append(validate_requests)  # refuses bad input before any handler
+        app.middlewares.append(self._explain_scale)
         app.add_routes([
             web.get("/api/v1/pool", api_handler(self._pool_route, user_authenticated=True)),
             web.get("/api/v1/pool/workers",
                     api_handler(self._workers_route, user_authenticated=True)),
+            web.get("/api/v1/status", api_handler(self._status_route, user_authenticated=True)),
         ])
 
     async def do_setup(self) -> None:
         self._nodes: dict[str, NodeState] = {}
-        self._pending = PendingQueue(self.max_pending_per_user)
+        self._waitlist: Waitlist[Cluster | Worker] = Waitlist(
+            {"scheduler": MAX_WAITING_CLUSTERS, "worker": self.max_pending_per_user})
         self._ledger = UserLedger()
-        self._waiting: dict[str, Worker] = {}
         self._launches: dict[str, asyncio.Task[None]] = {}
+        self._submit_lock = asyncio.Lock()
         self._ssl = ssl.create_default_context(cafile=self.agent_ca_file) \
             if self.agent_ca_file else None
         self._protection = ScaleInProtection(self.asg_name) if self.asg_name else None
@@ -218,6 +252,8 @@ class PoolBackend(DBBackendBase):
             if "node_id" in state:
                 self._reserve(state, cluster.config.scheduler_cores,
                               cluster.config.scheduler_memory)
+            elif state.get("queued"):
+                self._enqueue_cluster(cluster)
             cfg = cluster.config
             for worker in cluster.active_workers():
                 wstate = worker.state or {}
@@ -272,42 +308,156 @@ class PoolBackend(DBBackendBase):
                 int(self.spill_disk_per_memory * cluster.config.worker_memory))))
         return env
 
+    async def start_cluster(self, user: User, cluster_options: dict[str, Any]) -> str:
+        """dask-gateway's, refusing (HTTP 422, with what to do) a cluster past the user's
+        group limit on clusters held at once, so one user cannot fill the scheduler host."""
+        async with self._submit_lock:  # two quick submits must not both slip under it
+            options, config = await self.process_cluster_options(user, cluster_options)
+            held = [c.name for c in self.db.active_clusters() if c.username == user.name]
+            if config.max_clusters is not None and len(held) >= config.max_clusters:
+                raise PublicException(
+                    f"user {user.name} already holds {len(held)} cluster(s) "
+                    f"({', '.join(sorted(held))}), the most a member of "
+                    f"{config.platform_group} may hold at once "
+                    f"(quotas.groups.{config.platform_group}.maxClusters = "
+                    f"{config.max_clusters}); stop one first: cluster.shutdown(), or "
+                    "gateway.stop_cluster(name) for one listed by gateway.list_clusters()")
+            cluster = self.db.create_cluster(user.name, options, config.to_dict())
+        self.log.info("Created cluster %s for user %s", cluster.name, user.name)
+        self.queue.put(cluster)
+        return cluster.name
+
     async def do_start_cluster(self, cluster: Cluster) -> AsyncIterator[dict[str, Any]]:
-        cfg = cluster.config
-        memory_gb = cfg.scheduler_memory / GIB
-        while True:
-            node_id = best_fit(self._rooms(), "scheduler", cfg.scheduler_cores, memory_gb)
-            if node_id is None:
-                raise RuntimeError(
-                    f"no scheduler node has room for a scheduler ({cfg.scheduler_cores:g} "
-                    f"cores, {memory_gb:g} GB); the scheduler host is full or unreachable")
-            node = self._nodes[node_id]
-            state = self._placement_state(node, f"{cluster.name}-scheduler")
-            node.reserved[state["process_id"]] = (cfg.scheduler_cores, memory_gb)
-            yield state
-            try:
-                await node.client.spawn(self._spawn_spec(
-                    state["process_id"], "scheduler", self.get_scheduler_command(cluster),
-                    self.get_scheduler_env(cluster), cluster, cfg.scheduler_cores,
-                    memory_gb))
-                return
-            except NodeUnreachable as exc:
-                self._set_aside(node, state, exc)
+        """Place the scheduler now, or queue it (by group priority) until the scheduler
+        host has room; a queued cluster stays pending, with its place visible."""
+        self._enqueue_cluster(cluster)
+        placed = self._dispatch()
+        mine = next((p for p in placed if p.request.key == cluster.name), None)
+        self._start_launches([p for p in placed if p is not mine])
+        if mine is None:
+            self.log.info("Cluster %s waits for room on the scheduler host (%s)",
+                          cluster.name, self._waiting_text(cluster.name))
+            yield {"queued": True, "queued_at": time.time()}
+            return
+        node, state = self._reserve_placement(mine)
+        yield state
+        try:
+            await self._spawn_scheduler(cluster, node, state)
+        except NodeUnreachable as exc:
+            self._set_aside(node, state, exc)
+            self._requeue(cluster)
 
     async def do_stop_cluster(self, cluster: Cluster) -> None:
+        await self._cancel_launch(cluster.name)
+        self._waitlist.remove(cluster.name)
         await self._stop_process(cluster.state or {})
         self._start_launches(self._dispatch())
 
     async def do_check_clusters(self, clusters: list[Cluster]) -> list[bool]:
-        return await self._check([c.state or {} for c in clusters])
+        """A pending cluster is fine while it waits for room; once placed, its scheduler
+        must be alive and connect within cluster_connect_timeout."""
+        return await self._check_placed([c.state or {} for c in clusters],
+                                        self.cluster_connect_timeout)
 
     async def on_cluster_heartbeat(self, cluster_name: str, msg: dict[str, Any]) -> None:
         """dask-gateway's own, taking a started worker the heartbeat leaves out as closed
-        (its handler answers 500 for one: heartbeats.py)."""
+        (its handler answers 500 for one: heartbeats.py), and asking for no more workers
+        than the user's group total allows: otherwise a scheduler that keeps asking has
+        workers created and refused over and over."""
         cluster = self.db.get_cluster(cluster_name)
         if cluster is not None:
             msg = unlisted_as_closed(msg, cluster.workers.values())
+            msg = {**msg, "count": min(msg["count"], self._workers_allowed(cluster))}
         await super().on_cluster_heartbeat(cluster_name, msg)
+
+    def _workers_allowed(self, cluster: Cluster) -> int:
+        """Workers this cluster may have: those holding part of the user's total, plus as
+        many more as the rest of the total takes."""
+        cfg = cluster.config
+        held = sum(1 for w in cluster.workers.values()
+                   if w.status < JobStatus.STOPPED and self._ledger.holding(w.name))
+        return held + quota_room(self._ledger.usage(cluster.username),
+                                 (cfg.user_max_cores, cfg.user_max_memory), _worker_shape(cfg))
+
+    # ------------------------------------------------------------------ what waits, and why
+
+    def cluster_status(self, cluster: Cluster) -> dict[str, Any]:
+        """A cluster's state as its owner is told: workers by state, what waits and why."""
+        cfg = cluster.config
+        workers = [w for w in cluster.workers.values() if w.status < JobStatus.STOPPED]
+        positions = [p for w in workers if (p := self._waitlist.position(w.name))]
+        position = self._waitlist.position(cluster.name)
+        waiting = (waiting_text(position, cfg.platform_group) if position else
+                   workers_waiting_text(positions, cfg.platform_group) if positions else None)
+        running = sum(w.status == JobStatus.RUNNING for w in workers)
+        return {"name": cluster.name, "user": cluster.username, "group": cfg.platform_group,
+                "status": cluster.status.name,
+                "workers": {"running": running, "waiting": len(positions),
+                            "starting": len(workers) - running - len(positions)},
+                "waiting": waiting}
+
+    def _waiting_text(self, key: str) -> str:
+        position = self._waitlist.position(key)
+        return f"{position.place} of {position.total} in line" if position else "placed"
+
+    async def get_cluster(self, cluster_name: str, wait: bool = False) -> Any:
+        """dask-gateway's report, with what the cluster waits for (if anything) in its
+        options: ``gateway.list_clusters()`` shows it as ``options["platform_status"]``."""
+        return self._with_status(await super().get_cluster(cluster_name, wait))
+
+    async def list_clusters(self, username: str | None = None,
+                            statuses: list[Any] | None = None) -> list[Any]:
+        return [self._with_status(m) for m in await super().list_clusters(username, statuses)]
+
+    def _with_status(self, model: Any) -> Any:
+        cluster = self.db.get_cluster(model.name) if model is not None else None
+        if cluster is not None:
+            waiting = self.cluster_status(cluster)["waiting"]
+            if waiting:
+                model.options = {**model.options, "platform_status": waiting}
+        return model
+
+    async def _status_route(self, request: web.Request) -> web.Response:
+        """The caller's clusters (an admin's: everyone's) with what waits and why, and how
+        much waits in the pool; docs/gateway.md, ``dask-platform status``."""
+        user = request["user"]
+        admin = bool(set(user.groups) & set(self.admin_groups))
+        clusters = [self.cluster_status(c) for c in self.db.active_clusters()
+                    if admin or c.username == user.name]
+        return web.json_response({
+            "user": user.name, "admin": admin, "clusters": clusters,
+            "pool": {"waiting_clusters": len(self._waitlist.queues["scheduler"]),
+                     "waiting_workers": len(self._waitlist.queues["worker"]),
+                     "worker_nodes": sum(n.usable for n in self._nodes.values()
+                                         if n.spec.role == "worker")}})
+
+    @web.middleware
+    async def _explain_scale(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """A scale request that will not start every worker at once comes back with why
+        (the dask_gateway client shows it as a warning)."""
+        response = await handler(request)
+        name = request.match_info.get("cluster_name")
+        if (request.method != "POST" or not request.path.endswith("/scale") or name is None
+                or response.status != 200 or not isinstance(response, web.Response)):
+            return response
+        cluster = self.db.get_cluster(name)
+        count = (await request.json()).get("count")
+        if cluster is None or not isinstance(count, int):
+            return response
+        cfg = cluster.config
+        shape = _worker_shape(cfg)
+        started = sum(1 for w in cluster.workers.values() if w.status < JobStatus.STOPPED)
+        outlook = scale_outlook(
+            min(count, cfg.cluster_max_workers or count) - started,
+            self._workers_allowed(cluster) - started,
+            fitting(self._rooms(), shape), len(self._waitlist.queues["worker"]),
+            cfg.platform_group)
+        if outlook is None:
+            return response
+        body = json.loads(response.body)
+        body["msg"] = "; ".join(m for m in (body.get("msg"), outlook) if m)
+        body["ok"] = False
+        return web.json_response(body)
 
     # ------------------------------------------------------------------ workers
 
@@ -327,27 +477,23 @@ class PoolBackend(DBBackendBase):
             yield {"capped": str(exc)}
             await self._cap(worker, str(exc))
             return
-        while True:
-            placed = self._dispatch()
-            if worker.name not in placed:
-                yield {"queued": True}
-                return
-            _, node, state = placed.pop(worker.name)
-            self._start_launches(placed)
-            yield state
-            try:
-                await self._spawn_worker(worker, node, state)
-                return
-            except NodeUnreachable as exc:
-                self._set_aside(node, state, exc)
-                self._enqueue(worker)
+        placed = self._dispatch()
+        mine = next((p for p in placed if p.request.key == worker.name), None)
+        self._start_launches([p for p in placed if p is not mine])
+        if mine is None:
+            yield {"queued": True}
+            return
+        node, state = self._reserve_placement(mine)
+        yield state
+        try:
+            await self._spawn_worker(worker, node, state)
+        except NodeUnreachable as exc:
+            self._set_aside(node, state, exc)
+            self._requeue(worker)
 
     async def do_stop_worker(self, worker: Worker) -> None:
-        launch = self._launches.pop(worker.name, None)
-        if launch is not None:
-            await asyncio.gather(launch, return_exceptions=True)
-        self._pending.remove(worker.name)
-        self._waiting.pop(worker.name, None)
+        await self._cancel_launch(worker.name)
+        self._waitlist.remove(worker.name)
         self._ledger.release(worker.name)
         await self._stop_process(worker.state or {})
         self._start_launches(self._dispatch())
@@ -356,9 +502,13 @@ class PoolBackend(DBBackendBase):
         """dask-gateway asks only about workers that have not registered yet: one whose
         process is gone, or that was placed longer ago than worker_connect_timeout, has
         failed and is replaced."""
-        states = [w.state or {} for w in workers]
+        return await self._check_placed([w.state or {} for w in workers],
+                                        self.worker_connect_timeout)
+
+    async def _check_placed(self, states: list[dict[str, Any]],
+                            connect_timeout: float) -> list[bool]:
         alive = await self._check(states)
-        deadline = time.time() - self.worker_connect_timeout
+        deadline = time.time() - connect_timeout
         return [ok and state.get("placed_at", time.time()) >= deadline
                 for state, ok in zip(states, alive)]
 
@@ -383,9 +533,28 @@ class PoolBackend(DBBackendBase):
 
     def _enqueue(self, worker: Worker) -> None:
         cfg = worker.cluster.config
-        self._pending.push(worker.name, worker.cluster.username, cfg.priority,
-                           cfg.worker_cores, cfg.worker_memory / GIB)
-        self._waiting[worker.name] = worker
+        self._waitlist.push("worker", worker.name, worker.cluster.username, cfg.priority,
+                            cfg.worker_cores, cfg.worker_memory / GIB, worker)
+
+    def _enqueue_cluster(self, cluster: Cluster) -> None:
+        cfg = cluster.config
+        self._waitlist.push("scheduler", cluster.name, cluster.username, cfg.priority,
+                            cfg.scheduler_cores, cfg.scheduler_memory / GIB, cluster)
+
+    def _requeue(self, item: Cluster | Worker) -> None:
+        """Back in line after its node did not answer the start."""
+        if isinstance(item, Worker):
+            self.db.update_worker(item, state={"queued": True})
+            self._enqueue(item)
+        else:
+            self.db.update_cluster(item, state={"queued": True, "queued_at": time.time()})
+            self._enqueue_cluster(item)
+        self._start_launches(self._dispatch())
+
+    async def _cancel_launch(self, key: str) -> None:
+        launch = self._launches.pop(key, None)
+        if launch is not None:
+            await asyncio.gather(launch, return_exceptions=True)
 
     async def _cap(self, worker: Worker, reason: str) -> None:
         """Refuse one worker without failing its cluster.
@@ -411,49 +580,60 @@ class PoolBackend(DBBackendBase):
             self.log.warning("Could not tell cluster %s to scale to %d: %s", cluster.name,
                              allowed, exc)
 
-    def _dispatch(self) -> dict[str, tuple[Worker, NodeState, dict[str, Any]]]:
-        """Place waiting workers in service order; stop at the first that does not fit.
+    def _dispatch(self) -> list[Placement[Cluster | Worker]]:
+        """Place what waits, schedulers and workers, in service order (waitlist.py)."""
+        return self._waitlist.place({room.node_id: room for room in self._rooms()})
 
-        Stopping (rather than letting smaller requests jump ahead) keeps the order fair:
-        a large worker is never starved by a stream of small ones.
-        """
-        rooms = {room.node_id: room for room in self._rooms()}
-        placed: dict[str, tuple[Worker, NodeState, dict[str, Any]]] = {}
-        for request in self._pending.ordered():
-            node_id = best_fit(rooms.values(), "worker", request.cores, request.memory_gb)
-            if node_id is None:
-                break
-            node = self._nodes[node_id]
-            worker = self._waiting.pop(request.key)
-            self._pending.remove(request.key)
-            state = self._placement_state(node, f"{worker.cluster.name}-{worker.name}")
-            node.reserved[state["process_id"]] = (request.cores, request.memory_gb)
-            rooms[node_id] = node.room()
-            placed[request.key] = (worker, node, state)
-        return placed
+    def _reserve_placement(self, placement: Placement[Cluster | Worker]
+                           ) -> tuple[NodeState, dict[str, Any]]:
+        node, item = self._nodes[placement.node_id], placement.item
+        process_id = (f"{item.name}-scheduler" if isinstance(item, Cluster)
+                      else f"{item.cluster.name}-{item.name}")
+        state = self._placement_state(node, process_id)
+        node.reserved[process_id] = (placement.request.cores, placement.request.memory_gb)
+        return node, state
 
-    def _start_launches(self,
-                        placed: dict[str, tuple[Worker, NodeState, dict[str, Any]]]) -> None:
-        """Start workers that waited in the queue (their do_start_worker has returned)."""
-        for name, (worker, node, state) in placed.items():
-            self.db.update_worker(worker, state=state)
-            self._launches[name] = asyncio.ensure_future(self._launch(worker, node, state))
+    def _start_launches(self, placed: list[Placement[Cluster | Worker]]) -> None:
+        """Start what waited in line (its do_start_* has returned): record where it went,
+        then spawn it in the background."""
+        for placement in placed:
+            node, state = self._reserve_placement(placement)
+            item = placement.item
+            if isinstance(item, Worker):
+                self.db.update_worker(item, state=state)
+            else:
+                self.db.update_cluster(item, state=state)
+            self._launches[item.name] = asyncio.ensure_future(self._launch(item, node, state))
 
-    async def _launch(self, worker: Worker, node: NodeState, state: dict[str, Any]) -> None:
+    async def _launch(self, item: Cluster | Worker, node: NodeState,
+                      state: dict[str, Any]) -> None:
         try:
-            await self._spawn_worker(worker, node, state)
+            if isinstance(item, Worker):
+                await self._spawn_worker(item, node, state)
+            else:
+                await self._spawn_scheduler(item, node, state)
         except NodeUnreachable as exc:
             self._set_aside(node, state, exc)
-            self.db.update_worker(worker, state={"queued": True})
-            self._enqueue(worker)
-            self._start_launches(self._dispatch())
+            self._requeue(item)
         except Exception as exc:
-            self.log.warning("Worker %s failed to start on %s: %s", worker.name,
-                             node.spec.node_id, exc)
-            self.db.update_worker(worker, target=JobStatus.FAILED)
-            self.queue.put(worker)
+            self.log.warning("%s failed to start on %s: %s", item.name, node.spec.node_id, exc)
+            if isinstance(item, Worker):
+                self.db.update_worker(item, target=JobStatus.FAILED)
+            else:
+                self.db.update_cluster(item, target=JobStatus.FAILED)
+            self.queue.put(item)
         finally:
-            self._launches.pop(worker.name, None)
+            self._launches.pop(item.name, None)
+
+    async def _spawn_scheduler(self, cluster: Cluster, node: NodeState,
+                               state: dict[str, Any]) -> None:
+        cfg = cluster.config
+        await node.client.spawn(self._spawn_spec(
+            state["process_id"], "scheduler", self.get_scheduler_command(cluster),
+            self.get_scheduler_env(cluster), cluster, cfg.scheduler_cores,
+            cfg.scheduler_memory / GIB, cpu_limit=cfg.scheduler_cpu_limit,
+            memory_limit_gb=(cfg.scheduler_memory_limit / GIB
+                             if cfg.scheduler_memory_limit else None)))
 
     async def _spawn_worker(self, worker: Worker, node: NodeState,
                             state: dict[str, Any]) -> None:
@@ -480,19 +660,26 @@ class PoolBackend(DBBackendBase):
     @staticmethod
     def _spawn_spec(process_id: str, kind: str, argv: list[str], env: dict[str, str],
                     cluster: Cluster, cores: float, memory_gb: float,
+                    cpu_limit: float | None = None, memory_limit_gb: float | None = None,
                     **labels: str) -> dict[str, Any]:
         return {
             "id": process_id, "kind": kind, "argv": argv, "env": env,
             "files": {"dask.crt": cluster.tls_cert.decode(),
                       "dask.pem": cluster.tls_key.decode()},
             "cores": cores, "memory_gb": memory_gb,
+            "cpu_limit": cpu_limit, "memory_limit_gb": memory_limit_gb,
             "labels": {"cluster": cluster.name, "user": cluster.username, **labels},
         }
 
     async def _stop_process(self, state: dict[str, Any]) -> None:
+        """Stop a placed process. Its room is free at once (a create right after a delete
+        must not be refused): the agent no longer counts a process it is stopping."""
         if "node_id" not in state:
             return
         node = self._add_node(NodeSpec(state["node_id"], state["role"], state["agent_url"]))
+        node.reserved.pop(state["process_id"], None)
+        node.stopping.add(state["process_id"])
+        self._start_launches(self._dispatch())
         try:
             if not node.lost:
                 await node.client.stop(state["process_id"], self.stop_grace)
@@ -503,7 +690,7 @@ class PoolBackend(DBBackendBase):
             self.log.warning("Node %s unreachable while stopping %s: %s",
                              node.spec.node_id, state["process_id"], exc)
         finally:
-            node.reserved.pop(state["process_id"], None)
+            node.stopping.discard(state["process_id"])
         await self._update_protection(node)
 
     async def _check(self, states: list[dict[str, Any]]) -> list[bool]:
@@ -583,8 +770,10 @@ class PoolBackend(DBBackendBase):
             self.log.info("Node %s is reachable again", node.spec.node_id)
         node.failures, node.known, node.lost, node.set_aside = 0, True, False, False
         alive = [p for p in processes if p["state"] in ALIVE]
-        node.alive_processes = len(alive)
-        node.agent_used = (sum(p["cores"] for p in alive), sum(p["memory_gb"] for p in alive))
+        node.alive_processes = len(alive)  # protected from scale-in until they are gone
+        staying = [p for p in alive if not p.get("stopping") and p["id"] not in node.stopping]
+        node.agent_used = (sum(p["cores"] for p in staying),
+                           sum(p["memory_gb"] for p in staying))
         await self._update_protection(node)
 
     def _lose(self, node: NodeState, exc: Exception) -> None:
@@ -616,7 +805,8 @@ class PoolBackend(DBBackendBase):
     def metrics(self) -> dict[str, Any]:
         """Pool figures for scale-out and dashboards."""
         return {
-            "pending_workers": len(self._pending),
+            "pending_workers": len(self._waitlist.queues["worker"]),
+            "pending_clusters": len(self._waitlist.queues["scheduler"]),
             "capped_workers_total": self._capped_total,
             "nodes": [
                 {"node_id": n.spec.node_id, "role": n.spec.role, "lost": n.lost,
@@ -652,7 +842,7 @@ class PoolBackend(DBBackendBase):
             active_clusters=len(running),
             active_workers=sum(w.status == JobStatus.RUNNING
                                for c in running for w in c.active_workers()),
-            pending_workers=len(self._pending),
+            pending_workers=len(self._waitlist.queues["worker"]),
             queued_tasks=queued_tasks(readings),
             workers=worker_memory(readings),
         )
@@ -667,6 +857,10 @@ class PoolBackend(DBBackendBase):
             except Exception:
                 self.log.warning("Could not publish pool metrics", exc_info=True)
             await asyncio.sleep(self.metrics_period)
+
+
+def _worker_shape(cfg: PoolClusterConfig) -> Shape:
+    return Shape(cfg.worker_cores, cfg.worker_memory / GIB)
 
 
 def static_nodes(specs: Iterable[NodeSpec]) -> list[dict[str, str]]:

@@ -96,17 +96,36 @@ def cluster_overrides(group: UserGroup, clusters: ClusterSettings, worker_cores:
         "priority": quota.priority,
         "user_max_cores": quota.user_max_cores,
         "user_max_memory": int(quota.user_max_memory_gb * GIB),
+        "max_clusters": quota.max_clusters,
     }
 
 
-def cluster_options_for(quotas: QuotaSettings,
-                        clusters: ClusterSettings) -> Callable[[User], Options]:
-    """``Backend.cluster_options``: worker size fields bounded by the user's group.
+def check_fits_a_node(worker_cores: float, worker_memory_gb: float,
+                      node: tuple[float, float], instance_type: str) -> None:
+    """A worker larger than a worker node would wait forever: refused at once (HTTP 422)
+    with the largest worker a node takes."""
+    cores, memory = node
+    if worker_cores > cores + 1e-9 or worker_memory_gb > memory + 1e-9:
+        raise ValueError(
+            f"a worker of {worker_cores:g} cores and {worker_memory_gb:g} GB is larger than any "
+            f"worker node: the largest worker a {instance_type} node holds has {cores:g} "
+            f"cores and {memory:g} GB; ask for at most that (worker_cores, worker_memory)")
+
+
+def cluster_options_for(quotas: QuotaSettings, clusters: ClusterSettings,
+                        node: tuple[float, float] = (math.inf, math.inf),
+                        instance_type: str = "worker") -> Callable[[User], Options]:
+    """``Backend.cluster_options``: worker size fields bounded by the user's group, and a
+    worker no ``node`` (cores, GB: a worker node's room) could hold refused.
 
     dask-gateway answers a value outside the bounds (or not a number) with HTTP 422 and
     the bounds in the message; a user in no platform group gets the NoPlatformGroup
     message instead.
     """
+
+    def overrides(group: UserGroup, options: Any) -> dict[str, Any]:
+        check_fits_a_node(options.worker_cores, options.worker_memory, node, instance_type)
+        return cluster_overrides(group, clusters, options.worker_cores, options.worker_memory)
 
     def options_for(user: User) -> Options:
         group = group_of(user, quotas)
@@ -116,8 +135,7 @@ def cluster_options_for(quotas: QuotaSettings,
             Number("worker_memory", default=clusters.worker_memory_gb,
                    min=MIN_WORKER_MEMORY_GB, max=group.quota.cluster_max_memory_gb,
                    label="Worker memory (GB)"),
-            handler=lambda options: cluster_overrides(
-                group, clusters, options.worker_cores, options.worker_memory),
+            handler=lambda options: overrides(group, options),
         )
 
     return options_for
@@ -143,6 +161,9 @@ class UserLedger:
 
     def __init__(self) -> None:
         self._holds: dict[str, Hold] = {}
+
+    def holding(self, key: str) -> bool:
+        return key in self._holds
 
     def usage(self, user: str) -> tuple[float, int]:
         """(cores, memory bytes) the user holds now."""

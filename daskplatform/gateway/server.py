@@ -34,12 +34,13 @@ from daskplatform.gateway.directory import NodeSpec
 from daskplatform.gateway.quotas import GIB, cluster_options_for
 from daskplatform.processes import stop_process
 from daskplatform.runtime_config import load_runtime_settings
-from daskplatform.settings import RuntimeSettings
+from daskplatform.settings import RuntimeSettings, node_capacity
 from daskplatform.state_dir import default_state_dir
 
 QUEUE_WAIT_SECONDS = 1800
-"""How long a worker may wait in the queue for room before dask-gateway gives up on it
-(added to ``timeouts.workerStartSeconds``); by then scale-out has had time to add nodes."""
+"""How long a worker or a cluster may wait in line for room before dask-gateway gives up
+on it (added to ``timeouts.workerStartSeconds``/``clusterStartSeconds``); by then
+scale-out has added nodes, or clusters have stopped (idle ones after the idle timeout)."""
 
 ENCRYPT_KEY_FILE = "gateway-db.key"
 """Database encryption key kept in ``temp_dir`` when none is given (local mode)."""
@@ -124,19 +125,27 @@ def gateway_config(
     backend.stop_grace = settings.timeouts.stop_grace_seconds
     backend.max_pending_per_user = settings.quotas.max_pending_per_user
     backend.metrics_namespace = metrics_namespace
-    backend.cluster_options = cluster_options_for(settings.quotas, settings.clusters)
-    backend.cluster_start_timeout = settings.timeouts.cluster_start_seconds
+    backend.cluster_options = cluster_options_for(
+        settings.quotas, settings.clusters, node_capacity(settings.workers, settings.clusters),
+        settings.workers.instance_type)
+    # Both waits include the time in line for room; a placed process gets the settings'.
+    backend.cluster_start_timeout = settings.timeouts.cluster_start_seconds + QUEUE_WAIT_SECONDS
+    backend.cluster_connect_timeout = settings.timeouts.cluster_start_seconds
     backend.worker_start_timeout = settings.timeouts.worker_start_seconds + QUEUE_WAIT_SECONDS
     backend.worker_connect_timeout = settings.timeouts.worker_start_seconds
     backend.db_url = db_url
     backend.db_encrypt_keys = _encrypt_keys(db_url, temp_dir, encrypt_keys)
     backend.stop_clusters_on_shutdown = not backend.db_encrypt_keys
     backend.dask_config = dask_config(settings.clusters)
+    admins = settings.quotas.groups["admins"]
+    backend.admin_groups = list(admins.ldap_groups or ("admins",))
     backend.spill_disk_per_memory = spill_disk_per_memory(settings)
 
     cluster = c.PoolClusterConfig
     cluster.scheduler_cores = settings.clusters.scheduler_cores
     cluster.scheduler_memory = int(settings.clusters.scheduler_memory_gb * GIB)
+    cluster.scheduler_cpu_limit = settings.clusters.scheduler_cpu_limit
+    cluster.scheduler_memory_limit = int(settings.clusters.scheduler_memory_limit_gb * GIB)
     cluster.worker_cores = settings.clusters.worker_cores
     cluster.worker_memory = int(settings.clusters.worker_memory_gb * GIB)
     cluster.idle_timeout = settings.quotas.idle_timeout_minutes * 60.0

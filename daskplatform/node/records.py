@@ -46,6 +46,7 @@ class Record:
             "ports": self.ports, "cores": self.cores, "memory_gb": self.memory_gb,
             "labels": self.labels, "exit_code": self.exit_code,
             "started_at": self.started_at, "ended_at": self.ended_at, "warm": self.warm,
+            "stopping": self.live and self.stop_requested,
         }
 
 

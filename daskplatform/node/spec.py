@@ -6,7 +6,15 @@ import hashlib
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from daskplatform.http_input import Text, problems
 from daskplatform.identifiers import SAFE_NAME, SAFE_NAME_RULE, is_safe_name
@@ -42,8 +50,29 @@ class Spawn(BaseModel):
                                    description="an object of plain file names to text")
     cores: Size = Field(gt=0, le=1024, description="a number above 0, at most 1024")
     memory_gb: Size = Field(gt=0, le=16384, description="a number above 0, at most 16384")
+    cpu_limit: Size | None = Field(None, gt=0, le=1024,
+                                   description="a number above 0, at most 1024, or null")
+    """Cores the process may burst to (its cgroup's cap); default ``cores``. The node's
+    room counts ``cores`` only: schedulers reserve little and burst when busy."""
+    memory_limit_gb: Size | None = Field(None, gt=0, le=16384,
+                                         description="a number above 0, at most 16384, or null")
+    """The process's hard memory limit; default ``memory_gb``."""
     labels: dict[Text, Text] = Field(default_factory=dict,
                                      description="an object of strings to strings")
+
+    @model_validator(mode="after")
+    def _limits_hold_the_reservation(self) -> Spawn:
+        for limit, reserved, name in ((self.cpu_limit, self.cores, "cpu_limit"),
+                                      (self.memory_limit_gb, self.memory_gb, "memory_limit_gb")):
+            if limit is not None and limit < reserved:
+                raise ValueError(f"{name}: must be at least the reservation ({reserved:g}), "
+                                 f"got {limit:g}")
+        return self
+
+    @property
+    def cgroup_limits(self) -> tuple[float, float]:
+        """(cores, GB) the process is confined to."""
+        return self.cpu_limit or self.cores, self.memory_limit_gb or self.memory_gb
 
     @field_validator("files")
     @classmethod

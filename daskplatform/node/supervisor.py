@@ -139,7 +139,9 @@ class Supervisor:
     # ------------------------------------------------------------ queries
 
     def capacity(self) -> dict[str, object]:
-        live = [r for r in self._records.values() if r.live]
+        """What the node offers and what its processes take; a process being stopped
+        takes nothing any more (its successor may start while it winds down)."""
+        live = [r for r in self._records.values() if r.live and not r.stop_requested]
         return {
             "node_id": self.shape.node_id, "role": self.shape.role, "host": self.shape.host,
             "cores": self.shape.cores, "memory_gb": self.shape.memory_gb,
@@ -235,7 +237,8 @@ class Supervisor:
             fd = os.open(home / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 fh.write(text)
-        group = self._confinement.create(spec.id, spec.cores, int(spec.memory_gb * GIB))
+        cpu_limit, memory_limit_gb = spec.cgroup_limits
+        group = self._confinement.create(spec.id, cpu_limit, int(memory_limit_gb * GIB))
         launch = {"kind": spec.kind, "argv": self._argv(spec, record.ports),
                   "cwd": str(home), "log": str(self._log(spec.id)),
                   "procs_files": list(group.procs_files)}

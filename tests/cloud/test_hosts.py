@@ -47,7 +47,7 @@ def test_instance_types_follow_the_settings(dev: StackRun, custom: StackRun) -> 
     types = {t.name: t.inputs["instanceType"] for t in of_short_type(dev, "LaunchTemplate")}
     assert types == {
         "gateway-lt": "t3.medium",
-        "scheduler-lt": "c5.xlarge",
+        "scheduler-lt": "m5.2xlarge",
         "workers-lt": "c5.large",
     }
     assert one(custom, "LaunchTemplate", "workers-lt").inputs["instanceType"] == "c5.2xlarge"

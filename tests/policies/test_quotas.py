@@ -78,7 +78,7 @@ def test_worker_larger_than_node_fails() -> None:
         "fit a c5.large node (2 cores, 3.5 GB after dask-platform:clusters.nodeReservedMemoryGb); "
         "shrink it or pick a larger instance type")]
     assert run("quota-worker-fits-node", SSM_PARAMETER,
-               parameter(clusters__schedulerCores=5)) != []
+               parameter(clusters__schedulerCores=9)) != []
 
 
 def test_equal_priorities_fail() -> None:
