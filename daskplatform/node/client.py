@@ -48,7 +48,9 @@ class NodeAgentClient:
                        timeout: float | None = None) -> tuple[int, Any]:
         if self._session is None:
             self._session = aiohttp.ClientSession(headers=self._headers, timeout=self._timeout)
-        request_timeout = aiohttp.ClientTimeout(total=timeout) if timeout else None
+        # The session's timeout unless a call gives its own: aiohttp takes an explicit
+        # timeout=None as "no timeout", and a hung agent must not hang the gateway.
+        request_timeout = aiohttp.ClientTimeout(total=timeout) if timeout else self._timeout
         try:
             async with self._session.request(
                 method, self.base_url + path, json=json, params=params,
