@@ -1,11 +1,14 @@
-"""WorkerPool: the Auto Scaling group of worker nodes and its scaling rules.
+"""WorkerPool: the Auto Scaling group of worker nodes and its scaling rules
+(docs/capacity.md).
 
-Step scaling on the group's average CPU: one node more above ``scaleOutCpu`` for three
-minutes, one less below ``scaleInCpu`` for ``cooldownSeconds``; and one node more while
-the gateway reports worker requests waiting for room (``PendingWorkers`` > 0).
-Scale-in never kills user work: the gateway's pool backend protects every node that
-runs a Dask process from scale-in, so only empty nodes can be removed, and an instance
-refresh waits for protected nodes instead of replacing them.
+Three step policies: one node more while the group's average CPU is above
+``scaleOutCpu`` for three minutes (the brief's baseline); as many nodes as the gateway's
+``BacklogNodes`` says the waiting workers need, all at once (up to 20 per minute and
+never past ``workers.max``); and as many fewer as ``IdleNodes`` counts while CPU is below
+``scaleInCpu`` for ``cooldownSeconds``. Scale-in never kills user work: the gateway
+protects every node that runs a Dask process, and scale-in asks only for the idle ones,
+so AWS never lowers the desired capacity below the busy nodes (which would terminate the
+next node to empty at once). An instance refresh waits for protected nodes.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ import pulumi
 import pulumi_aws as aws
 
 from components.host import launch_template
-from daskplatform.settings import PENDING_WORKERS_METRIC, PlatformSettings
+from daskplatform.scaling import backlog_steps, idle_steps
+from daskplatform.settings import BACKLOG_NODES_METRIC, IDLE_NODES_METRIC, PlatformSettings
 from daskplatform.stack_names import WORKER_BOOT_HOOK
 
 METRIC_PERIOD_SECONDS = 60
@@ -31,8 +35,8 @@ WAIT_FOR_CAPACITY = "30m"
 class WorkerPool(pulumi.ComponentResource):
     group: aws.autoscaling.Group
     scale_out_policy: aws.autoscaling.Policy
+    backlog_policy: aws.autoscaling.Policy
     scale_in_policy: aws.autoscaling.Policy
-    pending_policy: aws.autoscaling.Policy
 
     def __init__(
         self,
@@ -99,38 +103,36 @@ class WorkerPool(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=list(depends_on)),
         )
 
-        def step_policy(
-            suffix: str, adjustment: int, lower: float | None, upper: float | None
-        ) -> aws.autoscaling.Policy:
+        def step_policy(suffix: str, steps: list[tuple[float, float | None, int]],
+                        aggregation: str = "Maximum") -> aws.autoscaling.Policy:
             return aws.autoscaling.Policy(
                 f"{name}-{suffix}",
                 autoscaling_group_name=self.group.name,
                 policy_type="StepScaling",
                 adjustment_type="ChangeInCapacity",
                 estimated_instance_warmup=workers.cooldown_seconds,
-                metric_aggregation_type="Average",
+                metric_aggregation_type=aggregation,
                 step_adjustments=[
-                    {
-                        "scaling_adjustment": adjustment,
-                        "metric_interval_lower_bound": lower,
-                        "metric_interval_upper_bound": upper,
-                    }
+                    {"scaling_adjustment": adjustment, "metric_interval_lower_bound": lower,
+                     "metric_interval_upper_bound": upper}
+                    for lower, upper, adjustment in steps
                 ],
                 opts=child,
             )
 
-        self.scale_out_policy = step_policy("scale-out-cpu", 1, 0, None)
-        self.scale_in_policy = step_policy("scale-in-cpu", -1, None, 0)
-        self.pending_policy = step_policy("scale-out-pending", 1, 0, None)
-        cpu = {
-            "namespace": "AWS/EC2",
-            "metric_name": "CPUUtilization",
-            "statistic": "Average",
-            "dimensions": {"AutoScalingGroupName": self.group.name},
-        }
+        # Baseline: one node more while the pool is busy.
+        self.scale_out_policy = step_policy("scale-out-cpu", [(0, None, 1)], "Average")
+        # As many nodes as the waiting workers need, at once (daskplatform.scaling).
+        self.backlog_policy = step_policy("scale-out-backlog", backlog_steps(workers.max))
+        # Only idle nodes, and only while the pool's CPU is low.
+        self.scale_in_policy = step_policy("scale-in-idle", idle_steps(workers.max))
+        pool = {"AutoScalingGroupName": asg_name}  # as the gateway publishes its figures
         aws.cloudwatch.MetricAlarm(
             f"{name}-cpu-high",
-            **cpu,
+            namespace="AWS/EC2",
+            metric_name="CPUUtilization",
+            statistic="Average",
+            dimensions={"AutoScalingGroupName": self.group.name},
             comparison_operator="GreaterThanThreshold",
             threshold=workers.scale_out_cpu,
             period=METRIC_PERIOD_SECONDS,
@@ -141,33 +143,43 @@ class WorkerPool(pulumi.ComponentResource):
             opts=child,
         )
         aws.cloudwatch.MetricAlarm(
-            f"{name}-cpu-low",
-            **cpu,
-            comparison_operator="LessThanThreshold",
-            threshold=workers.scale_in_cpu,
+            f"{name}-backlog",
+            namespace=metrics_namespace,
+            metric_name=BACKLOG_NODES_METRIC,
+            dimensions=pool,
+            statistic="Maximum",
+            comparison_operator="GreaterThanThreshold",
+            threshold=0.5,
             period=METRIC_PERIOD_SECONDS,
-            evaluation_periods=workers.cooldown_seconds // METRIC_PERIOD_SECONDS,
-            alarm_actions=[self.scale_in_policy.arn],
-            alarm_description=(
-                f"Remove an empty worker node: average CPU < "
-                f"{workers.scale_in_cpu:g} % (busy nodes are scale-in protected)"
-            ),
+            evaluation_periods=1,
+            treat_missing_data="notBreaching",
+            alarm_actions=[self.backlog_policy.arn],
+            alarm_description="Add the worker nodes waiting workers need (BacklogNodes), "
+            "all at once",
             tags=dict(tags),
             opts=child,
         )
         aws.cloudwatch.MetricAlarm(
-            f"{name}-pending-workers",
-            namespace=metrics_namespace,
-            metric_name=PENDING_WORKERS_METRIC,
-            dimensions={"AutoScalingGroupName": asg_name},  # as the gateway publishes it
-            statistic="Maximum",
+            f"{name}-cpu-low",
             comparison_operator="GreaterThanThreshold",
-            threshold=0,
-            period=METRIC_PERIOD_SECONDS,
-            evaluation_periods=1,
+            threshold=0.5,
+            evaluation_periods=workers.cooldown_seconds // METRIC_PERIOD_SECONDS,
             treat_missing_data="notBreaching",
-            alarm_actions=[self.pending_policy.arn],
-            alarm_description="Add a worker node: worker requests are waiting for room in the pool",
+            alarm_actions=[self.scale_in_policy.arn],
+            alarm_description=(
+                f"Remove idle worker nodes (no Dask process, so not protected) while "
+                f"average CPU < {workers.scale_in_cpu:g} %: never lowers the group below "
+                "its busy nodes"),
+            metric_queries=[
+                {"id": "cpu", "metric": {"namespace": "AWS/EC2", "metric_name": "CPUUtilization",
+                                         "dimensions": {"AutoScalingGroupName": self.group.name},
+                                         "stat": "Average", "period": METRIC_PERIOD_SECONDS}},
+                {"id": "idle", "metric": {"namespace": metrics_namespace,
+                                          "metric_name": IDLE_NODES_METRIC, "dimensions": pool,
+                                          "stat": "Minimum", "period": METRIC_PERIOD_SECONDS}},
+                {"id": "removable", "expression": f"IF(cpu < {workers.scale_in_cpu:g}, idle, 0)",
+                 "label": "idle nodes while CPU is low", "return_data": True},
+            ],
             tags=dict(tags),
             opts=child,
         )

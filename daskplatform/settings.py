@@ -409,8 +409,13 @@ class RuntimeSettings(_Model):
 # --------------------------------------------------------------------------- metrics
 
 PENDING_WORKERS_METRIC = "PendingWorkers"
-"""Worker requests waiting for room in the pool; the gateway publishes it and the
-worker pool scales out while it is above zero."""
+"""Worker requests waiting for room in the pool (gateway; the dashboard shows it)."""
+BACKLOG_NODES_METRIC = "BacklogNodes"
+"""Worker nodes the waiting workers need (gateway, daskplatform.scaling): the worker
+group adds that many at once."""
+IDLE_NODES_METRIC = "IdleNodes"
+"""Worker nodes with no Dask process, the only ones not protected from scale-in
+(gateway): with low CPU, the worker group removes that many."""
 ACTIVE_WORKERS_METRIC = "ActiveWorkers"
 """Dask workers running across the pool (gateway)."""
 ACTIVE_CLUSTERS_METRIC = "ActiveClusters"

@@ -38,10 +38,27 @@ def check_asg_bounds(resource_type: str, name: str, props: Mapping[str, Any],
     return messages
 
 
+def _is_cpu(metric: Mapping[str, Any]) -> bool:
+    return metric.get("metricName") == "CPUUtilization" and metric.get("namespace") == "AWS/EC2"
+
+
 def _cpu_alarm_direction(alarm: StackResource) -> str | None:
-    """'out' for a high-CPU alarm, 'in' for a low-CPU one, None if not about CPU."""
+    """'out' for a high-CPU alarm, 'in' for a low-CPU one, None if not about CPU. A
+    metric-math alarm is about CPU when its expression compares a CPU query: ``cpu <``
+    gates a scale-in (e.g. ``IF(cpu < 30, idle, 0)``), ``cpu >`` a scale-out."""
     props = alarm.props
-    if props.get("metricName") != "CPUUtilization" or props.get("namespace") != "AWS/EC2":
+    queries = props.get("metricQueries") or []
+    if queries:
+        cpu_ids = [q["id"] for q in queries if _is_cpu(q.get("metric") or {})]
+        for query in queries:
+            expression = str(query.get("expression") or "").replace(" ", "")
+            for cpu_id in cpu_ids:
+                if f"{cpu_id}<" in expression:
+                    return "in"
+                if f"{cpu_id}>" in expression:
+                    return "out"
+        return None
+    if not _is_cpu(props):
         return None
     operator = str(props.get("comparisonOperator") or "")
     if operator.startswith("GreaterThan"):

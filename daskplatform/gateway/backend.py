@@ -24,7 +24,7 @@ from dask_gateway_server.backends.db_base import Cluster, DBBackendBase, JobStat
 from dask_gateway_server.models import User
 from dask_gateway_server.routes import api_handler
 from dask_gateway_server.traitlets import MemoryLimit
-from traitlets import Dict, Float, Integer, List, Unicode, default
+from traitlets import Dict, Float, Integer, List, Tuple, Unicode, default
 
 from daskplatform.gateway.api_input import validate_requests
 from daskplatform.gateway.dask_config import dask_env, max_spill_config
@@ -52,6 +52,7 @@ from daskplatform.gateway.status import (
 )
 from daskplatform.gateway.waitlist import Placement, Waitlist
 from daskplatform.node.client import NodeAgentClient, NodeAgentError, NodeUnreachable
+from daskplatform.scaling import NodeShape, backlog_nodes
 
 ALIVE = ("starting", "running")
 """Agent process states that still hold resources."""
@@ -179,6 +180,10 @@ class PoolBackend(DBBackendBase):
                            config=True)
     metrics_scrape_timeout = Float(5, help="""Seconds to read one scheduler's /metrics for
         QueuedTasks and worker memory (default 5); all schedulers are read at once.""",
+        config=True)
+    worker_node = Tuple(Float(), Float(), default_value=(2.0, 3.5), help="""(cores, GB) one
+        worker node offers Dask processes: the unit of BacklogNodes (default (2, 3.5), a
+        c5.large less the node reserve; gateway_config sets it from the settings).""",
         config=True)
     admin_groups = List(Unicode(), help="""LDAP groups whose members see every cluster in
         GET /api/v1/status (default: none; gateway_config sets the admins group's).""",
@@ -838,13 +843,18 @@ class PoolBackend(DBBackendBase):
         their schedulers hold for want of a worker, and each worker's memory."""
         running = self._running_clusters()
         readings = await self._read_schedulers(running)
+        waiting = self._waitlist.waiting("worker")
+        workers = [n for n in self._nodes.values() if n.spec.role == "worker" and n.usable]
         return PoolFigures(
             active_clusters=len(running),
             active_workers=sum(w.status == JobStatus.RUNNING
                                for c in running for w in c.active_workers()),
-            pending_workers=len(self._waitlist.queues["worker"]),
+            pending_workers=len(waiting),
             queued_tasks=queued_tasks(readings),
             workers=worker_memory(readings),
+            backlog_nodes=backlog_nodes([(r.cores, r.memory_gb) for r in waiting],
+                                        NodeShape(*self.worker_node)),
+            idle_nodes=sum(not n.busy for n in workers),
         )
 
     async def _metrics_loop(self) -> None:

@@ -1,6 +1,7 @@
 """The platform metrics the stack's alarms watch, published to CloudWatch by the gateway.
 
-PendingWorkers is the pool's scale-out signal beside CPU, per worker Auto Scaling group.
+BacklogNodes and IdleNodes are the pool's scaling signals beside CPU (per worker Auto
+Scaling group, as PendingWorkers; daskplatform.scaling).
 ActiveClusters/ActiveWorkers (clusters stranded without workers) and QueuedTasks (work
 piling up) have no dimensions, like their alarms in ``components/monitoring.py``.
 QueuedTasks and each worker's memory come from each running scheduler's Prometheus
@@ -22,6 +23,8 @@ from daskplatform.gateway.worker_memory import WORKER_MEMORY
 from daskplatform.settings import (
     ACTIVE_CLUSTERS_METRIC,
     ACTIVE_WORKERS_METRIC,
+    BACKLOG_NODES_METRIC,
+    IDLE_NODES_METRIC,
     PENDING_WORKERS_METRIC,
     QUEUED_TASKS_METRIC,
     WORKER_MANAGED_METRIC,
@@ -64,6 +67,8 @@ class PoolFigures:
     pending_workers: int
     queued_tasks: int | None
     workers: tuple[WorkerMemory, ...] = ()
+    backlog_nodes: int = 0
+    idle_nodes: int = 0
 
 
 def read_page(prometheus_text: str, cluster: str) -> SchedulerReading:
@@ -139,6 +144,8 @@ class CloudWatchPublisher:
                     "Unit": "Count"}
 
         data = [datum(PENDING_WORKERS_METRIC, figures.pending_workers, self.pool_dimensions),
+                datum(BACKLOG_NODES_METRIC, figures.backlog_nodes, self.pool_dimensions),
+                datum(IDLE_NODES_METRIC, figures.idle_nodes, self.pool_dimensions),
                 datum(ACTIVE_CLUSTERS_METRIC, figures.active_clusters, []),
                 datum(ACTIVE_WORKERS_METRIC, figures.active_workers, [])]
         if figures.queued_tasks is not None:

@@ -125,9 +125,10 @@ def gateway_config(
     backend.stop_grace = settings.timeouts.stop_grace_seconds
     backend.max_pending_per_user = settings.quotas.max_pending_per_user
     backend.metrics_namespace = metrics_namespace
+    worker_node = node_capacity(settings.workers, settings.clusters)
+    backend.worker_node = worker_node
     backend.cluster_options = cluster_options_for(
-        settings.quotas, settings.clusters, node_capacity(settings.workers, settings.clusters),
-        settings.workers.instance_type)
+        settings.quotas, settings.clusters, worker_node, settings.workers.instance_type)
     # Both waits include the time in line for room; a placed process gets the settings'.
     backend.cluster_start_timeout = settings.timeouts.cluster_start_seconds + QUEUE_WAIT_SECONDS
     backend.cluster_connect_timeout = settings.timeouts.cluster_start_seconds

@@ -21,7 +21,8 @@ from daskplatform.node import agent
 from daskplatform.settings import (
     ACTIVE_CLUSTERS_METRIC,
     ACTIVE_WORKERS_METRIC,
-    PENDING_WORKERS_METRIC,
+    BACKLOG_NODES_METRIC,
+    IDLE_NODES_METRIC,
     QUEUED_TASKS_METRIC,
     RuntimeSettings,
 )
@@ -79,8 +80,9 @@ def test_the_gateway_command_resolves_to_this_stacks_wiring(
     assert backend.asg_name == one(dev, "Group", "workers-asg").inputs["name"]
     assert backend.stack_name == "dev"
     assert backend.agent_port == 8790 and backend.nodes == []
-    pending_alarm = one(dev, "MetricAlarm", "workers-pending-workers").inputs
-    assert backend.metrics_namespace == pending_alarm["namespace"]
+    backlog_alarm = one(dev, "MetricAlarm", "workers-backlog").inputs
+    assert backend.metrics_namespace == backlog_alarm["namespace"]
+    assert tuple(backend.worker_node) == (2, 3.5)  # a c5.large after the node reserve
     stored = aws_client("secretsmanager").get_secret_value(
         SecretId=published.agent_token_secret_id)["SecretString"]
     assert backend.agent_token == stored
@@ -153,7 +155,8 @@ async def test_the_gateway_publishes_every_metric_the_alarms_watch(
     # from the gateway.
     watched = {w for w in _watched(dev, backend.metrics_namespace)
                if w[0] != BOOT_FAILURES_METRIC}
-    assert {name for name, _ in watched} == {PENDING_WORKERS_METRIC, ACTIVE_CLUSTERS_METRIC,
+    assert {name for name, _ in watched} == {BACKLOG_NODES_METRIC, IDLE_NODES_METRIC,
+                                             ACTIVE_CLUSTERS_METRIC,
                                              ACTIVE_WORKERS_METRIC, QUEUED_TASKS_METRIC}
     publisher = CloudWatchPublisher(backend.metrics_namespace, backend.asg_name)
     await publisher.publish(PoolFigures(active_clusters=1, active_workers=0,

@@ -204,46 +204,58 @@ def alarm_and_policy(run: StackRun, alarm: str) -> tuple[dict, dict]:
     return inputs, policy.inputs
 
 
-@pytest.mark.parametrize(
-    "run_name, out_cpu, in_cpu, cooldown",
-    [
-        ("dev", 70, 30, 300),
-        (
-            "custom",
-            CUSTOM_WORKERS["scaleOutCpu"],
-            CUSTOM_WORKERS["scaleInCpu"],
-            CUSTOM_WORKERS["cooldownSeconds"],
-        ),
-    ],
-)
-def test_cpu_alarms_drive_the_right_scaling_policy(
-    request: pytest.FixtureRequest, run_name: str, out_cpu: int, in_cpu: int, cooldown: int
-) -> None:
+def _step_for(policy: dict, breach: float) -> int:
+    """The adjustment a step policy makes for an alarm breached by ``breach``."""
+    (found,) = [step["scalingAdjustment"] for step in policy["stepAdjustments"]
+                if step.get("metricIntervalLowerBound", -1e9) <= breach
+                < (step.get("metricIntervalUpperBound") or 1e9)]
+    return found
+
+
+@pytest.mark.parametrize("run_name, out_cpu, maximum", [("dev", 70, 20),
+                                                        ("custom", CUSTOM_WORKERS["scaleOutCpu"],
+                                                         CUSTOM_WORKERS["max"])])
+def test_busy_cpu_adds_a_node_and_a_backlog_adds_all_the_nodes_it_needs_at_once(
+        request: pytest.FixtureRequest, run_name: str, out_cpu: int, maximum: int) -> None:
     run: StackRun = request.getfixturevalue(run_name)
     asg = one(run, "Group", "workers-asg")
     high, scale_out = alarm_and_policy(run, "workers-cpu-high")
-    low, scale_in = alarm_and_policy(run, "workers-cpu-low")
+    assert (high["namespace"], high["metricName"]) == ("AWS/EC2", "CPUUtilization")
     assert (high["comparisonOperator"], high["threshold"]) == ("GreaterThanThreshold", out_cpu)
-    assert (low["comparisonOperator"], low["threshold"]) == ("LessThanThreshold", in_cpu)
-    for alarm in (high, low):
-        assert (alarm["namespace"], alarm["metricName"]) == ("AWS/EC2", "CPUUtilization")
-        assert alarm["dimensions"] == {"AutoScalingGroupName": asg.outputs["name"]}
-    assert low["period"] * low["evaluationPeriods"] == cooldown
-    for policy, step in ((scale_out, 1), (scale_in, -1)):
-        assert policy["autoscalingGroupName"] == asg.outputs["name"]
-        assert policy["policyType"] == "StepScaling"
-        assert [s["scalingAdjustment"] for s in policy["stepAdjustments"]] == [step]
-        assert policy["estimatedInstanceWarmup"] == cooldown
-
-
-def test_pending_workers_metric_scales_out(dev: StackRun) -> None:
-    alarm, policy = alarm_and_policy(dev, "workers-pending-workers")
-    assert (alarm["namespace"], alarm["metricName"]) == ("DaskPlatform/dev", "PendingWorkers")
+    assert high["dimensions"] == {"AutoScalingGroupName": asg.outputs["name"]}
+    assert scale_out["autoscalingGroupName"] == asg.outputs["name"]
+    assert _step_for(scale_out, 5) == 1
+    backlog, policy = alarm_and_policy(run, "workers-backlog")
+    assert (backlog["namespace"], backlog["metricName"]) == (f"DaskPlatform/{run_name}",
+                                                             "BacklogNodes")
     # The gateway publishes it per group (daskplatform/gateway/metrics.py); an alarm
     # without the dimension would watch a metric nobody puts.
-    assert alarm["dimensions"] == {"AutoScalingGroupName": "dask-platform-dev-workers"}
-    assert (alarm["comparisonOperator"], alarm["threshold"]) == ("GreaterThanThreshold", 0)
-    assert [s["scalingAdjustment"] for s in policy["stepAdjustments"]] == [1]
+    assert backlog["dimensions"] == {"AutoScalingGroupName":
+                                     f"dask-platform-{run_name}-workers"}
+    assert (backlog["comparisonOperator"], backlog["threshold"]) == ("GreaterThanThreshold",
+                                                                     0.5)
+    assert policy["policyType"] == "StepScaling"
+    # A backlog of n nodes adds n, at most 20 (the service's steps) or workers.max a time.
+    for nodes in (1, 2, 7, 19, 20, 25, 50):
+        assert _step_for(policy, nodes - 0.5) == min(nodes, 20, maximum), nodes
+
+
+def test_scale_in_removes_only_idle_nodes_and_only_while_cpu_is_low(dev: StackRun) -> None:
+    alarm, policy = alarm_and_policy(dev, "workers-cpu-low")
+    queries = {q["id"]: q for q in alarm["metricQueries"]}
+    cpu, idle = queries["cpu"]["metric"], queries["idle"]["metric"]
+    assert (cpu["namespace"], cpu["metricName"], cpu["stat"]) == ("AWS/EC2", "CPUUtilization",
+                                                                 "Average")
+    assert cpu["dimensions"] == {"AutoScalingGroupName": "dask-platform-dev-workers"}
+    assert (idle["namespace"], idle["metricName"]) == ("DaskPlatform/dev", "IdleNodes")
+    assert idle["dimensions"] == {"AutoScalingGroupName": "dask-platform-dev-workers"}
+    assert queries["removable"]["expression"] == "IF(cpu < 30, idle, 0)"
+    assert (alarm["comparisonOperator"], alarm["threshold"]) == ("GreaterThanThreshold", 0.5)
+    assert alarm["evaluationPeriods"] * 60 == 300  # workers.cooldownSeconds
+    for nodes in (1, 3, 20):
+        assert _step_for(policy, nodes - 0.5) == -nodes
+    assert {p.name for p in of_short_type(dev, "Policy")} == {
+        "workers-scale-out-cpu", "workers-scale-out-backlog", "workers-scale-in-idle"}
 
 
 @pytest.mark.parametrize("host", [("Instance", "gateway-instance"),

@@ -92,3 +92,22 @@ def test_wiring_by_dependency_in_preview() -> None:
         property_dependencies={"alarmActions": frozenset({"out"})})
     [(_, message)] = run_stack("asg-cpu-scaling-alarms", [group(), out, high])
     assert message.startswith("no CPU scale-in alarm")
+
+
+def math_alarm(expression: str, actions: list[str]) -> StackResource:
+    """A metric-math alarm over the group's CPU and the gateway's IdleNodes."""
+    return StackResource(METRIC_ALARM, "cpu-low", {
+        "comparisonOperator": "GreaterThanThreshold", "threshold": 0.5, "alarmActions": actions,
+        "metricQueries": [
+            {"id": "cpu", "metric": {"namespace": "AWS/EC2", "metricName": "CPUUtilization"}},
+            {"id": "idle", "metric": {"namespace": "DaskPlatform/dev", "metricName": "IdleNodes"}},
+            {"id": "removable", "expression": expression, "returnData": True}]})
+
+
+def test_scale_in_gated_on_low_cpu_by_metric_math_counts() -> None:
+    """The stack removes idle nodes only while CPU is low: IF(cpu < 30, idle, 0)."""
+    gated = WIRED[:4] + [math_alarm("IF(cpu < 30, idle, 0)", ["arn:policy/in"])]
+    assert run_stack("asg-cpu-scaling-alarms", gated) == []
+    ungated = WIRED[:4] + [math_alarm("idle", ["arn:policy/in"])]
+    [(_, message)] = run_stack("asg-cpu-scaling-alarms", ungated)
+    assert message.startswith("no CPU scale-in alarm")

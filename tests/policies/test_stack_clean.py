@@ -166,8 +166,7 @@ MUTATIONS: dict[str, tuple[Callable[[Captured], None], set[str]]] = {
     "ASG above the ceiling": (_huge_pool, {"asg-size-bounds"}),
     "scale-in alarm dropped": (lambda s: s.remove(next(
         r for r in s if r["type"] == "aws:cloudwatch/metricAlarm:MetricAlarm"
-        and str(r["props"].get("comparisonOperator", "")).startswith("LessThan")
-        and r["props"].get("metricName") == "CPUUtilization")), {"asg-cpu-scaling-alarms"}),
+        and r["name"] == "workers-cpu-low")), {"asg-cpu-scaling-alarms"}),
     "cluster quota above user quota": (_cluster_above_user, {"quota-cluster-within-user"}),
     "idle timeout of 10 hours": (_long_idle_timeout, {"quota-idle-timeout"}),
     "flow log dropped": (lambda s: _drop(s, "aws:ec2/flowLog:FlowLog", ""), {"vpc-flow-logs"}),
