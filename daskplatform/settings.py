@@ -290,6 +290,38 @@ class ClusterSettings(_Model):
         return self
 
 
+DEFAULT_PRICES_USD_PER_HOUR: dict[str, float] = {
+    "c5.large": 0.096, "c5.xlarge": 0.192, "c5.2xlarge": 0.384,
+    "m5.large": 0.107, "m5.xlarge": 0.214, "m5.2xlarge": 0.428, "t3.medium": 0.0456,
+}
+"""On-demand Linux prices in eu-west-1 for the default and nearby instance types; set
+your region's and any other type you use (``costs.instancePricesUsdPerHour``)."""
+
+
+class CostSettings(_Model):
+    """What an hour of each instance type costs, for cost estimates (simulation, usage)."""
+
+    instance_prices_usd_per_hour: dict[str, float] = Field(
+        default_factory=lambda: dict(DEFAULT_PRICES_USD_PER_HOUR))
+
+    @field_validator("instance_prices_usd_per_hour")
+    @classmethod
+    def _known_types(cls, prices: dict[str, float]) -> dict[str, float]:
+        for instance_type, price in prices.items():
+            _check_instance_type(instance_type)
+            if not price >= 0:
+                raise ValueError(f"{instance_type}: a price must be >= 0, got {price}")
+        return prices
+
+    def hourly(self, instance_type: str) -> float:
+        """The price of ``instance_type``; an unknown one is an error naming the key."""
+        if instance_type not in self.instance_prices_usd_per_hour:
+            raise SettingsError(
+                f"{config_key('costs', 'instancePricesUsdPerHour')} has no price for "
+                f"{instance_type}; add one")
+        return self.instance_prices_usd_per_hour[instance_type]
+
+
 class PortSettings(_Model):
     """The only ports in the platform (DESIGN.md, Ports)."""
 
@@ -366,6 +398,7 @@ class RuntimeSettings(_Model):
     timeouts: TimeoutSettings = Field(default_factory=TimeoutSettings)
     scheduler: SchedulerHostSettings = Field(default_factory=SchedulerHostSettings)
     workers: WorkerPoolSettings = Field(default_factory=WorkerPoolSettings)
+    costs: CostSettings = Field(default_factory=CostSettings)
     ldap_url: str = ""
     ldap_base_dn: str = ""
     ldap_bind_dn: str = ""
@@ -485,6 +518,7 @@ class PlatformSettings(_Model):
     clusters: ClusterSettings = Field(default_factory=ClusterSettings)
     ports: PortSettings = Field(default_factory=PortSettings)
     timeouts: TimeoutSettings = Field(default_factory=TimeoutSettings)
+    costs: CostSettings = Field(default_factory=CostSettings)
     expected_concurrent_users: int = Field(30, ge=1, le=1000)
     """People using the platform at the same time (the team's size, 20-30): the scheduler
     host must hold a cluster for each at once (checked, docs/capacity.md)."""
@@ -589,6 +623,7 @@ class PlatformSettings(_Model):
             timeouts=self.timeouts,
             scheduler=self.scheduler,
             workers=self.workers,
+            costs=self.costs,
             ldap_url=self.ldap_url,
             ldap_base_dn=self.ldap_base_dn,
             ldap_bind_dn=self.ldap_bind_dn,
