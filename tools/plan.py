@@ -3,7 +3,8 @@
 Runs ``__main__.py`` under strict mocks (:mod:`tools.mockrun`) with the config of
 ``Pulumi.<stack>.yaml``, prints the resources grouped by component with the
 properties a reviewer checks (ports, instance types, pool bounds, encryption...),
-then the policy pack's verdicts on those resources. Exits non-zero on a mandatory
+the capacity model of its settings (daskplatform.capacity), then the policy pack's
+verdicts on those resources. Exits non-zero on a mandatory
 violation, so pull requests without cloud credentials still get the check.
 
     python -m tools.plan [--stack dev]     (or: ./dev plan [dev])
@@ -18,6 +19,8 @@ from typing import Any
 
 import pulumi
 
+from daskplatform.capacity import capacity_model, render
+from daskplatform.settings import load_stack_file
 from policies.offline import evaluate, format_violations
 from tools.mockrun import RegisteredResource, StackRun, run_program, stack_config
 
@@ -179,6 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"plan: {exc}\n")
         return 2
     sys.stdout.write(render_plan(run, stack))
+    sys.stdout.write("\n" + render(capacity_model(load_stack_file(f"Pulumi.{stack}.yaml"))))
     violations = evaluate(run.resources)
     mandatory = [v for v in violations if v.enforcement == "mandatory"]
     sys.stdout.write(
