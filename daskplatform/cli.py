@@ -14,6 +14,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "agent": ("daskplatform.node.agent", "the node agent of a scheduler/worker host"),
     "gateway": ("daskplatform.gateway.server", "dask-gateway-server with the pool backend"),
     "pipeline": ("daskplatform.appsflyer.cli", "the AppsFlyer event pipeline"),
+    "status": ("daskplatform.status_cli", "your clusters, what waits and why"),
     "host-setup": ("daskplatform.host.setup", "boot steps of a platform host (user data)"),
     "rehearse": ("daskplatform.rehearsal.cli",
                  "the AWS stack's hosts in network namespaces on this machine (root)"),

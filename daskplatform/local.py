@@ -36,8 +36,14 @@ from daskplatform.aws import ENDPOINT_ENV, aws_client
 from daskplatform.gateway.children import Children, tail, wait_http
 from daskplatform.gateway.directory import NodeSpec
 from daskplatform.identity.hub import SERVICE_PREFIX
-from daskplatform.identity.slapd import DEMO_USERS, Slapd, SlapdNotInstalled
-from daskplatform.settings import BUCKET_KINDS, RuntimeSettings, SettingsError, load_stack_file
+from daskplatform.identity.slapd import DEMO_USERS, Slapd, SlapdNotInstalled, load_users
+from daskplatform.settings import (
+    BUCKET_KINDS,
+    RuntimeSettings,
+    SettingsError,
+    load_stack_file,
+    node_capacity,
+)
 
 """The stack's four buckets (components/storage.py), created empty in moto."""
 SETTINGS_PARAMETER = "/dask-platform/local/runtime-settings"
@@ -82,15 +88,18 @@ class AgentShape:
 def agent_shapes(settings: RuntimeSettings, workers: int) -> list[AgentShape]:
     """One scheduler node and ``workers`` worker nodes sharing this machine.
 
-    Worker nodes split the CPUs and half the memory, but each holds at least two
-    default workers, so a small laptop can still show quotas (cores are then
-    over-committed: confinement caps each process, not the sum).
+    The scheduler node offers what the stack's scheduler host does, so local mode holds
+    as many clusters at once as AWS (an idle scheduler takes a few percent of a core and
+    60 MB, far less than its reservation). Worker nodes split the CPUs and half the
+    memory, but each holds at least two default workers, so a small laptop can still
+    show quotas (cores are then over-committed: confinement caps each process, not the
+    sum).
     """
     cpus = float(len(os.sched_getaffinity(0)))
     memory_gb = psutil.virtual_memory().total / 2**30
     clusters = settings.clusters
-    shapes = [AgentShape("local-scheduler", "scheduler", 4 * clusters.scheduler_cores,
-                         4 * clusters.scheduler_memory_gb)]
+    shapes = [AgentShape("local-scheduler", "scheduler",
+                         *node_capacity(settings.scheduler, clusters))]
     for index in range(1, workers + 1):
         shapes.append(AgentShape(
             f"local-worker-{index}", "worker",
@@ -124,6 +133,7 @@ class LocalPlatform:
         # Scheduler traffic shares the gateway's HTTP port.
         self.proxy_address = f"gateway://127.0.0.1:{args.port}"
         self.env = dict(os.environ)
+        self.users = DEMO_USERS + load_users(args.demo_users)
 
     # ------------------------------------------------------------------ start
 
@@ -136,7 +146,7 @@ class LocalPlatform:
 
     def _start_slapd(self) -> Slapd:
         say("local: starting the directory (slapd, FreeIPA-shaped demo users) ...")
-        slapd = Slapd(self.state / "ldap")
+        slapd = Slapd(self.state / "ldap", users=self.users)
         slapd.start()
         self.stack.callback(slapd.stop)
         say(f"local:   LDAP at {slapd.ldaps_url} (StartTLS {slapd.starttls_url})")
@@ -328,6 +338,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--hub", action="store_true", help="also run JupyterHub")
     p.add_argument("--hub-port", type=int, default=8001,
                    help="JupyterHub port with --hub (default %(default)s)")
+    p.add_argument("--demo-users", type=int, default=0, metavar="N",
+                   help="also users user01..userNN (password <name>-demo) for load tests: "
+                        "every tenth an admin, then alternately engineers and analysts "
+                        "(default %(default)s)")
     p.add_argument("--demo", action="store_true",
                    help="run a short scenario once ready and print what happened")
     p.add_argument("--once", action="store_true", help="exit after starting (and --demo)")
@@ -342,6 +356,8 @@ def _check_args(args: argparse.Namespace) -> str | None:
                 "pass --stack path/to/Pulumi.<stack>.yaml")
     if not 1 <= args.workers <= 16:
         return f"--workers must be between 1 and 16, got {args.workers}"
+    if not 0 <= args.demo_users <= 99:
+        return f"--demo-users must be between 0 and 99, got {args.demo_users}"
     ports = {"--port": args.port, **({"--hub-port": args.hub_port} if args.hub else {})}
     for option, port in ports.items():
         if not 1 <= port <= 65535:
@@ -379,6 +395,10 @@ def main(argv: list[str] | None = None) -> int:
         say(f"ready: {platform.gateway_url}")
         say("local: demo users (password): " + ", ".join(
             f"{u.username} ({u.password})" for u in DEMO_USERS))
+        if args.demo_users:
+            say(f"local: load-test users user01..user{args.demo_users:02d} (password "
+                "<name>-demo): every tenth in admins, even ones in data_engineers, odd ones "
+                "in data_analysts")
         if args.demo and not stop.is_set():
             asyncio.run(run_demo(platform.gateway_url, platform.proxy_address))
         if not args.once:

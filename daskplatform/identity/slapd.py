@@ -48,6 +48,19 @@ DEMO_USERS: tuple[DemoUser, ...] = (
 )
 """The demo directory's people; passwords are documented in docs/identity.md."""
 
+
+def load_users(count: int) -> tuple[DemoUser, ...]:
+    """``user01`` ... for load tests (``local --demo-users N``), password
+    ``<name>-demo``: every tenth an admin, then alternately data engineers (even) and
+    data analysts (odd): 30 users are 3 admins, 12 engineers and 15 analysts."""
+    users = []
+    for index in range(1, count + 1):
+        group = ("admins" if index % 10 == 0 else
+                 "data_engineers" if index % 2 == 0 else "data_analysts")
+        name = f"user{index:02d}"
+        users.append(DemoUser(name, f"{name}-demo", ("ipausers", group)))
+    return tuple(users)
+
 SERVICE_ACCOUNT = "dask-gateway"
 """The service account the gateway and hub bind as for look-ups (FreeIPA sysaccount)."""
 

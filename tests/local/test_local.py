@@ -82,7 +82,10 @@ class LocalRun:
     def kill(self) -> None:
         if self.process.poll() is None:
             for proc in self.tree()[0][::-1]:
-                proc.kill()
+                try:
+                    proc.kill()
+                except psutil.NoSuchProcess:
+                    pass  # ended on its own meanwhile
             self.process.wait()
 
 
