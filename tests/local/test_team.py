@@ -7,6 +7,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
+import subprocess
+import sys
 import urllib.request
 import warnings
 from collections.abc import Iterator
@@ -102,3 +105,28 @@ def test_thirty_users_at_once(team: LocalRun) -> None:
     assert status(team, "user04")["pool"]["waiting_workers"] == 2
     assert sum(c["workers"]["running"] + c["workers"]["starting"]
                for c in status(team, "user10")["clusters"]) <= pool_workers
+
+
+def _status_cli(run: LocalRun, user: str, password: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "daskplatform.cli", "status", "--gateway",
+                           f"http://127.0.0.1:{run.port}", "--user", user],
+                          env={**os.environ, "DASK_PLATFORM_PASSWORD": password},
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_dask_platform_status_says_what_waits_and_why(team: LocalRun) -> None:
+    with Gateway(f"http://127.0.0.1:{team.port}",
+                 auth=BasicAuth("user01", "user01-demo")) as client:
+        name = client.new_cluster(shutdown_on_close=False).name
+        done = _status_cli(team, "user01", "user01-demo")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith("user01; pool: 2 worker node(s), 0 cluster(s) and 0 "
+                                      "worker(s) waiting for room")
+        assert f"{name}  user01 (data_analysts)  RUNNING  workers: 0 running" in done.stdout
+        admin = _status_cli(team, "user10", "user10-demo")
+        assert admin.stdout.startswith("user10 (admin: every cluster)") and name in admin.stdout
+        refused = _status_cli(team, "user01", "wrong")
+        assert refused.returncode == 1
+        assert refused.stderr.startswith("dask-platform status: the gateway refused the login "
+                                         "(401)")
+        client.stop_cluster(name)
