@@ -14,12 +14,14 @@ import pulumi
 from daskplatform.host.userdata import ARTIFACT_KEY, HostBootstrap
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-PACKAGE_FILES = ("pyproject.toml", "README.md")
+PACKAGE_FILES = ("pyproject.toml", "README.md", "uv.lock")
+"""Beside the source tree: what building the package and ``uv sync --frozen`` read."""
 PACKAGE_DIR = "daskplatform"
 
 
 def runtime_package() -> pulumi.AssetArchive:
-    """The runtime's source tree as an archive; pip builds and installs it on the host.
+    """The runtime's source tree and its lock file as an archive; the host installs both
+    with ``uv sync --frozen``.
 
     Only the files (no ``__pycache__``), so the archive changes when the code does."""
     assets: dict[str, pulumi.Asset | pulumi.Archive] = {

@@ -89,6 +89,13 @@ class WorkerPool(pulumi.ComponentResource):
                 }
             ],
             wait_for_capacity_timeout=WAIT_FOR_CAPACITY,
+            # Pre-initialised, stopped nodes: a scale-out starts one and its agent joins
+            # (host-setup runs at every boot and completes the launch hook again).
+            warm_pool=(
+                {"pool_state": "Stopped", "min_size": workers.warm_pool_min,
+                 "instance_reuse_policy": {"reuse_on_scale_in": True}}
+                if workers.warm_pool_min else None
+            ),
             instance_refresh={
                 "strategy": "Rolling",
                 "preferences": {

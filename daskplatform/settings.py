@@ -147,6 +147,10 @@ class WorkerPoolSettings(HostSettings):
     """Average CPU % below which an empty node is removed."""
     cooldown_seconds: int = Field(300, ge=60, le=3600)
     """Wait between scaling actions."""
+    warm_pool_min: int = Field(2, ge=0, le=100)
+    """Stopped, pre-initialised nodes (runtime installed) kept ready beside the group, so
+    a scale-out joins in about a minute instead of a full boot; a stopped node costs
+    only its disk. 0: no warm pool."""
 
 
 # --------------------------------------------------------------------------- quotas

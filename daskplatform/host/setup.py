@@ -39,12 +39,16 @@ from botocore.exceptions import BotoCoreError, ClientError
 from daskplatform.aws import aws_client
 from daskplatform.host.units import (
     AGENT_USER,
+    PROGRAM,
+    SETUP_UNIT,
     UNIT_DIR,
     ForegroundService,
     Unit,
     agent_unit,
     gateway_unit,
+    setup_unit,
 )
+from daskplatform.host.userdata import BOOT_LOG
 from daskplatform.node.imds import MetadataUnavailable, instance_identity
 from daskplatform.runtime_config import load_runtime_settings
 from daskplatform.settings import RuntimeSettings, SettingsError
@@ -190,8 +194,12 @@ class HostSetup:
         say(f"accounts: created {name}")
 
 
-def install_units(units: list[Unit]) -> None:
-    """Write each unit (only when it changed) and start it; a changed unit restarts."""
+def install_units(units: list[Unit], argv: list[str]) -> None:
+    """Write each unit (only when it changed) and start it; a changed unit restarts.
+    Also this very command, as a oneshot unit for later boots."""
+    setup = Path(UNIT_DIR) / SETUP_UNIT
+    setup.write_text(setup_unit([PROGRAM, "host-setup", *argv], BOOT_LOG))
+    _run(["systemctl", "enable", SETUP_UNIT])
     changed = []
     for unit in units:
         path = Path(UNIT_DIR) / unit.name
@@ -229,10 +237,17 @@ def complete_launch(settings: RuntimeSettings, result: str) -> None:
         say("lifecycle: no worker launch hook in the settings; nothing to complete")
         return
     instance_id = instance_identity().instance_id
-    aws_client("autoscaling").complete_lifecycle_action(
-        AutoScalingGroupName=settings.worker_asg_name,
-        LifecycleHookName=settings.worker_boot_hook, InstanceId=instance_id,
-        LifecycleActionResult=result)
+    try:
+        aws_client("autoscaling").complete_lifecycle_action(
+            AutoScalingGroupName=settings.worker_asg_name,
+            LifecycleHookName=settings.worker_boot_hook, InstanceId=instance_id,
+            LifecycleActionResult=result)
+    except ClientError as exc:  # a plain reboot: no launch is waiting for this node
+        if exc.response["Error"]["Code"] != "ValidationError":
+            raise
+        say(f"lifecycle: no launch of {instance_id} is waiting to complete "
+            f"({exc.response['Error'].get('Message', '')})")
+        return
     say(f"lifecycle: {result} for {instance_id} in {settings.worker_asg_name}")
 
 
@@ -319,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         assert setup.settings is not None
         if args.foreground:
             return _serve_foreground(units, setup.settings, args.role)
-        install_units(units)
+        install_units(units, sys.argv[1:] if argv is None else list(argv))
         wait_ready(units, lambda: True, READY_SECONDS)
         if args.role == "worker":
             complete_launch(setup.settings, "CONTINUE")

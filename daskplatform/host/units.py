@@ -39,6 +39,9 @@ AGENT_USER = "dask-platform"
 """The node agent's own account: Dask processes never run as root."""
 GATEWAY_UNIT = "dask-platform.service"
 AGENT_UNIT = "dask-platform-agent.service"
+SETUP_UNIT = "dask-platform-setup.service"
+"""host-setup again at every later boot (a node started from the warm pool completes
+its launch hook this way; the user data ran only on the first boot)."""
 CGROUP_V1 = Path("/sys/fs/cgroup")
 DELEGATED_CONTROLLERS = ("cpu", "memory")
 
@@ -86,6 +89,17 @@ class Unit:
     @property
     def delegates(self) -> bool:
         return ("Delegate", "yes") in self.extra
+
+
+def setup_unit(host_setup_argv: list[str], boot_log: str) -> str:
+    """The oneshot unit that runs ``host_setup_argv`` at boot, after the network."""
+    return "\n".join([
+        "[Unit]", "Description=dask-platform host setup (at every boot)",
+        "Wants=network-online.target", "After=network-online.target", "",
+        "[Service]", "Type=oneshot", "RemainAfterExit=yes",
+        f"ExecStart={shlex.join(host_setup_argv)}",
+        f"StandardOutput=append:{boot_log}", "StandardError=inherit", "",
+        "[Install]", "WantedBy=multi-user.target", ""])
 
 
 def gateway_unit(settings_source: str, region: str, ports: PortSettings) -> Unit:

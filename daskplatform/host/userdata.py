@@ -3,9 +3,10 @@
 the rehearsal runs on its hosts exactly as rendered here.
 
 The stub ships its own log to CloudWatch before anything that can fail, retries every
-step that touches the network (NAT routes and IAM settle while a host boots), is safe
-to run again, and carries names and ids only: secrets stay in Secrets Manager and
-everything else a host needs follows from the settings parameter.
+step that touches the network (NAT routes and IAM settle while a host boots), installs
+exactly the versions of ``uv.lock`` (the file ./dev and CI install from, inside the
+runtime archive), is safe to run again, and carries names and ids only: secrets stay
+in Secrets Manager and everything else a host needs follows from the settings parameter.
 """
 
 from __future__ import annotations
@@ -20,13 +21,17 @@ from daskplatform.host.units import LOG_FILE, PROGRAM, VENV
 BOOT_LOG = "/var/log/dask-platform-boot.log"
 """The stub's and host-setup's output (also in cloud-init's own log)."""
 ARCHIVE = "/opt/dask-platform/runtime.zip"
+SOURCE = "/opt/dask-platform/src"
+"""The archive unpacked: the runtime's source, pyproject.toml and uv.lock."""
+UV_VERSION = "0.13.9"
+"""uv, which installs exactly uv.lock's versions on every host (./dev pins the same)."""
 ARTIFACT_KEY = "runtime/dask-platform.zip"
 """Where the stack uploads the runtime archive in the artifacts bucket."""
 USER_DATA_LIMIT = 16 * 1024
 """EC2's limit on user data."""
 BOOT_FAILURES_METRIC = "HostBootFailures"
 """Put (Role dimension) when a host's boot fails; an alarm tells the team."""
-EXTRAS = {"gateway": "hub", "scheduler": "runtime", "worker": "runtime,pipeline"}
+EXTRAS = {"gateway": ("hub",), "scheduler": ("runtime",), "worker": ("runtime", "pipeline")}
 """What each role installs: workers run the AppsFlyer pipeline (pyarrow, s3fs)."""
 
 
@@ -63,8 +68,12 @@ retry /opt/aws/amazon-cloudwatch-agent/bin/amazon-cloudwatch-agent-ctl -a fetch-
 retry dnf install -y -q python3.11 amazon-efs-utils @packages
 @setup
 retry aws s3 cp "s3://@bucket/@key" @archive
+rm -rf @source && python3.11 -m zipfile -e @archive @source
+[ -x /opt/dask-platform/uv/bin/uv ] || python3.11 -m venv /opt/dask-platform/uv
+retry /opt/dask-platform/uv/bin/pip install -q "uv==@uv_version"
 [ -x @venv/bin/python ] || python3.11 -m venv @venv
-retry @venv/bin/pip install -q "dask-platform[@extra] @@ file://@archive"
+retry env UV_PROJECT_ENVIRONMENT=@venv /opt/dask-platform/uv/bin/uv sync -q --frozen \\
+  --no-dev --no-editable @extras --project @source
 @host_setup
 """)
 
@@ -117,7 +126,9 @@ class HostBootstrap:
             bucket=self.artifacts_bucket,
             key=self.artifact_key,
             archive=ARCHIVE,
+            source=SOURCE,
+            uv_version=UV_VERSION,
             venv=VENV,
-            extra=EXTRAS[self.role],
+            extras=" ".join(f"--extra {extra}" for extra in EXTRAS[self.role]),
             host_setup=shlex.join(self.host_setup_argv()),
         )

@@ -26,6 +26,7 @@ CUSTOM_WORKERS = {
     "scaleOutCpu": 80,
     "scaleInCpu": 20,
     "cooldownSeconds": 600,
+    "warmPoolMin": 0,
 }
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from components.bootstrap import runtime_package
 from daskplatform.host.units import LOG_FILE
-from daskplatform.host.userdata import BOOT_FAILURES_METRIC
+from daskplatform.host.userdata import BOOT_FAILURES_METRIC, UV_VERSION
 from daskplatform.settings import RuntimeSettings
 from tests.cloud.conftest import CUSTOM_WORKERS, LDAP_PASSWORD, of_short_type, one
 from tests.cloud.host_units import directives, heredoc, host_setup_argv, host_units
@@ -88,8 +88,13 @@ def test_user_data_is_a_small_stub_that_hands_over_to_host_setup(dev: StackRun,
         "--homes-access-point", homes]
     artifacts = one(dev, "Bucket", "storage-artifacts").outputs["bucket"]
     assert f'retry aws s3 cp "s3://{artifacts}/runtime/' in text
-    extra = {"gateway": "hub", "scheduler": "runtime", "worker": "runtime,pipeline"}[role]
-    assert f'"dask-platform[{extra}] @ file:///opt/dask-platform/runtime.zip"' in text
+    # Exactly uv.lock's versions (the archive carries it), the role's extras, not editable.
+    extras = {"gateway": "--extra hub", "scheduler": "--extra runtime",
+              "worker": "--extra runtime --extra pipeline"}[role]
+    assert ("retry env UV_PROJECT_ENVIRONMENT=/opt/dask-platform/venv /opt/dask-platform/uv/bin/"
+            "uv sync -q --frozen \\\n  --no-dev --no-editable " + extras +
+            " --project /opt/dask-platform/src\n") in text
+    assert f'pip install -q "uv=={UV_VERSION}"' in text
 
 
 @pytest.mark.parametrize("template", TEMPLATES)
@@ -162,11 +167,22 @@ def test_the_gateway_unit_stops_its_children_with_it(dev: StackRun) -> None:
     assert unit.health_url == "http://127.0.0.1:8000/hub/health"
 
 
-def test_the_runtime_archive_builds_with_host_setup_in_it(tmp_path: Path) -> None:
-    """Build the archive the stack uploads the way pip does (setuptools' build_py)."""
+def test_dev_and_hosts_pin_the_same_uv() -> None:
+    dev = (Path(__file__).resolve().parents[2] / "dev").read_text()
+    assert f"UV_VERSION={UV_VERSION}\n" in dev
+
+
+def test_the_runtime_archive_installs_from_the_lock_with_host_setup_in_it(
+        tmp_path: Path) -> None:
+    """Unpack the archive the stack uploads and install it the way a host does
+    (``uv sync --frozen``, dependencies aside: they are what the lock pins)."""
     for name, asset in runtime_package().assets.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(asset.path, tmp_path / name)
+    uv = Path(__file__).resolve().parents[2] / ".uv" / "bin" / "uv"
+    check = subprocess.run([str(uv), "lock", "--check", "--project", str(tmp_path)],
+                           capture_output=True, text=True, check=False)
+    assert check.returncode == 0, check.stderr  # the lock matches the archive's pyproject
     subprocess.run([sys.executable, "-c", "from setuptools import setup; setup()", "-q",
                     "build_py", "--build-lib", "built"],
                    cwd=tmp_path, check=True, capture_output=True)
@@ -286,3 +302,11 @@ def test_workers_join_the_group_only_once_booted_and_up_waits_for_them(dev: Stac
                     "heartbeatTimeout": 1200}
     assert group["waitForCapacityTimeout"] == "30m"
     assert published_settings(dev).worker_boot_hook == hook["name"]
+
+
+def test_a_warm_pool_of_stopped_initialised_nodes_follows_the_settings(
+        dev: StackRun, custom: StackRun) -> None:
+    group = one(dev, "Group", "workers-asg").inputs
+    assert group["warmPool"] == {"poolState": "Stopped", "minSize": 2,
+                                 "instanceReusePolicy": {"reuseOnScaleIn": True}}
+    assert "warmPool" not in one(custom, "Group", "workers-asg").inputs  # warmPoolMin 0

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from daskplatform.host.units import agent_unit, gateway_unit
+from daskplatform.host.units import agent_unit, gateway_unit, setup_unit
 from daskplatform.settings import PortSettings
 from tests.cloud.host_units import directives
 from tests.host.throwaway import run_in_throwaway_host
@@ -86,3 +86,15 @@ def test_foreground_mode_runs_a_unit_as_systemd_would(tmp_path: Path) -> None:
     assert "control-group restarts" in out and "child_alive False" in out
     assert int(out.split("control-group restarts ")[1].split()[0]) >= 1
     assert "uid 65534 home /nonexistent extra http://aws.example" in out
+
+
+def test_host_setup_runs_again_at_every_later_boot() -> None:
+    """A node started from the warm pool boots without user data: this unit completes
+    its launch hook."""
+    argv = ["/opt/dask-platform/venv/bin/dask-platform", "host-setup", "--role", "worker",
+            "--settings", "ssm:///p"]
+    unit = directives(setup_unit(argv, "/var/log/dask-platform-boot.log"))
+    assert unit["Type"] == ["oneshot"] and unit["WantedBy"] == ["multi-user.target"]
+    assert unit["ExecStart"] == [" ".join(argv)]
+    assert unit["After"] == ["network-online.target"]
+    assert unit["StandardOutput"] == ["append:/var/log/dask-platform-boot.log"]
