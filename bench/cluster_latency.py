@@ -1,6 +1,9 @@
 """Time to first result: N concurrent users each create a cluster, scale it to 2
 workers, wait for them and run one task. Runs the pool backend (node agents with warm
-interpreters) and stock dask-gateway ``UnsafeLocalBackend`` in the same run.
+interpreters) and stock dask-gateway ``UnsafeLocalBackend`` in the same run, at the
+settings' default shapes (schedulers of 0.25 cores / 0.5 GB on a scheduler node shaped
+like the default scheduler host, workers of 1 core / 1.5 GB on nodes shaped like the
+default worker node type, users in data_engineers with its default quotas).
 
     python bench/cluster_latency.py --users 1,10,20,30
 
@@ -29,11 +32,20 @@ from dask_gateway import BasicAuth, Gateway
 
 from daskplatform.gateway.server import GatewayProcess
 from daskplatform.processes import stop_process
-from daskplatform.settings import ClusterSettings, GroupQuota, QuotaSettings, RuntimeSettings
+from daskplatform.settings import (
+    ClusterSettings,
+    QuotaSettings,
+    RuntimeSettings,
+    SchedulerHostSettings,
+    WorkerPoolSettings,
+    node_capacity,
+)
 
-WORKER_CORES, WORKER_GB = 0.5, 0.25
-SCHEDULER_CORES, SCHEDULER_GB = 0.25, 0.5
+DEFAULTS = ClusterSettings()
+WORKER_CORES, WORKER_GB = DEFAULTS.worker_cores, DEFAULTS.worker_memory_gb
 WORKERS_PER_CLUSTER = 2
+WORKER_NODE = node_capacity(WorkerPoolSettings(), DEFAULTS)
+SCHEDULER_NODE = node_capacity(SchedulerHostSettings(), DEFAULTS)
 
 
 def _port() -> int:
@@ -53,21 +65,9 @@ def _wait_http(url: str, timeout: float = 60) -> None:
     raise TimeoutError(url)
 
 
-def _settings(users: int) -> RuntimeSettings:
-    """Admins may run every bench cluster; the pool, not quotas, is what is measured."""
-    total = users * WORKERS_PER_CLUSTER
-    big = dict(cluster_max_cores=WORKER_CORES * 2, cluster_max_memory_gb=WORKER_GB * 2,
-               user_max_cores=WORKER_CORES * 2, user_max_memory_gb=WORKER_GB * 2)
-    return RuntimeSettings(
-        quotas=QuotaSettings(groups={
-            "admins": GroupQuota(priority=3, **big),
-            "data_engineers": GroupQuota(priority=2, **big),
-            "data_analysts": GroupQuota(priority=1, **big),
-        }, max_pending_per_user=max(1, min(50, total))),
-        clusters=ClusterSettings(scheduler_cores=SCHEDULER_CORES,
-                                 scheduler_memory_gb=SCHEDULER_GB,
-                                 worker_cores=WORKER_CORES, worker_memory_gb=WORKER_GB),
-    )
+def _settings() -> RuntimeSettings:
+    """The defaults: every bench user is a data engineer (4 cores / 8 GB each)."""
+    return RuntimeSettings(quotas=QuotaSettings(), clusters=DEFAULTS)
 
 
 class Platform:
@@ -86,17 +86,16 @@ class Platform:
         return process
 
     def start_pool(self, users: int) -> None:
-        settings = _settings(users)
+        settings = _settings()
         settings_path = self.tmp / "settings.json"
         settings_path.write_text(settings.to_json())
         token = self.tmp / "token"
         token.write_text(secrets.token_urlsafe(24))
         # Room for one more cluster: the warm-up's processes may still be stopping.
         workers = (users + 1) * WORKERS_PER_CLUSTER
-        nodes = [("sched", "scheduler", (users + 1) * SCHEDULER_CORES,
-                  (users + 1) * SCHEDULER_GB)]
-        per_node = 4  # c5.large-like nodes: 2 cores of 0.5-core workers
-        nodes += [(f"work-{i}", "worker", per_node * WORKER_CORES, per_node * WORKER_GB)
+        nodes = [("sched", "scheduler", *SCHEDULER_NODE)]
+        per_node = int(min(WORKER_NODE[0] / WORKER_CORES, WORKER_NODE[1] / WORKER_GB))
+        nodes += [(f"work-{i}", "worker", *WORKER_NODE)
                   for i in range(-(-workers // per_node))]
         node_args = []
         for index, (node_id, role, cores, memory) in enumerate(nodes):
@@ -116,7 +115,7 @@ class Platform:
             _wait_http(f"http://127.0.0.1:{port}/v1/health")
             node_args.append(f"--node={node_id},{role},http://127.0.0.1:{port}")
         (self.tmp / "auth.json").write_text(json.dumps(
-            {"groups": {f"user{i}": ["admins"] for i in range(users)}}))
+            {"groups": {f"user{i}": ["data_engineers"] for i in range(users)}}))
         gateway = GatewayProcess(
             ["--settings", str(settings_path), "--address", f"127.0.0.1:{_port()}",
              "--proxy-address", f"127.0.0.1:{self.proxy}",
@@ -137,7 +136,8 @@ c.Proxy.tcp_address = "127.0.0.1:{self.tcp}"
 c.ClusterConfig.scheduler_cmd = {[sys.executable, "-m", "distributed.cli.dask_scheduler"]!r}
 c.ClusterConfig.worker_cmd = {[sys.executable, "-m", "distributed.cli.dask_worker"]!r}
 c.ClusterConfig.worker_memory = "{int(WORKER_GB * 1024)}M"
-c.ClusterConfig.scheduler_memory = "{int(SCHEDULER_GB * 1024)}M"
+c.ClusterConfig.worker_cores = {int(WORKER_CORES)}
+c.ClusterConfig.scheduler_memory = "{int(DEFAULTS.scheduler_memory_gb * 1024)}M"
 c.UnsafeLocalBackend.clusters_directory = "{self.tmp / 'stock-clusters'}"
 """)
         self._child([sys.executable, "-m", "dask_gateway_server", "-f", str(config)],

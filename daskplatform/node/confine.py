@@ -134,10 +134,10 @@ def detect(name: str) -> Confinement:
     return Confinement()
 
 
-def _mounts() -> list[tuple[str, str, set[str]]]:
-    """(mount point, fs type, super options) of every cgroup mount."""
+def cgroup_mounts(mountinfo: str = "/proc/self/mountinfo") -> list[tuple[str, str, set[str]]]:
+    """(mount point, fs type, super options) of every cgroup mount in ``mountinfo``."""
     found = []
-    with open("/proc/self/mountinfo", encoding="utf-8") as fh:
+    with open(mountinfo, encoding="utf-8") as fh:
         for line in fh:
             before, _, after = line.partition(" - ")
             fstype, _source, options = after.split()[:3]
@@ -158,7 +158,7 @@ def _own_paths() -> dict[str, str]:
 
 
 def _try_v2(node_id: str) -> Confinement | None:
-    mount = next((m for m, fstype, _ in _mounts() if fstype == "cgroup2"), None)
+    mount = next((m for m, fstype, _ in cgroup_mounts() if fstype == "cgroup2"), None)
     own = _own_paths().get("")
     if mount is None or own is None:
         return None
@@ -182,7 +182,7 @@ def _try_v2(node_id: str) -> Confinement | None:
 def _try_v1(node_id: str) -> Confinement | None:
     own = _own_paths()
     bases: dict[str, Path] = {}
-    for mount, fstype, options in _mounts():
+    for mount, fstype, options in cgroup_mounts():
         for ctrl in ("cpu", "memory"):
             if fstype == "cgroup" and ctrl in options and ctrl in own:
                 bases[ctrl] = Path(mount) / own[ctrl].lstrip("/") / "dask-platform" / node_id

@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 from daskplatform.host.units import VENV
+from daskplatform.node.confine import cgroup_mounts
 from daskplatform.host.userdata import HostBootstrap
 from daskplatform.rehearsal.plan import Plan
 from daskplatform.rehearsal.topology import Host
@@ -52,15 +53,8 @@ def _mount(*args: str) -> None:
 def machine_cgroup_mounts() -> list[tuple[str, str, str]]:
     """(mount point, type, options) of this machine's cgroup hierarchies, as its first
     process sees them (``ip netns exec`` gives a host a fresh /sys without them)."""
-    found = []
-    with open("/proc/1/mountinfo", encoding="utf-8") as fh:
-        for line in fh:
-            before, _, after = line.partition(" - ")
-            fstype, _source, options = after.split()[:3]
-            if fstype in ("cgroup", "cgroup2"):
-                kept = [o for o in options.split(",") if o not in ("rw", "ro")]
-                found.append((before.split()[4], fstype, ",".join(kept)))
-    return found
+    return [(point, fstype, ",".join(sorted(options - {"rw", "ro"})))
+            for point, fstype, options in cgroup_mounts("/proc/1/mountinfo")]
 
 
 def prepare(plan: Plan, host: Host) -> None:
