@@ -9,6 +9,8 @@ needs a use or a reason.
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
@@ -54,6 +56,17 @@ def _connect(rehearsal: Rehearsal, host: str, address: str, port: int) -> str:
     done = rehearsal.run_in(host, ["-m", "daskplatform.rehearsal.probe", "connect", address,
                                    str(port), "--timeout", "2"])
     return done.stdout.strip() or done.stderr.strip()[-200:]
+
+
+def _until(probe: Callable[[], dict], done: Callable[[dict], bool],
+           timeout: float) -> dict:
+    """``probe()`` again until ``done`` says so or ``timeout`` passes; the last answer."""
+    deadline = time.monotonic() + timeout
+    found = probe()
+    while not done(found) and time.monotonic() < deadline:
+        time.sleep(2)
+        found = probe()
+    return found
 
 
 def refused_flows(rehearsal: Rehearsal, scheduler_address: str,
@@ -153,8 +166,18 @@ def run(rehearsal: Rehearsal) -> Outcome:
         outcome.record("user -> ALB: the cluster's dashboard", dashboard["ok"],
                        json.dumps(dashboard))
         refused_flows(rehearsal, compute["scheduler"], outcome)
+        busy = _step(rehearsal, "gateway", "aws")
+        outcome.record("gateway -> AWS: busy worker hosts protected from scale-in, pool "
+                       "metrics put", busy["protected"] == compute["worker_hosts"]
+                       and {"BacklogNodes", "IdleNodes"} <= set(busy["pool_metrics"]),
+                       json.dumps({k: busy.get(k) for k in ("protected", "pool_metrics",
+                                                            "error")}))
         stop = _step(rehearsal, "client", "stop", name)
         outcome.record("client: cluster stopped", stop["ok"], json.dumps(stop))
+        released = _until(lambda: _step(rehearsal, "gateway", "aws"),
+                          lambda found: found.get("protected") == [], 60)
+        outcome.record("gateway -> AWS: emptied worker hosts released for scale-in",
+                       released.get("protected") == [], json.dumps(released))
     launch_hooks(rehearsal, outcome)
     flows_used(rehearsal, outcome)
     return outcome

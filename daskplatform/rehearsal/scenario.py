@@ -10,6 +10,8 @@ one JSON line: ``{"ok": ..., ...}``.
   data between them, through the gateway's scheduler proxy (8786).
 - ``dashboard NAME`` (from ``dp-user``): the cluster's dashboard through the ALB.
 - ``stop NAME`` (from ``dp-client``): the cluster stops.
+- ``aws`` (from ``dp-gateway``, which may call AWS): which worker hosts the gateway
+  protects from scale-in, and which pool metrics it has put, as AWS holds them.
 """
 
 from __future__ import annotations
@@ -122,6 +124,30 @@ def stop(plan: Plan, name: str) -> dict[str, Any]:
     return {"ok": name not in left, "clusters_left": left}
 
 
+def aws(plan: Plan) -> dict[str, Any]:
+    """What the gateway has told AWS: scale-in protection by worker address, and the
+    metrics in the stack's namespace with the worker group's dimension."""
+    import boto3
+
+    settings = RuntimeSettings.from_json(plan.runtime_settings)
+    session = boto3.session.Session(aws_access_key_id="rehearsal",
+                                     aws_secret_access_key="rehearsal",
+                                     region_name=plan.region)
+    autoscaling, ec2, cloudwatch = (session.client(s, endpoint_url=plan.aws_endpoint)
+                                    for s in ("autoscaling", "ec2", "cloudwatch"))
+    (group,) = autoscaling.describe_auto_scaling_groups(
+        AutoScalingGroupNames=[settings.worker_asg_name])["AutoScalingGroups"]
+    addresses = {i["InstanceId"]: i["PrivateIpAddress"]
+                 for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]}
+    metrics = cloudwatch.list_metrics(Namespace=settings.metrics_namespace)["Metrics"]
+    return {"ok": True,
+            "protected": sorted(addresses[i["InstanceId"]] for i in group["Instances"]
+                                if i.get("ProtectedFromScaleIn")),
+            "pool_metrics": sorted(m["MetricName"] for m in metrics
+                                   if {"Name": "AutoScalingGroupName",
+                                       "Value": settings.worker_asg_name} in m["Dimensions"])}
+
+
 def main(argv: list[str] | None = None) -> int:
     step, plan_path, *rest = argv if argv is not None else sys.argv[1:]
     plan = Plan.load(plan_path)
@@ -134,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
             result = asyncio.run(dashboard(plan, rest[0]))
         elif step == "stop":
             result = stop(plan, rest[0])
+        elif step == "aws":
+            result = aws(plan)
         else:
             raise SystemExit(f"unknown step {step!r}")
     except Exception as exc:  # reported to the orchestrator, which prints it
