@@ -11,6 +11,8 @@ from typing import TypeGuard
 from daskplatform.shown import shown
 
 SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+USERNAME = re.compile(r"[a-z_][a-z0-9_.-]{0,63}")
+"""FreeIPA's login name rule: also a safe path component (a user's home)."""
 SAFE_NAME_RULE = "1 to 128 of A-Z a-z 0-9 _ . -, starting with a letter, digit or _"
 
 

@@ -44,6 +44,7 @@ from daskplatform.settings import (
     load_stack_file,
     node_capacity,
 )
+from daskplatform.user_access import closed_folders, explain
 
 """The stack's four buckets (components/storage.py), created empty in moto."""
 SETTINGS_PARAMETER = "/dask-platform/local/runtime-settings"
@@ -134,11 +135,24 @@ class LocalPlatform:
         self.proxy_address = f"gateway://127.0.0.1:{args.port}"
         self.env = dict(os.environ)
         self.users = DEMO_USERS + load_users(args.demo_users)
+        self.closed = closed_folders(state.parent.resolve())
+        self.run_as_users = os.geteuid() == 0 and not self.closed
+        """As on hosts, every Dask process under its user's uid; that takes root, and an
+        installation other users can read."""
 
     # ------------------------------------------------------------------ start
 
     def start(self) -> None:
         (self.state / "logs").mkdir(parents=True, exist_ok=True)
+        self.state.chmod(0o711)  # users reach their homes and process folders below it
+        if self.run_as_users:
+            say("local: every Dask process runs under its user's uid from the directory, "
+                "as on hosts")
+        elif os.geteuid() == 0:
+            say(f"local: every Dask process runs as root: {explain(self.closed)}")
+        else:
+            say(f"local: not root, so every Dask process runs as you (uid {os.geteuid()}); "
+                "as root, each user's run under their own uid, as on hosts")
         slapd = self._start_slapd()
         settings = self._start_aws(slapd)
         self._start_agents(settings)
@@ -209,7 +223,8 @@ class LocalPlatform:
                 "--settings", str(node_settings), "--host", "127.0.0.1", "--port", str(port),
                 "--token-file", str(token_file), "--cores", str(shape.cores),
                 "--memory-gb", str(shape.memory_gb), "--node-id", shape.node_id,
-                "--workdir", str(self.state / "agents" / shape.node_id)], self.env)
+                "--workdir", str(self.state / "agents" / shape.node_id),
+                "--homes", str(self.state / "homes")], self.env)
             self.stack.callback(self._stop_agent, shape.node_id, f"http://127.0.0.1:{port}")
             started.append((shape, f"http://127.0.0.1:{port}"))
         for shape, url in started:
@@ -228,6 +243,7 @@ class LocalPlatform:
         nodes = [NodeSpec(shape.node_id, shape.role, url) for shape, url in self.agents]
         argv = [
             sys.executable, "-m", "daskplatform.cli", "gateway",
+            *(["--run-as-users"] if self.run_as_users else []),
             "--settings", f"ssm://{SETTINGS_PARAMETER}",
             "--address", f"127.0.0.1:{free_port()}",
             *self._http_args(),

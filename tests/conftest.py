@@ -5,9 +5,14 @@ from __future__ import annotations
 import socket
 from collections.abc import Iterator
 
+import hypothesis  # noqa: F401 - see below
 import pytest
 
 from daskplatform.identity.slapd import Slapd
+
+# Imported here, while the stack is shallow: hypothesis' pytest plugin otherwise imports it
+# in the terminal summary, deep in pluggy's frames, where Debian's Python 3.11.2 fails to
+# compile its modules ("AST constructor recursion depth mismatch") and the run errors out.
 
 
 def free_port() -> int:

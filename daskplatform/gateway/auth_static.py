@@ -9,7 +9,9 @@ import hmac
 from aiohttp import BasicAuth, web
 from dask_gateway_server.auth import SimpleAuthenticator
 from dask_gateway_server.models import User
-from traitlets import Dict, List, Unicode
+from traitlets import Dict, Integer, List, Unicode
+
+from daskplatform.gateway.users import PlatformUser
 
 
 class StaticGroupsAuthenticator(SimpleAuthenticator):
@@ -21,6 +23,15 @@ class StaticGroupsAuthenticator(SimpleAuthenticator):
         help="""Username -> list of groups (LDAP-style names such as data_analysts).
 
         Default: {} (every user is in no group, so the gateway refuses them).""",
+        config=True,
+    )
+
+    uids = Dict(
+        key_trait=Unicode(),
+        value_trait=List(Integer(), minlen=2, maxlen=2),
+        help="""Username -> [uid, gid] their processes run under.
+
+        Default: {} (no POSIX identity; refused where the gateway runs processes as users).""",
         config=True,
     )
 
@@ -36,4 +47,6 @@ class StaticGroupsAuthenticator(SimpleAuthenticator):
                                                      self.password.encode()):
             raise web.HTTPUnauthorized(headers={"WWW-Authenticate": "Basic"},
                                        reason="Authentication required")
-        return User(credentials.login, groups=self.groups.get(credentials.login, ()))
+        ids = self.uids.get(credentials.login) or [None, None]
+        return PlatformUser(credentials.login, groups=self.groups.get(credentials.login, ()),
+                            uid=ids[0], gid=ids[1])

@@ -80,6 +80,11 @@ class PoolClusterConfig(ClusterConfig):
     user_max_memory = MemoryLimit(None, allow_none=True, config=True,
                                   help="Worker memory over all of the owner's clusters "
                                        "(default None: unlimited).")
+    platform_uid = Integer(None, allow_none=True, config=True,
+                           help="uid the cluster's processes run under (default None: the "
+                                "agent's own).")
+    platform_gid = Integer(None, allow_none=True, config=True,
+                           help="gid the cluster's processes run under (default None).")
     max_clusters = Integer(None, allow_none=True, config=True,
                            help="Clusters the owner may hold at once, running or waiting "
                                 "(default None: unlimited).")
@@ -673,6 +678,7 @@ class PoolBackend(DBBackendBase):
                       "dask.pem": cluster.tls_key.decode()},
             "cores": cores, "memory_gb": memory_gb,
             "cpu_limit": cpu_limit, "memory_limit_gb": memory_limit_gb,
+            "run_as": _run_as(cluster),
             "labels": {"cluster": cluster.name, "user": cluster.username, **labels},
         }
 
@@ -867,6 +873,14 @@ class PoolBackend(DBBackendBase):
             except Exception:
                 self.log.warning("Could not publish pool metrics", exc_info=True)
             await asyncio.sleep(self.metrics_period)
+
+
+def _run_as(cluster: Cluster) -> dict[str, Any] | None:
+    """The user the agent starts the cluster's processes as, if the cluster has one."""
+    cfg = cluster.config
+    if cfg.platform_uid is None or cfg.platform_gid is None:
+        return None
+    return {"name": cluster.username, "uid": cfg.platform_uid, "gid": cfg.platform_gid}
 
 
 def _worker_shape(cfg: PoolClusterConfig) -> Shape:

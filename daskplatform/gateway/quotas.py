@@ -112,9 +112,22 @@ def check_fits_a_node(worker_cores: float, worker_memory_gb: float,
             f"cores and {memory:g} GB; ask for at most that (worker_cores, worker_memory)")
 
 
+def posix_identity(user: User, required: bool) -> dict[str, int | None]:
+    """The uid and gid the user's processes run under (PlatformUser), for the cluster's
+    config; refused where the gateway runs processes as their users and has none."""
+    uid, gid = getattr(user, "uid", None), getattr(user, "gid", None)
+    if required and (uid is None or gid is None):
+        raise ValueError(
+            f"user {user.name} has no uidNumber and gidNumber in the directory, and every "
+            "Dask process runs under its user's own uid; ask an admin to give the account "
+            f"POSIX attributes (FreeIPA: ipa user-mod {user.name} --uid N --gidnumber N)")
+    return {"platform_uid": uid, "platform_gid": gid}
+
+
 def cluster_options_for(quotas: QuotaSettings, clusters: ClusterSettings,
                         node: tuple[float, float] = (math.inf, math.inf),
-                        instance_type: str = "worker") -> Callable[[User], Options]:
+                        instance_type: str = "worker",
+                        require_uid: bool = False) -> Callable[[User], Options]:
     """``Backend.cluster_options``: worker size fields bounded by the user's group, and a
     worker no ``node`` (cores, GB: a worker node's room) could hold refused.
 
@@ -123,9 +136,10 @@ def cluster_options_for(quotas: QuotaSettings, clusters: ClusterSettings,
     message instead.
     """
 
-    def overrides(group: UserGroup, options: Any) -> dict[str, Any]:
+    def overrides(user: User, group: UserGroup, options: Any) -> dict[str, Any]:
         check_fits_a_node(options.worker_cores, options.worker_memory, node, instance_type)
-        return cluster_overrides(group, clusters, options.worker_cores, options.worker_memory)
+        return {**cluster_overrides(group, clusters, options.worker_cores, options.worker_memory),
+                **posix_identity(user, require_uid)}
 
     def options_for(user: User) -> Options:
         group = group_of(user, quotas)
@@ -135,7 +149,7 @@ def cluster_options_for(quotas: QuotaSettings, clusters: ClusterSettings,
             Number("worker_memory", default=clusters.worker_memory_gb,
                    min=MIN_WORKER_MEMORY_GB, max=group.quota.cluster_max_memory_gb,
                    label="Worker memory (GB)"),
-            handler=lambda options: overrides(group, options),
+            handler=lambda options: overrides(user, group, options),
         )
 
     return options_for

@@ -88,6 +88,7 @@ def gateway_config(
     stack_name: str = "",
     prefix: str = "",
     api_url: str = "",
+    run_as_users: bool = False,
 ) -> Config:
     """Everything a ``DaskGateway`` needs to run the pool backend with the settings' quotas.
 
@@ -98,6 +99,8 @@ def gateway_config(
     tagged scheduler host. ``prefix`` is the URL path the HTTP proxy serves under
     (behind JupyterHub: ``/services/dask-gateway``). ``api_url`` is where schedulers send
     heartbeats (default: the proxy's own address, reachable only where it listens).
+    With ``run_as_users`` every process runs under its user's uid (agents run as root),
+    and a user without one in the directory is refused.
     """
     c = Config()
     c.DaskGateway.address = address
@@ -128,7 +131,8 @@ def gateway_config(
     worker_node = node_capacity(settings.workers, settings.clusters)
     backend.worker_node = worker_node
     backend.cluster_options = cluster_options_for(
-        settings.quotas, settings.clusters, worker_node, settings.workers.instance_type)
+        settings.quotas, settings.clusters, worker_node, settings.workers.instance_type,
+        require_uid=run_as_users)
     # Both waits include the time in line for room; a placed process gets the settings'.
     backend.cluster_start_timeout = settings.timeouts.cluster_start_seconds + QUEUE_WAIT_SECONDS
     backend.cluster_connect_timeout = settings.timeouts.cluster_start_seconds
@@ -266,6 +270,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--address", default="127.0.0.1:0", help="private API (default %(default)s)")
     p.add_argument("--prefix", default="",
                    help="URL path prefix of the HTTP proxy (set by --hub)")
+    p.add_argument("--run-as-users", action="store_true",
+                   help="run every Dask process under its user's own uid from the "
+                        "directory (the node agents must run as root; on by default on "
+                        "hosts); refuse users without one")
     p.add_argument("--api-url", default=None,
                    help="the gateway API's URL as schedulers reach it for heartbeats "
                         "(default: the HTTP proxy's address; --hub sets it from "
@@ -350,6 +358,7 @@ def config_from_argv(argv: list[str] | None = None) -> Config:
         authenticator_class=authenticator_class, authenticator_config=authenticator_config,
         temp_dir=str(temp_dir), metrics_namespace=metrics_namespace, prefix=args.prefix,
         api_url=args.api_url or "",
+        run_as_users=args.run_as_users,
     )
     if args.config:
         config.DaskGateway.config_file = args.config

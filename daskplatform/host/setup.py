@@ -6,11 +6,10 @@ the user data stub has installed the runtime, in order, each safe to run again:
    (added once), mounted with retries unless already mounted;
 3. ca: FreeIPA's CA from the settings (``ldapCaBundle``) to ``/etc/dask-platform``, for
    admins' ``ldapsearch``; the runtime itself trusts the CA from the settings;
-4. accounts: the node agent's own system account (agent hosts);
-5. services: the role's units written and started (systemd), or run in the foreground
+4. services: the role's units written and started (systemd), or run in the foreground
    where there is no systemd (``--foreground``: the rehearsal);
-6. ready: each service answers its health check;
-7. lifecycle: a worker completes the worker group's launch hook, so the group (and a
+5. ready: each service answers its health check;
+6. lifecycle: a worker completes the worker group's launch hook, so the group (and a
    ``pulumi up`` waiting for capacity) counts it only once it serves.
 
 A failed step is reported with what to do and abandons a worker's launch so the group
@@ -21,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import pwd
 import signal
 import subprocess
 import sys
@@ -38,7 +36,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from daskplatform.aws import aws_client
 from daskplatform.host.units import (
-    AGENT_USER,
+    HOMES,
     PROGRAM,
     SETUP_UNIT,
     UNIT_DIR,
@@ -57,7 +55,7 @@ ROLES = ("gateway", "scheduler", "worker")
 ETC = Path("/etc/dask-platform")
 CA_FILE = ETC / "ldap-ca.pem"
 FSTAB = Path("/etc/fstab")
-MOUNT_POINTS = {"shared": "/srv/shared", "homes": "/srv/homes"}
+MOUNT_POINTS = {"shared": "/srv/shared", "homes": HOMES}
 """EFS access point -> where every host mounts it."""
 PASSTHROUGH_ENV = ("AWS_ENDPOINT_URL",)
 """Foreground services also get these from host-setup's environment: in the rehearsal,
@@ -138,8 +136,6 @@ class HostSetup:
         self.settings = self.read_settings()
         self.mount_file_systems()
         self.install_ca()
-        if self.args.role != "gateway":
-            self.ensure_account(AGENT_USER)
         return units_for(self.args.role, self.args.settings, self.args.region, self.settings)
 
     def read_settings(self) -> RuntimeSettings:
@@ -180,18 +176,6 @@ class HostSetup:
         CA_FILE.write_text(self.settings.ldap_ca_bundle)
         CA_FILE.chmod(0o644)
         say(f"ca: FreeIPA's CA in {CA_FILE}")
-
-    @staticmethod
-    def ensure_account(name: str) -> None:
-        try:
-            pwd.getpwnam(name)
-            say(f"accounts: {name} exists")
-            return
-        except KeyError:
-            pass
-        _run(["useradd", "--system", "--user-group", "--shell", "/sbin/nologin",
-              "--no-create-home", "--home-dir", "/nonexistent", name])
-        say(f"accounts: created {name}")
 
 
 def install_units(units: list[Unit], argv: list[str]) -> None:

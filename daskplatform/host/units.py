@@ -35,8 +35,8 @@ UNIT_DIR = "/etc/systemd/system"
 STATE_ROOT = "/var/lib"
 SYSTEMD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 """The PATH systemd gives services."""
-AGENT_USER = "dask-platform"
-"""The node agent's own account: Dask processes never run as root."""
+HOMES = "/srv/homes"
+"""Users' homes on every host: the shared file system (EFS)."""
 GATEWAY_UNIT = "dask-platform.service"
 AGENT_UNIT = "dask-platform-agent.service"
 SETUP_UNIT = "dask-platform-setup.service"
@@ -112,7 +112,7 @@ def gateway_unit(settings_source: str, region: str, ports: PortSettings) -> Unit
         exec_start=(PROGRAM, "gateway", "--hub", "--settings", settings_source,
                     "--proxy-address", f"0.0.0.0:{ports.gateway_http}",
                     "--proxy-tcp-address", f"0.0.0.0:{ports.gateway_tls}",
-                    "--advertise-host", "imds"),
+                    "--advertise-host", "imds", "--run-as-users"),
         environment={"AWS_DEFAULT_REGION": region},
         state_directory="dask-platform",
         state_directory_mode="0700",
@@ -124,25 +124,33 @@ def gateway_unit(settings_source: str, region: str, ports: PortSettings) -> Unit
     )
 
 
+AGENT_CAPABILITIES = ("CAP_SETUID", "CAP_SETGID", "CAP_CHOWN", "CAP_FOWNER",
+                      "CAP_DAC_OVERRIDE", "CAP_KILL")
+"""What the agent keeps of root: start each Dask process under its user's uid (set ids,
+own its directories and files), reach and stop them. Nothing else."""
+
+
 def agent_unit(role: str, settings_source: str, region: str, ports: PortSettings) -> Unit:
-    """The node agent of a scheduler or worker host: its own account, a delegated cgroup
-    subtree, and KillMode=process so Dask processes outlive an agent restart (the next
-    agent re-adopts them from its state file)."""
+    """The node agent of a scheduler or worker host: root, bounded to what starting each
+    user's processes under their own uid takes (AGENT_CAPABILITIES); homes on the shared
+    file system; a delegated cgroup subtree; KillMode=process so Dask processes outlive
+    an agent restart (the next agent re-adopts them from its state file)."""
     return Unit(
         name=AGENT_UNIT,
         description=f"dask-platform node agent ({role}): starts and confines Dask processes",
         exec_start=(PROGRAM, "agent", "--role", role, "--settings", settings_source,
-                    "--host", "0.0.0.0", "--advertise-host", "imds"),
+                    "--host", "0.0.0.0", "--advertise-host", "imds", "--homes", HOMES),
         environment={"AWS_DEFAULT_REGION": region},
         state_directory="dask-platform-agent",
-        state_directory_mode="0700",
-        user=AGENT_USER,
+        state_directory_mode="0711",
         kill_mode="process",
         health_url=f"http://127.0.0.1:{ports.node_agent}/v1/health",
         # DelegateSubgroup: systemd >= 254 starts the agent in <unit>/agent, so restarts
         # work while the unit's group hands controllers down (older systemd ignores it).
-        extra=(("Delegate", "yes"), ("DelegateSubgroup", "agent"), ("NoNewPrivileges", "yes"),
-               ("ProtectSystem", "full"), ("PrivateTmp", "yes"), ("LimitNOFILE", "65536")),
+        extra=(("Delegate", "yes"), ("DelegateSubgroup", "agent"),
+               ("CapabilityBoundingSet", " ".join(AGENT_CAPABILITIES)),
+               ("NoNewPrivileges", "yes"), ("ProtectSystem", "full"), ("PrivateTmp", "yes"),
+               ("LimitNOFILE", "65536")),
     )
 
 

@@ -17,6 +17,7 @@ from dask_gateway_server.auth import JupyterHubAuthenticator
 from dask_gateway_server.models import User
 
 from daskplatform.gateway.quotas import NoPlatformGroup, group_of
+from daskplatform.gateway.users import PlatformUser
 from daskplatform.identity.configurable import DirectoryConfig
 from daskplatform.identity.ldap import DirectoryUnavailable, InvalidCredentials, is_valid_username
 
@@ -68,7 +69,20 @@ class PlatformAuthenticator(DirectoryConfig, JupyterHubAuthenticator):
         except NoPlatformGroup as exc:
             self.log.info("refused %s: in no platform group", user.name)
             raise web.HTTPForbidden(reason=str(exc)) from None
-        return User(user.name, groups=list(user.groups), admin=group.name == "admins")
+        uid, gid = (user.uid, user.gid) if isinstance(user, PlatformUser) else \
+            await self._posix_ids(user.name)
+        return PlatformUser(user.name, groups=list(user.groups), admin=group.name == "admins",
+                            uid=uid, gid=gid)
+
+    async def _posix_ids(self, username: str) -> tuple[int | None, int | None]:
+        """A hub user's uid and gid, from the directory (hub tokens carry none)."""
+        try:
+            found = await asyncio.to_thread(self.directory.lookup_cached, username)
+        except DirectoryUnavailable as exc:
+            self.log.warning("LDAP unavailable: %s", exc)
+            raise web.HTTPServiceUnavailable(
+                reason="the login directory (LDAP) is unreachable; try again shortly") from None
+        return (found.uid_number, found.gid_number) if found else (None, None)
 
     async def _ldap_user(self, credentials: str) -> User:
         try:
@@ -86,7 +100,8 @@ class PlatformAuthenticator(DirectoryConfig, JupyterHubAuthenticator):
             self.log.warning("LDAP unavailable: %s", exc)
             raise web.HTTPServiceUnavailable(
                 reason="the login directory (LDAP) is unreachable; try again shortly") from None
-        return User(found.username, groups=sorted(found.groups))
+        return PlatformUser(found.username, groups=sorted(found.groups),
+                            uid=found.uid_number, gid=found.gid_number)
 
     async def cleanup(self) -> None:
         if getattr(self, "hub_enabled", False):

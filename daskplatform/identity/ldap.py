@@ -28,6 +28,7 @@ from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import parse_dn
 
 from daskplatform.aws import aws_client
+from daskplatform.identifiers import USERNAME
 from daskplatform.settings import RuntimeSettings
 
 CA_FILE_ENV = "LDAPTLS_CACERT"
@@ -36,14 +37,13 @@ honoured here too so ldapsearch and the platform trust the same CA."""
 BIND_PASSWORD_ENV = "DASK_PLATFORM_LDAP_BIND_PASSWORD"
 """The service bind password when no Secrets Manager ARN is configured."""
 
-_USERNAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,63}$")
-"""FreeIPA's login name rule; anything else cannot be a user and never reaches LDAP."""
+
 
 
 def is_valid_username(username: str) -> bool:
     """Whether ``username`` can be a FreeIPA login (so it is safe to log it: a password
     typed into the user field usually is not)."""
-    return bool(_USERNAME.match(username))
+    return USERNAME.fullmatch(username) is not None
 
 
 class DirectoryError(Exception):
@@ -64,6 +64,10 @@ class DirectoryUser:
     dn: str
     groups: frozenset[str]
     """Names (cn) of the FreeIPA groups the user is a direct or nested member of."""
+    uid_number: int | None = None
+    """The account's POSIX uid (FreeIPA ``uidNumber``): every process of the user runs
+    under it. None when the entry has none."""
+    gid_number: int | None = None
 
 
 class _TTLCache:
@@ -158,6 +162,17 @@ class LdapDirectory:
         self._cache.put(key, user)
         return user
 
+    def lookup_cached(self, username: str) -> DirectoryUser | None:
+        """:meth:`lookup`, reused for the login cache's time (hub-token requests would
+        otherwise search the directory on every call)."""
+        key = self._cache.key(username, "\0lookup")
+        found = self._cache.get(key)
+        if found is None:
+            found = self.lookup(username)
+            if found is not None:
+                self._cache.put(key, found)
+        return found
+
     def lookup(self, username: str) -> DirectoryUser | None:
         """The user's entry and groups via the service account, or None if absent."""
         if not is_valid_username(username):
@@ -165,7 +180,8 @@ class LdapDirectory:
         try:
             with self._connection(self._bind_dn, self._bind_password) as conn:
                 conn.search(self.users_dn, f"(uid={escape_filter_chars(username)})",
-                            search_scope=ldap3.LEVEL, attributes=["memberOf"], size_limit=2)
+                            search_scope=ldap3.LEVEL,
+                            attributes=["memberOf", "uidNumber", "gidNumber"], size_limit=2)
                 entries = list(conn.response or [])
         except ldap_exceptions.LDAPInvalidCredentialsResult:
             raise DirectoryUnavailable(
@@ -177,8 +193,11 @@ class LdapDirectory:
         if len(entries) != 1:
             return None
         entry = entries[0]
+        attributes = entry["attributes"]
         return DirectoryUser(username=username, dn=entry["dn"],
-                             groups=self._group_names(entry["attributes"].get("memberOf", [])))
+                             groups=self._group_names(attributes.get("memberOf", [])),
+                             uid_number=_number(attributes.get("uidNumber")),
+                             gid_number=_number(attributes.get("gidNumber")))
 
     def _group_names(self, member_of: list[str]) -> frozenset[str]:
         """cn of each memberOf DN that sits in the groups container (not roles, HBAC...)."""
@@ -220,6 +239,13 @@ class LdapDirectory:
                 conn.unbind()
             except (ldap_exceptions.LDAPException, OSError):
                 pass
+
+
+def _number(value: object) -> int | None:
+    """An LDAP integer attribute as ldap3 hands it (an int, or an empty list if absent)."""
+    if isinstance(value, list):
+        value = value[0] if value else None
+    return int(value) if isinstance(value, int | str) and str(value).isdigit() else None
 
 
 def read_bind_password(settings: RuntimeSettings) -> str:

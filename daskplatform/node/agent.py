@@ -167,6 +167,12 @@ def _parser() -> argparse.ArgumentParser:
                    "(default: $STATE_DIRECTORY or ~/.local/state/dask-platform/agent-<id>)")
     p.add_argument("--node-id", help=f"{SAFE_NAME_RULE} (default: the instance id with "
                    f"--advertise-host {IMDS}, else the host name)")
+    p.add_argument("--homes", type=Path, default=None,
+                   help="users' homes, for processes run as their user (default: "
+                        "<workdir>/homes; /srv/homes, the shared file system, on hosts)")
+    p.add_argument("--min-user-uid", type=int, default=1000,
+                   help="lowest uid a process may run as (default %(default)s: system "
+                        "accounts are refused)")
     p.add_argument("--cold", action="store_true",
                    help="no fork server: every process is a fresh interpreter")
     return p
@@ -259,7 +265,8 @@ async def serve(args: argparse.Namespace) -> None:
     workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
     supervisor = Supervisor(shape, workdir,
                             confine.detect(confine.group_name(shape.node_id, workdir)),
-                            warm=not args.cold)
+                            warm=not args.cold, homes=args.homes,
+                            min_user_uid=args.min_user_uid)
     await supervisor.start()
     app = make_app(supervisor, token, settings.timeouts.stop_grace_seconds)
     runner = web.AppRunner(app, access_log=None)

@@ -24,13 +24,14 @@ CLI_MODULES = {
 
 
 def enter(spec: dict[str, Any]) -> None:
-    """Everything before the Dask code: session, cgroups, cwd, stdio, environment."""
+    """Everything before the Dask code: session, cgroups, stdio, the user's uid (after
+    what needs the agent's rights: the cgroups and the agent's log folder), cwd,
+    environment."""
     if os.getsid(0) != os.getpid():
         os.setsid()
     for procs_file in spec["procs_files"]:
         with open(procs_file, "w", encoding="ascii") as fh:
             fh.write(str(os.getpid()))
-    os.chdir(spec["cwd"])
     log_fd = os.open(spec["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     null_fd = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null_fd, 0)
@@ -38,6 +39,12 @@ def enter(spec: dict[str, Any]) -> None:
     os.dup2(log_fd, 2)
     os.close(log_fd)
     os.close(null_fd)
+    if spec.get("uid") is not None:  # for good: no way back to the agent's rights
+        os.setgroups([spec["gid"]])
+        os.setgid(spec["gid"])
+        os.setuid(spec["uid"])
+        os.umask(0o077)
+    os.chdir(spec["cwd"])
     os.environ.clear()
     os.environ.update(spec["env"])
 

@@ -17,7 +17,7 @@ from pydantic import (
 )
 
 from daskplatform.http_input import Text, problems
-from daskplatform.identifiers import SAFE_NAME, SAFE_NAME_RULE, is_safe_name
+from daskplatform.identifiers import SAFE_NAME, SAFE_NAME_RULE, USERNAME, is_safe_name
 from daskplatform.shown import shown
 
 Kind = Literal["scheduler", "worker"]
@@ -33,6 +33,20 @@ Size = Annotated[float, Strict()]
 
 class SpawnError(ValueError):
     """A bad spawn request; the message names the field and what is allowed."""
+
+
+class RunAs(BaseModel):
+    """The user a process runs as: their login name (their home's name), uid and gid."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=f"^{USERNAME.pattern}$",
+                      description="a FreeIPA login name: a-z 0-9 _ . -, starting with a "
+                                  "letter or _")
+    uid: Annotated[int, Strict()] = Field(ge=1, le=2**31 - 2,
+                                          description="an integer from 1 to 2147483646")
+    gid: Annotated[int, Strict()] = Field(ge=1, le=2**31 - 2,
+                                          description="an integer from 1 to 2147483646")
 
 
 class Spawn(BaseModel):
@@ -57,6 +71,9 @@ class Spawn(BaseModel):
     memory_limit_gb: Size | None = Field(None, gt=0, le=16384,
                                          description="a number above 0, at most 16384, or null")
     """The process's hard memory limit; default ``memory_gb``."""
+    run_as: RunAs | None = None
+    """Run the process under this user's uid and gid, with their home; default: the
+    agent's own (local mode without root)."""
     labels: dict[Text, Text] = Field(default_factory=dict,
                                      description="an object of strings to strings")
 

@@ -32,7 +32,7 @@ from daskplatform.node.records import (
     is_alive,
     start_ticks,
 )
-from daskplatform.node.spec import Kind, Spawn, SpawnError, fill_placeholders
+from daskplatform.node.spec import Kind, RunAs, Spawn, SpawnError, fill_placeholders
 from daskplatform.node.warm import ForkServer, ForkServerDown
 
 log = logging.getLogger(__name__)
@@ -74,9 +74,13 @@ class NodeShape:
 
 class Supervisor:
     def __init__(self, shape: NodeShape, workdir: Path, confinement: Confinement,
-                 warm: bool = True) -> None:
+                 warm: bool = True, homes: Path | None = None,
+                 min_user_uid: int = 1000) -> None:
         self.shape = shape
         self._workdir = workdir
+        self._homes = homes or workdir / "homes"
+        """Users' homes (``/srv/homes`` on hosts: the shared file system)."""
+        self._min_user_uid = min_user_uid
         self._confinement = confinement
         self._ports = PortAllocator(shape.port_range, shape.host)
         self._state = StateFile(workdir / "state.json")
@@ -93,8 +97,12 @@ class Supervisor:
     # ------------------------------------------------------------ life cycle
 
     async def start(self) -> None:
-        for sub in ("procs", "logs"):
-            (self._workdir / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Each process directory belongs to the process's user (0700); the folders above
+        # them only let users through to their own (0711: no listing).
+        for sub, mode in (("procs", 0o711), ("logs", 0o700)):
+            (self._workdir / sub).mkdir(mode=mode, parents=True, exist_ok=True)
+            (self._workdir / sub).chmod(mode)
+        self._workdir.chmod(0o711)
         libc = ctypes.CDLL(None, use_errno=True)
         if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
             log.warning("cannot become a child subreaper; warm children's exit codes "
@@ -186,6 +194,7 @@ class Supervisor:
         if spec.kind != self.shape.role:
             raise SpawnError(f"kind: this is a {self.shape.role} node; it starts only "
                              f"{self.shape.role} processes, not {spec.kind!r}")
+        self._check_run_as(spec)
         self._check_fits(spec)
         try:
             ports = self._ports.allocate(spec.port_count())
@@ -202,6 +211,31 @@ class Supervisor:
             self._finish(record, None)
             raise
         return record, True
+
+    def _check_run_as(self, spec: Spawn) -> None:
+        if spec.run_as is None:
+            return
+        if os.geteuid() != 0:
+            raise SpawnError(f"run_as: this agent runs as uid {os.geteuid()} and cannot start "
+                             "processes as other users; run it as root (the hosts' unit "
+                             "does), or leave run_as out")
+        if spec.run_as.uid < self._min_user_uid or spec.run_as.gid < self._min_user_uid:
+            raise SpawnError(f"run_as: uid and gid must be at least {self._min_user_uid} (a "
+                             f"user's, not a system account's), got {spec.run_as.uid} and "
+                             f"{spec.run_as.gid}")
+
+    def _user_home(self, run_as: RunAs) -> Path:
+        """The user's home, created on first use: owned by them, mode 0700. An existing
+        one is used as it is (never through a symlink)."""
+        home = self._homes / safe_name(run_as.name, "run_as.name")
+        self._homes.mkdir(mode=0o755, parents=True, exist_ok=True)
+        try:
+            home.mkdir(mode=0o700)
+            os.chown(home, run_as.uid, run_as.gid)
+        except FileExistsError:
+            if home.is_symlink() or not home.is_dir():
+                raise SpawnError(f"run_as: {home} exists and is not a directory") from None
+        return home
 
     def _check_fits(self, spec: Spawn) -> None:
         cap = self.capacity()
@@ -224,6 +258,9 @@ class Supervisor:
     def _env(self, spec: Spawn, ports: list[int], home: Path, warm: bool) -> dict[str, str]:
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8",
                "HOME": str(home), "PYTHONUNBUFFERED": "1", SCRATCH_ENV: str(home)}
+        if spec.run_as is not None:
+            env.update(HOME=str(self._user_home(spec.run_as)), USER=spec.run_as.name,
+                       LOGNAME=spec.run_as.name)
         if warm and spec.kind == "worker":
             env.update(WARM_ENV)
         env.update({k: fill_placeholders(v, self.shape.host, ports)
@@ -233,15 +270,21 @@ class Supervisor:
     async def _launch(self, spec: Spawn, record: Record) -> None:
         home = self._home(spec.id)
         home.mkdir(mode=0o700)
-        for name, text in spec.files.items():
+        owner = (spec.run_as.uid, spec.run_as.gid) if spec.run_as else None
+        if owner:
+            os.chown(home, *owner)
+        for name, text in spec.files.items():  # the cluster's TLS key among them
             fd = os.open(home / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            if owner:
+                os.fchown(fd, *owner)
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 fh.write(text)
         cpu_limit, memory_limit_gb = spec.cgroup_limits
         group = self._confinement.create(spec.id, cpu_limit, int(memory_limit_gb * GIB))
         launch = {"kind": spec.kind, "argv": self._argv(spec, record.ports),
                   "cwd": str(home), "log": str(self._log(spec.id)),
-                  "procs_files": list(group.procs_files)}
+                  "procs_files": list(group.procs_files),
+                  "uid": owner[0] if owner else None, "gid": owner[1] if owner else None}
         pid = None
         if self._fork_server is not None and self._fork_server.ready:
             try:

@@ -20,6 +20,7 @@ from daskplatform.identity.slapd import SlapdNotInstalled, _slapd_binary
 from daskplatform.rehearsal import demo, netns
 from daskplatform.rehearsal.orchestrator import Rehearsal, say
 from daskplatform.settings import SettingsError
+from daskplatform.user_access import closed_folders, explain
 
 TOOLS = {"ip": "iproute2", "nft": "nftables", "unshare": "util-linux",
          "mount": "mount", "configurable-http-proxy": "node-configurable-http-proxy"}
@@ -52,6 +53,9 @@ def check(args: argparse.Namespace) -> str | None:
         missing.append("slapd (apt-get install slapd ldap-utils)")
     if missing:
         return "missing: " + ", ".join(missing)
+    closed = closed_folders()
+    if closed:
+        return explain(closed)
     if not 2 <= args.workers <= 8:
         return f"--workers must be between 2 and 8 (a cluster spans two hosts), got {args.workers}"
     if not args.stack.exists():

@@ -139,20 +139,20 @@ def test_a_failed_boot_is_counted_and_the_stub_is_safe_to_run_again(
 
 
 @pytest.mark.parametrize("template", ["scheduler-lt", "workers-lt"])
-def test_agent_hosts_run_the_agent_as_its_own_user_and_keep_dask_on_restart(
+def test_agent_hosts_run_the_agent_bounded_and_keep_dask_on_restart(
         dev: StackRun, template: str) -> None:
-    """Restarting an agent must leave its node's Dask processes running, and Dask must
-    not run as root."""
+    """Restarting an agent must leave its node's Dask processes running; the agent keeps
+    only what starting each user's processes under their own uid takes."""
     role = TEMPLATES[template]
     (unit,) = host_units(user_data(dev, template), published_settings(dev))
     found = directives(unit.render())
     assert found["KillMode"] == ["process"] and found["Delegate"] == ["yes"]
-    assert found["User"] == ["dask-platform"]
+    assert "User" not in found and "CAP_SETUID" in found["CapabilityBoundingSet"][0]
     assert found["StandardOutput"] == [f"append:{LOG_FILE}"]
     assert shlex.split(found["ExecStart"][0]) == [
         "/opt/dask-platform/venv/bin/dask-platform", "agent", "--role", role, "--settings",
         "ssm:///dask-platform/dev/runtime-settings", "--host", "0.0.0.0",
-        "--advertise-host", "imds"]
+        "--advertise-host", "imds", "--homes", "/srv/homes"]
     assert unit.health_url == "http://127.0.0.1:8790/v1/health"
 
 

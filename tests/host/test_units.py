@@ -18,12 +18,17 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: a private
                                 "namespace, another user (CI runs as root)")
 
 
-def test_the_agent_unit_keeps_dask_processes_and_drops_root() -> None:
+def test_the_agent_unit_keeps_dask_processes_and_only_what_it_needs_of_root() -> None:
+    """Root, to start each user's processes under their own uid, bounded to the
+    capabilities that takes; KillMode=process keeps Dask running across a restart."""
     unit = directives(agent_unit("worker", "ssm:///p", "eu-west-1", PortSettings()).render())
-    assert unit["User"] == ["dask-platform"] and unit["KillMode"] == ["process"]
+    assert "User" not in unit and unit["KillMode"] == ["process"]
+    assert unit["CapabilityBoundingSet"] == [
+        "CAP_SETUID CAP_SETGID CAP_CHOWN CAP_FOWNER CAP_DAC_OVERRIDE CAP_KILL"]
     assert unit["Delegate"] == ["yes"] and unit["Restart"] == ["always"]
-    assert unit["StateDirectoryMode"] == ["0700"] and unit["NoNewPrivileges"] == ["yes"]
+    assert unit["StateDirectoryMode"] == ["0711"] and unit["NoNewPrivileges"] == ["yes"]
     assert unit["Environment"] == ["AWS_DEFAULT_REGION=eu-west-1"]
+    assert unit["ExecStart"][0].endswith("--advertise-host imds --homes /srv/homes")
 
 
 def test_the_gateway_unit_stops_its_whole_tree_and_waits_for_clusters() -> None:
