@@ -18,6 +18,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "host-setup": ("daskplatform.host.setup", "boot steps of a platform host (user data)"),
     "rehearse": ("daskplatform.rehearsal.cli",
                  "the AWS stack's hosts in network namespaces on this machine (root)"),
+    "simulate": ("daskplatform.simulate.cli",
+                 "a team's workday on the platform, simulated (docs/workday.md)"),
 }
 
 
