@@ -258,7 +258,9 @@ class LocalPlatform:
         wait_http(f"{self.gateway_url}/api/health", lambda: process.poll() is None,
                   "the gateway", self.children.log("gateway"))
         if self.args.hub:
-            say(f"local:   JupyterHub at http://127.0.0.1:{self.args.hub_port}")
+            say(f"local:   JupyterLab: open http://127.0.0.1:{self.args.hub_port}/ and log "
+                "in as a demo user (engineer1 / engineer1-demo): your server starts on a "
+                "worker node; in a notebook, Gateway() needs no arguments")
 
     def _http_args(self) -> list[str]:
         """The gateway's HTTP on --port; with --hub, JupyterHub in front of it on

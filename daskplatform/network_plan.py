@@ -65,7 +65,10 @@ def platform_flows(ports: PortSettings) -> list[Flow]:
     Schedulers reach the gateway on its scheduler proxy port, which also serves the
     gateway's HTTP API: that is where they send heartbeats (``PoolBackend.api_url``).
     VPC clients (the client group) ask the gateway's API for their cluster's credentials
-    through the ALB over HTTPS, then connect to the scheduler through the proxy port."""
+    through the ALB over HTTPS, then connect to the scheduler through the proxy port.
+    Users' JupyterLab servers run on worker nodes: the hub's proxy on the gateway host
+    forwards to them, they call the hub's API, and ``Gateway()`` in them reaches the
+    gateway on the proxy port."""
     return [
         Flow(("client",), "alb", (ports.https, ports.https),
              "VPC clients: the gateway API (cluster credentials) through the ALB"),
@@ -76,6 +79,10 @@ def platform_flows(ports: PortSettings) -> list[Flow]:
              "gateway scheduler proxy and API (clients, scheduler heartbeats)"),
         Flow(("gateway",), "scheduler", (ports.node_agent, ports.node_agent), "node agent"),
         Flow(("gateway",), "worker", (ports.node_agent, ports.node_agent), "node agent"),
+        Flow(("gateway",), "worker", ports.notebook_range,
+             "JupyterHub's proxy -> users' JupyterLab servers"),
+        Flow(("worker",), "gateway", (ports.hub_api, ports.hub_api),
+             "JupyterLab servers -> JupyterHub's API (login, activity)"),
         Flow(("gateway", "worker"), "scheduler", ports.scheduler_range, "Dask scheduler comms"),
         Flow(("scheduler", "worker"), "worker", ports.worker_range, "Dask worker comms"),
         Flow(("gateway", "scheduler", "worker"), "efs", (ports.nfs, ports.nfs), "NFS (EFS)"),

@@ -196,6 +196,10 @@ class QuotaSettings(_Model):
     )
     idle_timeout_minutes: int = Field(120, ge=1)
     """Clusters with no activity stop after this long."""
+    notebook_idle_minutes: float = Field(60, gt=0, le=10080)
+    """JupyterLab servers with no activity (no open tab, no running kernel) are stopped
+    after this long by jupyterhub-idle-culler, and the clusters they started with them.
+    Default 60: a lunch break loses the kernel's memory, not the files in the home."""
     max_pending_per_user: int = Field(50, ge=1, le=50)
     """Worker requests one user may have waiting for room in the pool."""
 
@@ -341,10 +345,15 @@ class PortSettings(_Model):
     """Scheduler comm and dashboard ports on the scheduler host."""
     worker_range: tuple[int, int] = (9200, 9999)
     """Worker and nanny ports on worker hosts (peer to peer)."""
+    notebook_range: tuple[int, int] = (8800, 8899)
+    """Users' JupyterLab servers on worker hosts (JupyterHub's proxy on the gateway host
+    reaches them); a worker node holds at most this many notebooks."""
+    hub_api: int = 8081
+    """Worker hosts -> gateway host: JupyterHub's API, which notebook servers call."""
     nfs: int = 2049
     ldaps: int = 636
 
-    @field_validator("scheduler_range", "worker_range")
+    @field_validator("scheduler_range", "worker_range", "notebook_range")
     @classmethod
     def _ordered(cls, value: tuple[int, int]) -> tuple[int, int]:
         low, high = value
@@ -901,19 +910,21 @@ def check_capacity(expected_users: int, clusters: ClusterSettings,
 
 
 def check_ports(ports: PortSettings) -> None:
-    """Scheduler and worker ranges must not overlap each other or the fixed ports."""
-    s_low, s_high = ports.scheduler_range
-    w_low, w_high = ports.worker_range
-    if s_low <= w_high and w_low <= s_high:
-        raise SettingsError(
-            f"{config_key('ports', 'schedulerRange')} {s_low}-{s_high} overlaps "
-            f"{config_key('ports', 'workerRange')} {w_low}-{w_high}"
-        )
+    """The process ranges must not overlap each other or the fixed ports."""
+    ranges = {"schedulerRange": ports.scheduler_range, "workerRange": ports.worker_range,
+              "notebookRange": ports.notebook_range}
+    names = list(ranges)
+    for i, first in enumerate(names):
+        for second in names[i + 1:]:
+            (a_low, a_high), (b_low, b_high) = ranges[first], ranges[second]
+            if a_low <= b_high and b_low <= a_high:
+                raise SettingsError(
+                    f"{config_key('ports', first)} {a_low}-{a_high} overlaps "
+                    f"{config_key('ports', second)} {b_low}-{b_high}")
     fixed = {"gatewayHttp": ports.gateway_http, "gatewayTls": ports.gateway_tls,
-             "nodeAgent": ports.node_agent}
+             "nodeAgent": ports.node_agent, "hubApi": ports.hub_api}
     for name, port in fixed.items():
-        for range_name, (low, high) in (("schedulerRange", ports.scheduler_range),
-                                        ("workerRange", ports.worker_range)):
+        for range_name, (low, high) in ranges.items():
             if low <= port <= high:
                 raise SettingsError(
                     f"{config_key('ports', name)} ({port}) falls inside "

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import socket
+import stat
 from collections.abc import Iterator
+from pathlib import Path
 
 import hypothesis  # noqa: F401 - see below
 import pytest
@@ -13,6 +15,16 @@ from daskplatform.identity.slapd import Slapd
 # Imported here, while the stack is shallow: hypothesis' pytest plugin otherwise imports it
 # in the terminal summary, deep in pluggy's frames, where Debian's Python 3.11.2 fails to
 # compile its modules ("AST constructor recursion depth mismatch") and the run errors out.
+
+
+def let_users_through(folder: Path) -> None:
+    """o+x on ``folder`` and the folders above it (pytest makes its temp folders 0700):
+    processes under users' uids must reach their directories below it, as they do under
+    the agent's state directory on a host."""
+    for path in (folder, *folder.parents):
+        mode = path.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            path.chmod(mode | stat.S_IXOTH)
 
 
 def free_port() -> int:

@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 import yaml
-from pydantic import ValidationError
 
 from daskplatform.settings import (
     ClusterSettings,
@@ -434,6 +433,15 @@ def test_check_ports() -> None:
         "dask-platform:ports.workerRange",
     ):
         check_ports(PortSettings(gateway_tls=9500))
+    with pytest.raises(SettingsError, match="dask-platform:ports.workerRange 9200-9999 "
+                                            "overlaps dask-platform:ports.notebookRange "
+                                            "9900-9950"):
+        check_ports(PortSettings(notebook_range=(9900, 9950)))
+    with pytest.raises(SettingsError, match=r"dask-platform:ports.hubApi \(8850\) falls "
+                                            "inside dask-platform:ports.notebookRange"):
+        check_ports(PortSettings(hub_api=8850))
+    with pytest.raises(ValidationError, match="range 8899-8800 must satisfy"):
+        PortSettings(notebook_range=(8899, 8800))  # the field's own check, before any pair
 
 
 @pytest.mark.parametrize("fractions", [(0.6, 0.6, 0.8, 0.9), (0.6, 0.7, 0.9, 0.8),

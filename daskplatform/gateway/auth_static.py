@@ -35,6 +35,10 @@ class StaticGroupsAuthenticator(SimpleAuthenticator):
         config=True,
     )
 
+    admin_groups = List(Unicode(), help="""Groups whose members are admins: they list, see
+        and stop every cluster. Default: [] (no admins); gateway_config sets the admins
+        group's LDAP groups.""", config=True)
+
     async def authenticate(self, request: web.Request) -> User:
         header = request.headers.get("Authorization", "")
         try:
@@ -48,5 +52,7 @@ class StaticGroupsAuthenticator(SimpleAuthenticator):
             raise web.HTTPUnauthorized(headers={"WWW-Authenticate": "Basic"},
                                        reason="Authentication required")
         ids = self.uids.get(credentials.login) or [None, None]
-        return PlatformUser(credentials.login, groups=self.groups.get(credentials.login, ()),
+        groups = self.groups.get(credentials.login, [])
+        return PlatformUser(credentials.login, groups=groups,
+                            admin=bool(set(groups) & set(self.admin_groups)),
                             uid=ids[0], gid=ids[1])

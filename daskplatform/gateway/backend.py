@@ -1,7 +1,7 @@
 """The pool backend: dask-gateway clusters on a warm pool of nodes run by node agents.
 
-Schedulers go to scheduler-role nodes, workers to worker-role nodes, each by best fit
-(``placement``). A worker that finds no room waits in the priority queue (``queue``);
+Schedulers go to scheduler-role nodes, workers and users' notebook servers
+(``notebooks``) to worker-role nodes, each by best fit (``placement``). A worker that finds no room waits in the priority queue (``queue``);
 a worker that would take its user past the group total (``quotas``) is capped. All
 state a stop needs (node, agent URL, process id) is checkpointed in the gateway's
 database, so a restarted gateway finds and stops what an earlier one started.
@@ -11,23 +11,27 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import ssl
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from dask_gateway_server.backends.base import ClusterConfig, PublicException
 from dask_gateway_server.backends.db_base import Cluster, DBBackendBase, JobStatus, Worker
-from dask_gateway_server.models import User
+from dask_gateway_server.models import ClusterStatus, User
 from dask_gateway_server.routes import api_handler
 from dask_gateway_server.traitlets import MemoryLimit
 from traitlets import Dict, Float, Integer, List, Tuple, Unicode, default
 
 from daskplatform.gateway.api_input import validate_requests
 from daskplatform.gateway.dask_config import dask_env, max_spill_config
+from daskplatform.gateway.dashboards import Dashboards, HubLogin
 from daskplatform.gateway.directory import NodeSpec, asg_worker_nodes, tagged_scheduler_nodes
 from daskplatform.gateway.heartbeats import unlisted_as_closed
 from daskplatform.gateway.metrics import (
@@ -38,10 +42,11 @@ from daskplatform.gateway.metrics import (
     read_schedulers,
     worker_memory,
 )
+from daskplatform.gateway.notebooks import SINGLEUSER_ARGS, Notebook, NotebookRoutes, token_hash
 from daskplatform.gateway.placement import NodeRoom
 from daskplatform.gateway.protection import ScaleInProtection
 from daskplatform.gateway.queue import PendingCapExceeded
-from daskplatform.gateway.quotas import GIB, UserLedger, UserQuotaExceeded
+from daskplatform.gateway.quotas import GIB, NoPlatformGroup, UserLedger, UserQuotaExceeded
 from daskplatform.gateway.status import (
     Shape,
     fitting,
@@ -56,6 +61,8 @@ from daskplatform.scaling import NodeShape, backlog_nodes
 
 ALIVE = ("starting", "running")
 """Agent process states that still hold resources."""
+Pooled = Cluster | Worker | Notebook
+"""What is placed on nodes: a cluster's scheduler, a worker, a user's notebook server."""
 MAX_WAITING_CLUSTERS = 20
 """Clusters one user may have waiting for the scheduler host (quotas cap what they hold)."""
 
@@ -94,6 +101,13 @@ class PoolClusterConfig(ClusterConfig):
     scheduler_memory_limit = MemoryLimit(None, allow_none=True, config=True,
                                          help="The scheduler's hard memory limit (default "
                                               "None: scheduler_memory).")
+    notebook_cores = Float(0.5, min=0.0, config=True,
+                           help="Cores of the owner's JupyterLab server (default 0.5).")
+    notebook_memory = MemoryLimit("1 G", config=True,
+                                  help="Memory of the owner's JupyterLab server (default 1 G).")
+    started_by = Unicode("", config=True,
+                         help="Hash of the notebook's hub token that created the cluster "
+                              "(default '': not from a notebook); it stops with the notebook.")
 
 
 @dataclass
@@ -190,9 +204,6 @@ class PoolBackend(DBBackendBase):
         worker node offers Dask processes: the unit of BacklogNodes (default (2, 3.5), a
         c5.large less the node reserve; gateway_config sets it from the settings).""",
         config=True)
-    admin_groups = List(Unicode(), help="""LDAP groups whose members see every cluster in
-        GET /api/v1/status (default: none; gateway_config sets the admins group's).""",
-        config=True)
     dask_config = Dict(help="""Dask config of every scheduler and worker, nested as
         dask.config reads it, passed as DASK_* environment variables
         (daskplatform.gateway.dask_config). Default: {} (Dask's own defaults);
@@ -206,18 +217,33 @@ class PoolBackend(DBBackendBase):
 
     async def setup(self, app: web.Application) -> None:
         await super().setup(app)
+        self._dashboards = Dashboards(self, self.proxy.prefix, _hub_login(app, self.proxy.prefix))
         app.middlewares.append(validate_requests)  # refuses bad input before any handler
         app.middlewares.append(self._explain_scale)
+        self._list_handler = api_handler(self._list_route, user_authenticated=True)
+        app.middlewares.append(self._admins_list_all)
+        app.middlewares.append(_remember_notebook_token)
         app.add_routes([
             web.get("/api/v1/pool", api_handler(self._pool_route, user_authenticated=True)),
             web.get("/api/v1/pool/workers",
                     api_handler(self._workers_route, user_authenticated=True)),
             web.get("/api/v1/status", api_handler(self._status_route, user_authenticated=True)),
+            *self._dashboards.routes(),
+            *NotebookRoutes(self).routes(),
         ])
+
+    async def _check_cluster_proxied(self, cluster: Cluster) -> None:
+        """Only the scheduler's TLS route: dashboards are not routed by the proxy, whose
+        path routes answer anyone, but served by the gateway after a login check
+        (dashboards.py)."""
+        if not cluster.added_to_proxies:
+            await self.proxy.add_route(kind="SNI", sni=cluster.name,
+                                       target=cluster.scheduler_address)
+            cluster.added_to_proxies = True
 
     async def do_setup(self) -> None:
         self._nodes: dict[str, NodeState] = {}
-        self._waitlist: Waitlist[Cluster | Worker] = Waitlist(
+        self._waitlist: Waitlist[Pooled] = Waitlist(
             {"scheduler": MAX_WAITING_CLUSTERS, "worker": self.max_pending_per_user})
         self._ledger = UserLedger()
         self._launches: dict[str, asyncio.Task[None]] = {}
@@ -226,6 +252,9 @@ class PoolBackend(DBBackendBase):
             if self.agent_ca_file else None
         self._protection = ScaleInProtection(self.asg_name) if self.asg_name else None
         self._capped_total = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.notebooks: dict[str, Notebook] = {}
+        """User -> their JupyterLab server (notebooks.py)."""
         static = [NodeSpec.from_dict(raw) for raw in self.nodes]
         self._static_ids = {spec.node_id for spec in static}
         for spec in static:
@@ -243,6 +272,7 @@ class PoolBackend(DBBackendBase):
                 task.cancel()
         for node in self._nodes.values():
             await node.client.close()
+        await self._dashboards.close()
 
     def _add_node(self, spec: NodeSpec) -> NodeState:
         node = self._nodes.get(spec.node_id)
@@ -332,6 +362,7 @@ class PoolBackend(DBBackendBase):
                     f"(quotas.groups.{config.platform_group}.maxClusters = "
                     f"{config.max_clusters}); stop one first: cluster.shutdown(), or "
                     "gateway.stop_cluster(name) for one listed by gateway.list_clusters()")
+            config.started_by = NOTEBOOK_TOKEN.get() or ""
             cluster = self.db.create_cluster(user.name, options, config.to_dict())
         self.log.info("Created cluster %s for user %s", cluster.name, user.name)
         self.queue.put(cluster)
@@ -431,15 +462,38 @@ class PoolBackend(DBBackendBase):
         """The caller's clusters (an admin's: everyone's) with what waits and why, and how
         much waits in the pool; docs/gateway.md, ``dask-platform status``."""
         user = request["user"]
-        admin = bool(set(user.groups) & set(self.admin_groups))
+        admin = user.admin
         clusters = [self.cluster_status(c) for c in self.db.active_clusters()
                     if admin or c.username == user.name]
+        notebook = self.notebooks.get(user.name)
         return web.json_response({
             "user": user.name, "admin": admin, "clusters": clusters,
+            "notebook": self.notebook_report(notebook) if notebook else None,
             "pool": {"waiting_clusters": len(self._waitlist.queues["scheduler"]),
                      "waiting_workers": len(self._waitlist.queues["worker"]),
                      "worker_nodes": sum(n.usable for n in self._nodes.values()
                                          if n.spec.role == "worker")}})
+
+    @web.middleware
+    async def _admins_list_all(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """GET /api/v1/clusters/ answered here: dask-gateway lists only the caller's own
+        clusters, while admins see (and may stop) every cluster."""
+        if request.method == "GET" and request.path == "/api/v1/clusters/":
+            return await self._list_handler(request)
+        return await handler(request)
+
+    async def _list_route(self, request: web.Request) -> web.Response:
+        user = request["user"]
+        statuses = None
+        if "status" in request.query:
+            try:
+                statuses = [ClusterStatus.from_name(k)
+                            for k in request.query["status"].split(",")]
+            except ValueError as exc:
+                raise web.HTTPUnprocessableEntity(reason=str(exc)) from None
+        clusters = await self.list_clusters(username=None if user.admin else user.name,
+                                            statuses=statuses)
+        return web.json_response({c.name: c.to_dict() for c in clusters})
 
     @web.middleware
     async def _explain_scale(self, request: web.Request, handler: Any) -> web.StreamResponse:
@@ -522,14 +576,14 @@ class PoolBackend(DBBackendBase):
         return [ok and state.get("placed_at", time.time()) >= deadline
                 for state, ok in zip(states, alive)]
 
-    def _check_fits_a_node(self, cores: float, memory_gb: float) -> None:
-        """A worker larger than every worker node would block the queue forever."""
+    def _check_fits_a_node(self, cores: float, memory_gb: float, what: str = "worker") -> None:
+        """A process larger than every worker node would block the queue forever."""
         workers = [n for n in self._nodes.values() if n.spec.role == "worker" and n.known]
         if workers and not any(n.cores >= cores and n.memory_gb >= memory_gb
                                for n in workers):
             largest = max(workers, key=lambda n: (n.memory_gb, n.cores))
             raise ValueError(
-                f"a worker of {cores:g} cores and {memory_gb:g} GB is larger than any worker "
+                f"a {what} of {cores:g} cores and {memory_gb:g} GB is larger than any worker "
                 f"node (largest offers {largest.cores:g} cores, {largest.memory_gb:g} GB)")
 
     def _set_aside(self, node: NodeState, state: dict[str, Any], exc: Exception) -> None:
@@ -551,9 +605,12 @@ class PoolBackend(DBBackendBase):
         self._waitlist.push("scheduler", cluster.name, cluster.username, cfg.priority,
                             cfg.scheduler_cores, cfg.scheduler_memory / GIB, cluster)
 
-    def _requeue(self, item: Cluster | Worker) -> None:
+    def _requeue(self, item: Pooled) -> None:
         """Back in line after its node did not answer the start."""
-        if isinstance(item, Worker):
+        if isinstance(item, Notebook):
+            item.state, item.status = {}, "waiting"
+            self._enqueue_notebook(item)
+        elif isinstance(item, Worker):
             self.db.update_worker(item, state={"queued": True})
             self._enqueue(item)
         else:
@@ -590,20 +647,21 @@ class PoolBackend(DBBackendBase):
             self.log.warning("Could not tell cluster %s to scale to %d: %s", cluster.name,
                              allowed, exc)
 
-    def _dispatch(self) -> list[Placement[Cluster | Worker]]:
+    def _dispatch(self) -> list[Placement[Pooled]]:
         """Place what waits, schedulers and workers, in service order (waitlist.py)."""
         return self._waitlist.place({room.node_id: room for room in self._rooms()})
 
-    def _reserve_placement(self, placement: Placement[Cluster | Worker]
+    def _reserve_placement(self, placement: Placement[Pooled]
                            ) -> tuple[NodeState, dict[str, Any]]:
         node, item = self._nodes[placement.node_id], placement.item
         process_id = (f"{item.name}-scheduler" if isinstance(item, Cluster)
+                      else item.process_id if isinstance(item, Notebook)
                       else f"{item.cluster.name}-{item.name}")
         state = self._placement_state(node, process_id)
         node.reserved[process_id] = (placement.request.cores, placement.request.memory_gb)
         return node, state
 
-    def _start_launches(self, placed: list[Placement[Cluster | Worker]]) -> None:
+    def _start_launches(self, placed: list[Placement[Pooled]]) -> None:
         """Start what waited in line (its do_start_* has returned): record where it went,
         then spawn it in the background."""
         for placement in placed:
@@ -611,29 +669,37 @@ class PoolBackend(DBBackendBase):
             item = placement.item
             if isinstance(item, Worker):
                 self.db.update_worker(item, state=state)
+            elif isinstance(item, Notebook):
+                item.state, item.status = state, "starting"
             else:
                 self.db.update_cluster(item, state=state)
-            self._launches[item.name] = asyncio.ensure_future(self._launch(item, node, state))
+            self._launches[_key(item)] = asyncio.ensure_future(self._launch(item, node, state))
 
-    async def _launch(self, item: Cluster | Worker, node: NodeState,
-                      state: dict[str, Any]) -> None:
+    async def _launch(self, item: Pooled, node: NodeState, state: dict[str, Any]) -> None:
         try:
             if isinstance(item, Worker):
                 await self._spawn_worker(item, node, state)
+            elif isinstance(item, Notebook):
+                await self._spawn_notebook(item, node, state)
             else:
                 await self._spawn_scheduler(item, node, state)
         except NodeUnreachable as exc:
             self._set_aside(node, state, exc)
             self._requeue(item)
         except Exception as exc:
-            self.log.warning("%s failed to start on %s: %s", item.name, node.spec.node_id, exc)
-            if isinstance(item, Worker):
+            self.log.warning("%s failed to start on %s: %s", _key(item), node.spec.node_id,
+                             exc)
+            if isinstance(item, Notebook):
+                node.reserved.pop(item.process_id, None)
+                item.status, item.message = "failed", f"the notebook server did not start: {exc}"
+            elif isinstance(item, Worker):
                 self.db.update_worker(item, target=JobStatus.FAILED)
+                self.queue.put(item)
             else:
                 self.db.update_cluster(item, target=JobStatus.FAILED)
-            self.queue.put(item)
+                self.queue.put(item)
         finally:
-            self._launches.pop(item.name, None)
+            self._launches.pop(_key(item), None)
 
     async def _spawn_scheduler(self, cluster: Cluster, node: NodeState,
                                state: dict[str, Any]) -> None:
@@ -654,6 +720,133 @@ class PoolBackend(DBBackendBase):
             state["process_id"], "worker", self.get_worker_command(cluster, worker.name),
             self.get_worker_env(cluster), cluster, cfg.worker_cores,
             cfg.worker_memory / GIB, worker=worker.name))
+
+    # ------------------------------------------------------------------ notebooks
+
+    async def start_notebook(self, user: User, env: dict[str, str],
+                             token_hash: str | None) -> Notebook:
+        """Queue the user's JupyterLab server for a worker node, sized by their group."""
+        async with self._submit_lock:
+            current = self.notebooks.get(user.name)
+            if current is not None and current.live:
+                raise web.HTTPConflict(
+                    reason=f"user {user.name} already has a notebook server "
+                           f"({current.status}); stop it first (File > Hub Control Panel "
+                           "> Stop My Server)")
+            try:
+                _, config = await self.process_cluster_options(user, {})
+                notebook = Notebook(
+                    process_id=f"notebook-{user.name}-{secrets.token_hex(4)}",
+                    user=user.name, group=config.platform_group, priority=config.priority,
+                    cores=config.notebook_cores, memory_gb=config.notebook_memory / GIB,
+                    run_as=_run_as(user.name, config), env=env, token_hash=token_hash)
+                self._check_fits_a_node(notebook.cores, notebook.memory_gb, "notebook server")
+                self._enqueue_notebook(notebook)
+            except (ValueError, NoPlatformGroup, PendingCapExceeded) as exc:
+                raise web.HTTPUnprocessableEntity(reason=str(exc)) from None
+            self.notebooks[user.name] = notebook
+        self.log.info("Notebook server %s of %s queued (%g cores, %g GB)",
+                      notebook.process_id, user.name, notebook.cores, notebook.memory_gb)
+        self._start_launches(self._dispatch())
+        return notebook
+
+    async def refresh_notebook(self, notebook: Notebook) -> None:
+        """A starting server's state straight from its agent: the spawner polls for it,
+        and the user waits on the hub's progress page meanwhile."""
+        node = self._nodes.get(notebook.state.get("node_id", ""))
+        if notebook.status != "starting" or node is None or \
+                notebook.process_id in self._launches:
+            return
+        try:
+            self._observe_notebooks(node, await node.client.processes())
+        except (NodeUnreachable, NodeAgentError):
+            pass  # the node loop decides when a node is lost
+
+    def notebook_report(self, notebook: Notebook) -> dict[str, Any]:
+        position = self._waitlist.position(notebook.process_id)
+        return notebook.report(
+            f"waiting for room on a worker node: {waiting_text(position, notebook.group)}"
+            if position else None)
+
+    async def stop_notebook(self, username: str, reason: str) -> None:
+        """Stop the user's server (waiting or running), then the clusters it started."""
+        notebook = self.notebooks.get(username)
+        if notebook is None or not notebook.live:
+            return
+        notebook.status, notebook.message = "stopped", reason
+        self._waitlist.remove(notebook.process_id)
+        await self._cancel_launch(notebook.process_id)
+        await self._stop_process(notebook.state)
+        await self._stop_clusters_of(notebook)
+
+    async def _stop_clusters_of(self, notebook: Notebook) -> None:
+        if notebook.token_hash is None:
+            return
+        for cluster in self.db.active_clusters():
+            if cluster.username == notebook.user and \
+                    cluster.config.started_by == notebook.token_hash:
+                self.log.info("Stopping cluster %s: the notebook server that started it "
+                              "(%s) has stopped", cluster.name, notebook.process_id)
+                await self.stop_cluster(cluster.name)
+
+    def _enqueue_notebook(self, notebook: Notebook) -> None:
+        """In the worker nodes' line, by group priority, with workers."""
+        self._waitlist.push("worker", notebook.process_id, notebook.user, notebook.priority,
+                            notebook.cores, notebook.memory_gb, notebook)
+
+    async def _spawn_notebook(self, notebook: Notebook, node: NodeState,
+                              state: dict[str, Any]) -> None:
+        if self._protection is not None:
+            await self._protection.set_busy(node.spec.node_id, True)
+        prefix = notebook.env.get("JUPYTERHUB_SERVICE_PREFIX", "/")
+        record = await node.client.spawn({
+            "id": notebook.process_id, "kind": "notebook", "argv": SINGLEUSER_ARGS,
+            "env": {**notebook.env,
+                    "JUPYTERHUB_SERVICE_URL": f"http://{{host}}:{{port0}}{prefix}"},
+            "cores": notebook.cores, "memory_gb": notebook.memory_gb,
+            "run_as": notebook.run_as,
+            "labels": {"user": notebook.user, "notebook": notebook.token_hash or ""}})
+        notebook.url = _process_url(node, record["ports"][0])
+
+    def _observe_notebooks(self, node: NodeState, processes: list[dict[str, Any]]) -> None:
+        """Notebook servers as the node's agent lists them: running once they listen,
+        ended (and their clusters stopped) once gone; servers a restarted gateway does
+        not know are taken back from the agent's labels."""
+        listed = {p["id"]: p for p in processes if p.get("kind") == "notebook"}
+        for notebook in list(self.notebooks.values()):
+            if notebook.state.get("node_id") != node.spec.node_id or \
+                    notebook.status not in ("starting", "running") or \
+                    notebook.process_id in self._launches:
+                continue
+            process = listed.get(notebook.process_id)
+            if process is None or process["state"] not in ALIVE:
+                node.reserved.pop(notebook.process_id, None)
+                self._background(self._notebook_ended(notebook, process))
+            elif process["state"] == "running":
+                notebook.status = "running"
+        for process in listed.values():
+            user = process.get("labels", {}).get("user", "")
+            known = self.notebooks.get(user)
+            if process["state"] in ALIVE and user and (known is None or not known.live):
+                self.notebooks[user] = Notebook.adopted(process, self._placement_state(
+                    node, process["id"]), _process_url(node, process["ports"][0]))
+                node.reserved[process["id"]] = (process["cores"], process["memory_gb"])
+                self.log.info("Notebook server %s of %s taken back from node %s",
+                              process["id"], user, node.spec.node_id)
+
+    async def _notebook_ended(self, notebook: Notebook, process: dict[str, Any] | None) -> None:
+        code = (process or {}).get("exit_code")
+        notebook.status = "failed" if code not in (0, None) else "stopped"
+        notebook.message = (f"the notebook server exited with code {code}" if code not in
+                            (0, None) else "the notebook server has ended")
+        self.log.info("Notebook server %s of %s ended (%s)", notebook.process_id,
+                      notebook.user, notebook.message)
+        await self._stop_clusters_of(notebook)
+
+    def _background(self, coroutine: Any) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # ------------------------------------------------------------------ shared helpers
 
@@ -678,7 +871,7 @@ class PoolBackend(DBBackendBase):
                       "dask.pem": cluster.tls_key.decode()},
             "cores": cores, "memory_gb": memory_gb,
             "cpu_limit": cpu_limit, "memory_limit_gb": memory_limit_gb,
-            "run_as": _run_as(cluster),
+            "run_as": _run_as(cluster.username, cluster.config),
             "labels": {"cluster": cluster.name, "user": cluster.username, **labels},
         }
 
@@ -785,6 +978,7 @@ class PoolBackend(DBBackendBase):
         staying = [p for p in alive if not p.get("stopping") and p["id"] not in node.stopping]
         node.agent_used = (sum(p["cores"] for p in staying),
                            sum(p["memory_gb"] for p in staying))
+        self._observe_notebooks(node, processes)
         await self._update_protection(node)
 
     def _lose(self, node: NodeState, exc: Exception) -> None:
@@ -875,12 +1069,42 @@ class PoolBackend(DBBackendBase):
             await asyncio.sleep(self.metrics_period)
 
 
-def _run_as(cluster: Cluster) -> dict[str, Any] | None:
-    """The user the agent starts the cluster's processes as, if the cluster has one."""
-    cfg = cluster.config
+def _hub_login(app: web.Application, prefix: str) -> HubLogin | None:
+    """JupyterHub's OAuth for dashboards, where the authenticator takes hub tokens."""
+    auth = app["authenticator"]
+    if not getattr(auth, "hub_enabled", False):
+        return None
+    return HubLogin(auth.jupyterhub_api_url, auth.jupyterhub_service_name,
+                    auth.jupyterhub_api_token, prefix)
+
+
+def _run_as(username: str, cfg: PoolClusterConfig) -> dict[str, Any] | None:
+    """The user the agent starts the user's processes as, if the config names one."""
     if cfg.platform_uid is None or cfg.platform_gid is None:
         return None
-    return {"name": cluster.username, "uid": cfg.platform_uid, "gid": cfg.platform_gid}
+    return {"name": username, "uid": cfg.platform_uid, "gid": cfg.platform_gid}
+
+
+def _key(item: Pooled) -> str:
+    """The waitlist and launch key of what is placed."""
+    return item.process_id if isinstance(item, Notebook) else item.name
+
+
+def _process_url(node: NodeState, port: int) -> str:
+    """A process's HTTP address: its node's (processes listen where the agent does)."""
+    return f"http://{urlsplit(node.spec.agent_url).hostname}:{port}"
+
+
+NOTEBOOK_TOKEN: ContextVar[str | None] = ContextVar("notebook_token", default=None)
+"""The hub token hash of the request creating a cluster (notebooks.py)."""
+
+
+@web.middleware
+async def _remember_notebook_token(request: web.Request, handler: Any) -> web.StreamResponse:
+    """A cluster created with a notebook's hub token stops with that notebook."""
+    if request.method == "POST" and request.path == "/api/v1/clusters/":
+        NOTEBOOK_TOKEN.set(token_hash(request))
+    return await handler(request)
 
 
 def _worker_shape(cfg: PoolClusterConfig) -> Shape:

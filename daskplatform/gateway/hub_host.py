@@ -47,12 +47,9 @@ from daskplatform.identity.hub import (
 )
 from daskplatform.node.imds import IMDS, MetadataUnavailable, instance_identity
 from daskplatform.runtime_config import load_runtime_settings
-from daskplatform.settings import SettingsError
+from daskplatform.settings import RuntimeSettings, SettingsError
 from daskplatform.state_dir import default_state_dir
 
-LANDING_PAGE = "/hub/token"
-"""Where users land after login: the platform installs no notebook server on the
-gateway host, so the hub's token page (a token for ``JupyterHubAuth``) is the useful one."""
 STOP_TIMEOUT = {"jupyterhub": 30.0, "gateway": 60.0}
 DEFAULT_TCP_ADDRESS = "127.0.0.1:8786"
 """The gateway's API and scheduler proxy without --proxy-tcp-address."""
@@ -72,8 +69,9 @@ class HubHost:
     """The gateway and JupyterHub as children of this process; ``close`` stops both."""
 
     def __init__(self, args: argparse.Namespace, gateway_argv: list[str],
-                 state_dir: Path, advertise_host: str) -> None:
+                 state_dir: Path, advertise_host: str, idle_seconds: float) -> None:
         self.args = args
+        self.idle_seconds = idle_seconds
         self.tcp_address = args.proxy_tcp_address or DEFAULT_TCP_ADDRESS
         self.advertise_host = advertise_host
         self.gateway_argv = gateway_argv
@@ -109,12 +107,17 @@ class HubHost:
     def _start_hub(self, token: str) -> None:
         data = self.state_dir / "jupyterhub"
         data.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tcp_host, _, tcp_port = self.tcp_address.rpartition(":")
+        # Notebook servers run on worker nodes: they reach the gateway and the hub's API
+        # at this host's advertised address (the hub's API listens where the gateway does).
         config = hub_config(
             settings_source=self.args.settings, bind_url=f"http://{self.args.proxy_address}/",
             hub_port=self.args.hub_api_port, proxy_api_port=self.args.hub_proxy_api_port,
             gateway_url=self.local_gateway,
             gateway_proxy_address=self.scheduler_address, gateway_api_token=token,
-            data_dir=data, default_url=LANDING_PAGE)
+            data_dir=data, notebook_gateway_url=f"http://{self.advertise_host}:{tcp_port}",
+            hub_bind_host=tcp_host, hub_connect_host=self.advertise_host,
+            cull_idle_seconds=self.idle_seconds)
         command = write_hub_config(config, data / "jupyterhub_config.json")
         env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTERHUB_")}
         _say(f"starting JupyterHub on {self.args.proxy_address}")
@@ -140,8 +143,8 @@ class HubHost:
                 self.children.stop(name, STOP_TIMEOUT[name])
 
 
-def _check(args: argparse.Namespace) -> str | None:
-    """A clear refusal before anything starts."""
+def _check(args: argparse.Namespace) -> str | RuntimeSettings:
+    """A clear refusal before anything starts, or the settings."""
     host, _, public_port = args.proxy_address.rpartition(":")
     if not host or not public_port.isdigit():
         return (f"--proxy-address {args.proxy_address!r}: expected HOST:PORT "
@@ -169,7 +172,7 @@ def _check(args: argparse.Namespace) -> str | None:
     if not settings.ldap_url:
         return (f"--hub: the settings in {args.settings} name no ldapUrl; JupyterHub logs "
                 "users in against the directory (FreeIPA)")
-    return None
+    return settings
 
 
 def gateway_child_argv(tcp_address: str, gateway_argv: list[str],
@@ -193,9 +196,9 @@ def advertise_address(args: argparse.Namespace) -> str:
 
 def run_hub_host(args: argparse.Namespace, gateway_argv: list[str]) -> int:
     """``dask-platform gateway --hub ...``: run both until SIGTERM/SIGINT or a child dies."""
-    problem = _check(args)
-    if problem:
-        print(f"dask-platform gateway: {problem}", file=sys.stderr)
+    settings = _check(args)
+    if isinstance(settings, str):
+        print(f"dask-platform gateway: {settings}", file=sys.stderr)
         return 2
     try:
         advertise = advertise_address(args)
@@ -205,7 +208,8 @@ def run_hub_host(args: argparse.Namespace, gateway_argv: list[str]) -> int:
         return 2
     state_dir = Path(args.temp_dir) if args.temp_dir else default_state_dir("gateway")
     state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    host = HubHost(args, gateway_argv, state_dir, advertise)
+    host = HubHost(args, gateway_argv, state_dir, advertise,
+                   settings.quotas.notebook_idle_minutes * 60)
     stop = threading.Event()
 
     def interrupt(signum: int, _: FrameType | None) -> None:

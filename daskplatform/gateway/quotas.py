@@ -97,6 +97,8 @@ def cluster_overrides(group: UserGroup, clusters: ClusterSettings, worker_cores:
         "user_max_cores": quota.user_max_cores,
         "user_max_memory": int(quota.user_max_memory_gb * GIB),
         "max_clusters": quota.max_clusters,
+        "notebook_cores": quota.notebook_cores,
+        "notebook_memory": int(quota.notebook_memory_gb * GIB),
     }
 
 

@@ -143,7 +143,7 @@ def gateway_config(
     backend.stop_clusters_on_shutdown = not backend.db_encrypt_keys
     backend.dask_config = dask_config(settings.clusters)
     admins = settings.quotas.groups["admins"]
-    backend.admin_groups = list(admins.ldap_groups or ("admins",))
+    c.StaticGroupsAuthenticator.admin_groups = list(admins.ldap_groups or ("admins",))
     backend.spill_disk_per_memory = spill_disk_per_memory(settings)
 
     cluster = c.PoolClusterConfig
@@ -241,12 +241,14 @@ def _hub_parser(add_help: bool) -> argparse.ArgumentParser:
                           "as its service at /services/dask-gateway/; the gateway's API "
                           "and scheduler proxy share --proxy-tcp-address")
     hub.add_argument("--advertise-host", default=None,
-                     help="with --hub: the address schedulers on other hosts reach the "
-                          "gateway's API at (heartbeats); 'imds': this EC2 instance's "
+                     help="with --hub: the address schedulers and notebook servers on "
+                          "other hosts reach the gateway's API (and the hub's) at; 'imds': "
+                          "this EC2 instance's "
                           "private IPv4 (default: the --proxy-tcp-address host, which "
                           "must then not be 0.0.0.0)")
     hub.add_argument("--hub-api-port", type=_port, default=8081,
-                     help="with --hub: the hub's internal API on 127.0.0.1 "
+                     help="with --hub: the hub's API, for the gateway and for notebook "
+                          "servers on worker nodes, on the --proxy-tcp-address host "
                           "(default %(default)s)")
     hub.add_argument("--hub-proxy-api-port", type=_port, default=8001,
                      help="with --hub: configurable-http-proxy's API on 127.0.0.1 "

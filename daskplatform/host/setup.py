@@ -6,10 +6,12 @@ the user data stub has installed the runtime, in order, each safe to run again:
    (added once), mounted with retries unless already mounted;
 3. ca: FreeIPA's CA from the settings (``ldapCaBundle``) to ``/etc/dask-platform``, for
    admins' ``ldapsearch``; the runtime itself trusts the CA from the settings;
-4. services: the role's units written and started (systemd), or run in the foreground
+4. guard: on hosts that run users' code (scheduler, worker), nftables rules that keep
+   users' uids away from instance metadata and the node agent (user_guard.py);
+5. services: the role's units written and started (systemd), or run in the foreground
    where there is no systemd (``--foreground``: the rehearsal);
-5. ready: each service answers its health check;
-6. lifecycle: a worker completes the worker group's launch hook, so the group (and a
+6. ready: each service answers its health check;
+7. lifecycle: a worker completes the worker group's launch hook, so the group (and a
    ``pulumi up`` waiting for capacity) counts it only once it serves.
 
 A failed step is reported with what to do and abandons a worker's launch so the group
@@ -35,6 +37,7 @@ from typing import TypeVar
 from botocore.exceptions import BotoCoreError, ClientError
 
 from daskplatform.aws import aws_client
+from daskplatform.host import user_guard
 from daskplatform.host.units import (
     HOMES,
     PROGRAM,
@@ -136,6 +139,7 @@ class HostSetup:
         self.settings = self.read_settings()
         self.mount_file_systems()
         self.install_ca()
+        self.guard_user_traffic()
         return units_for(self.args.role, self.args.settings, self.args.region, self.settings)
 
     def read_settings(self) -> RuntimeSettings:
@@ -176,6 +180,17 @@ class HostSetup:
         CA_FILE.write_text(self.settings.ldap_ca_bundle)
         CA_FILE.chmod(0o644)
         say(f"ca: FreeIPA's CA in {CA_FILE}")
+
+
+    def guard_user_traffic(self) -> None:
+        assert self.settings is not None
+        if self.args.role == "gateway":
+            return  # no user code runs on the gateway host
+        retry("guard: cannot load the nftables rules (is nftables installed?)",
+              lambda: user_guard.install(self.settings.ports), 2, RETRY_WAIT_SECONDS,
+              (subprocess.CalledProcessError, OSError))
+        say(f"guard: users' uids cannot reach instance metadata or the node agent "
+            f"(nftables table {user_guard.TABLE})")
 
 
 def install_units(units: list[Unit], argv: list[str]) -> None:

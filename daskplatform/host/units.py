@@ -104,14 +104,16 @@ def setup_unit(host_setup_argv: list[str], boot_log: str) -> str:
 
 def gateway_unit(settings_source: str, region: str, ports: PortSettings) -> Unit:
     """JupyterHub in front on the ALB's port, the gateway's scheduler proxy and API on
-    its own, both on the host's interfaces (security groups decide who reaches them);
-    schedulers are told the host's private address from instance metadata."""
+    its own, and the hub's API for notebook servers, all on the host's interfaces
+    (security groups decide who reaches them); schedulers and notebooks are told the
+    host's private address from instance metadata."""
     return Unit(
         name=GATEWAY_UNIT,
         description="dask-platform gateway (JupyterHub + dask-gateway-server)",
         exec_start=(PROGRAM, "gateway", "--hub", "--settings", settings_source,
                     "--proxy-address", f"0.0.0.0:{ports.gateway_http}",
                     "--proxy-tcp-address", f"0.0.0.0:{ports.gateway_tls}",
+                    "--hub-api-port", str(ports.hub_api),
                     "--advertise-host", "imds", "--run-as-users"),
         environment={"AWS_DEFAULT_REGION": region},
         state_directory="dask-platform",

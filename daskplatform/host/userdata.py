@@ -31,8 +31,10 @@ USER_DATA_LIMIT = 16 * 1024
 """EC2's limit on user data."""
 BOOT_FAILURES_METRIC = "HostBootFailures"
 """Put (Role dimension) when a host's boot fails; an alarm tells the team."""
-EXTRAS = {"gateway": ("hub",), "scheduler": ("runtime",), "worker": ("runtime", "pipeline")}
-"""What each role installs: workers run the AppsFlyer pipeline (pyarrow, s3fs)."""
+EXTRAS = {"gateway": ("hub",), "scheduler": ("runtime",),
+          "worker": ("runtime", "pipeline", "notebook")}
+"""What each role installs: workers run the AppsFlyer pipeline (pyarrow, s3fs) and users'
+JupyterLab servers."""
 
 
 class _Template(string.Template):
@@ -121,7 +123,7 @@ class HostBootstrap:
             namespace=self.metrics_namespace,
             metric=BOOT_FAILURES_METRIC,
             cloudwatch=self.cloudwatch_config(),
-            packages="nodejs npm" if gateway else "",
+            packages="nodejs npm" if gateway else "nftables",
             setup="retry npm install -g --silent configurable-http-proxy" if gateway else "",
             bucket=self.artifacts_bucket,
             key=self.artifact_key,

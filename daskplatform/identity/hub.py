@@ -112,21 +112,39 @@ def gateway_client_env(gateway_url: str, proxy_address: str) -> dict[str, str]:
     }
 
 
+SERVER_TOKEN_SCOPES = [
+    "users:activity!user", "access:servers!server",  # JupyterHub's own "server" role
+    f"access:services!service={GATEWAY_SERVICE}",  # Gateway() in the notebook
+    "read:users:name!user", "read:users:groups!user",  # the gateway maps groups to quotas
+]
+"""The scopes of a notebook server's token: what the server needs, plus the gateway."""
+CULLER_SCOPES = ["list:users", "read:users:activity", "read:servers", "delete:servers"]
+NOTEBOOK_START_SECONDS = 900
+"""How long the hub waits for a server, its time in line for a worker node included."""
+
+
 def hub_config(*, settings_source: str, bind_url: str, hub_port: int, proxy_api_port: int,
                gateway_url: str, gateway_proxy_address: str, gateway_api_token: str,
                data_dir: Path, ldap_ca_file: str = "", admin_token: str = "",
-               default_url: str = "") -> Config:
-    """JupyterHub config: LDAP login with group sync, dask-gateway as a service.
+               default_url: str = "", notebook_gateway_url: str = "",
+               hub_bind_host: str = "127.0.0.1", hub_connect_host: str = "127.0.0.1",
+               cull_idle_seconds: float = 0) -> Config:
+    """JupyterHub config: LDAP login with group sync, dask-gateway as a service, and
+    users' servers on the worker pool (PoolSpawner) culled when idle.
 
-    ``gateway_url`` is the gateway's HTTP proxy, serving under SERVICE_PREFIX; the hub's
-    proxy routes SERVICE_PREFIX there, and notebooks reach it that way. Everything the hub writes (database, cookie secret, proxy pid) goes to ``data_dir``.
+    ``gateway_url`` is the gateway's HTTP proxy as this host reaches it, serving under
+    SERVICE_PREFIX; the hub's proxy routes SERVICE_PREFIX there. Notebook servers, on
+    worker nodes, reach the gateway at ``notebook_gateway_url`` (default ``gateway_url``)
+    and the hub's API at ``hub_connect_host`` (which ``hub_bind_host`` must serve).
+    Everything the hub writes (database, cookie secret, proxy pid) goes to ``data_dir``.
     ``admin_token`` registers an admin service for automation (tests). ``default_url``
     is where users land after login (default: their notebook server).
+    ``cull_idle_seconds`` > 0 runs jupyterhub-idle-culler with that timeout.
     """
     c = Config()
     c.JupyterHub.bind_url = bind_url
-    c.JupyterHub.hub_bind_url = f"http://127.0.0.1:{hub_port}"
-    c.JupyterHub.hub_connect_ip = "127.0.0.1"
+    c.JupyterHub.hub_bind_url = f"http://{hub_bind_host}:{hub_port}"
+    c.JupyterHub.hub_connect_url = f"http://{hub_connect_host}:{hub_port}"
     c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{proxy_api_port}"
     c.ConfigurableHTTPProxy.pid_file = str(data_dir / "jupyterhub-proxy.pid")
     c.JupyterHub.db_url = f"sqlite:///{data_dir / 'jupyterhub.sqlite'}"
@@ -136,23 +154,44 @@ def hub_config(*, settings_source: str, bind_url: str, hub_port: int, proxy_api_
     c.JupyterHub.authenticator_class = f"{__name__}.{LdapHubAuthenticator.__name__}"
     c.LdapHubAuthenticator.settings_source = settings_source
     c.LdapHubAuthenticator.ldap_ca_file = ldap_ca_file
+    c.JupyterHub.spawner_class = "daskplatform.identity.spawner.PoolSpawner"
+    c.PoolSpawner.gateway_url = gateway_url + SERVICE_PREFIX
+    c.Spawner.server_token_scopes = SERVER_TOKEN_SCOPES
+    c.Spawner.start_timeout = NOTEBOOK_START_SECONDS
+    c.Spawner.http_timeout = 60
+    c.Spawner.default_url = "/lab"
     services: list[dict[str, Any]] = [
+        # OAuth (no consent page: it is the platform's own) logs hub users into
+        # dashboards without a second password (gateway/dashboards.py).
         {"name": GATEWAY_SERVICE, "url": gateway_url, "api_token": gateway_api_token,
-         "display": False},
+         "display": False, "oauth_no_confirm": True},
     ]
     roles: list[dict[str, Any]] = [
         # Users' tokens may reach the gateway (it checks this scope) and show their groups.
         {"name": "user", "scopes": ["self", f"access:services!service={GATEWAY_SERVICE}"]},
     ]
+    if cull_idle_seconds > 0:
+        services.append({"name": "idle-culler", "command": [
+            sys.executable, "-m", "jupyterhub_idle_culler",
+            f"--timeout={max(1, round(cull_idle_seconds))}",
+            f"--cull-every={max(1, min(300, round(cull_idle_seconds / 2)))}"]})
+        roles.append({"name": "idle-culler", "scopes": CULLER_SCOPES,
+                      "services": ["idle-culler"]})
     if admin_token:
         services.append({"name": "platform-admin", "api_token": admin_token})
         roles.append({"name": "platform-admin", "scopes": ["admin:users", "admin:groups",
-                                                             "tokens"],
+                                                             "admin:servers", "tokens"],
                       "services": ["platform-admin"]})
     c.JupyterHub.services = services
     c.JupyterHub.load_roles = roles
-    c.Spawner.environment = gateway_client_env(
-        hub_local_url(bind_url) + SERVICE_PREFIX, gateway_proxy_address)
+    environment = gateway_client_env(
+        (notebook_gateway_url or gateway_url) + SERVICE_PREFIX, gateway_proxy_address)
+    if cull_idle_seconds > 0:
+        # Servers tell the hub they are busy well within the timeout (default every 5
+        # minutes), so the culler never stops a server whose kernel is still working.
+        environment["JUPYTERHUB_ACTIVITY_INTERVAL"] = str(
+            max(1, min(300, round(cull_idle_seconds / 4))))
+    c.Spawner.environment = environment
     return c
 
 

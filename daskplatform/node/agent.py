@@ -31,7 +31,7 @@ from daskplatform.identifiers import SAFE_NAME_RULE, UnsafeName, safe_name
 from daskplatform.node import confine
 from daskplatform.node.imds import IMDS, MetadataUnavailable, instance_identity
 from daskplatform.node.ports import PortsExhausted
-from daskplatform.node.spec import Spawn, SpawnError
+from daskplatform.node.spec import MIN_USER_UID, Spawn, SpawnError
 from daskplatform.node.supervisor import Conflict, NoCapacity, NodeShape, NotFound, Supervisor
 from daskplatform.runtime_config import load_runtime_settings
 from daskplatform.settings import INSTANCE_SHAPES, RuntimeSettings
@@ -170,7 +170,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--homes", type=Path, default=None,
                    help="users' homes, for processes run as their user (default: "
                         "<workdir>/homes; /srv/homes, the shared file system, on hosts)")
-    p.add_argument("--min-user-uid", type=int, default=1000,
+    p.add_argument("--min-user-uid", type=int, default=MIN_USER_UID,
                    help="lowest uid a process may run as (default %(default)s: system "
                         "accounts are refused)")
     p.add_argument("--cold", action="store_true",
@@ -236,14 +236,15 @@ def _shape(args: argparse.Namespace, settings: RuntimeSettings, node_id: str,
     for name, value in (("--cores", cores), ("--memory-gb", memory)):
         if value <= 0:
             raise SystemExit(f"dask-platform agent: {name} must be positive, got {value:g}")
-    port_range = (settings.ports.scheduler_range if args.role == "scheduler"
-                  else settings.ports.worker_range)
+    port_ranges = ({"scheduler": settings.ports.scheduler_range} if args.role == "scheduler"
+                   else {"worker": settings.ports.worker_range,
+                         "notebook": settings.ports.notebook_range})
     try:  # it names the state and cgroup directories
         safe_name(node_id, "--node-id")
     except UnsafeName as exc:
         raise SystemExit(f"dask-platform agent: {exc}") from None
     return NodeShape(node_id=node_id, role=args.role, host=host, cores=cores,
-                     memory_gb=memory, port_range=port_range)
+                     memory_gb=memory, port_ranges=port_ranges)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

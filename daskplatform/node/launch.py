@@ -21,6 +21,9 @@ CLI_MODULES = {
     "worker": ("distributed.cli.dask_worker", "dask worker"),
 }
 """Spawn kind -> the click command distributed ships for it."""
+WARM_KINDS = frozenset(CLI_MODULES)
+"""Kinds the fork server (dask imported) may start. A notebook starts cold: JupyterLab
+owes nothing to the fork server's imports, and gets an interpreter of its own."""
 
 
 def enter(spec: dict[str, Any]) -> None:
@@ -49,8 +52,22 @@ def enter(spec: dict[str, Any]) -> None:
     os.environ.update(spec["env"])
 
 
+def run_notebook(argv: list[str]) -> int:
+    """Run ``jupyterhub-singleuser argv`` (JupyterLab) in this process; its exit code."""
+    from jupyterhub.singleuser import main
+
+    sys.argv = ["jupyterhub-singleuser", *argv]
+    try:
+        main()
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return 0
+
+
 def run_cli(kind: str, argv: list[str]) -> int:
     """Run ``dask scheduler|worker argv`` in this process; its exit code."""
+    if kind == "notebook":
+        return run_notebook(argv)
     import dask
 
     # dask read DASK_* at import (in the fork server); re-read them from our env.

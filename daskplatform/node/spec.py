@@ -20,12 +20,16 @@ from daskplatform.http_input import Text, problems
 from daskplatform.identifiers import SAFE_NAME, SAFE_NAME_RULE, USERNAME, is_safe_name
 from daskplatform.shown import shown
 
-Kind = Literal["scheduler", "worker"]
+Kind = Literal["scheduler", "worker", "notebook"]
+"""Dask's two, and a user's JupyterLab server (worker nodes only)."""
 State = Literal["starting", "running", "stopped", "failed"]
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PORT_PLACEHOLDER = re.compile(r"\{port(\d+)\}")
 MAX_PORTS = 16
+MIN_USER_UID = 1000
+"""The lowest uid a user's process may run under: below are root and system accounts
+(the platform's services); host/user_guard.py fences off what uids from here may reach."""
 
 Size = Annotated[float, Strict()]
 """A JSON number; true and false are not sizes."""
@@ -50,12 +54,13 @@ class RunAs(BaseModel):
 
 
 class Spawn(BaseModel):
-    """What to start. ``argv`` are the arguments of ``dask scheduler|worker``."""
+    """What to start. ``argv`` are the arguments of ``dask scheduler|worker`` or of
+    ``jupyterhub-singleuser`` (kind notebook)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     id: str = Field(pattern=f"^{SAFE_NAME.pattern}$", description=SAFE_NAME_RULE)
-    kind: Kind = Field(description="scheduler or worker")
+    kind: Kind = Field(description="scheduler, worker or notebook")
     argv: list[Text] = Field(default_factory=list,
                              description="a list of strings without NUL characters")
     env: dict[str, Text] = Field(default_factory=dict,

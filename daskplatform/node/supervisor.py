@@ -24,6 +24,7 @@ from pathlib import Path
 
 from daskplatform.identifiers import safe_name
 from daskplatform.node.confine import Confinement
+from daskplatform.node.launch import WARM_KINDS
 from daskplatform.node.ports import PortAllocator, PortsExhausted
 from daskplatform.node.records import (
     KEEP_ENDED,
@@ -32,7 +33,14 @@ from daskplatform.node.records import (
     is_alive,
     start_ticks,
 )
-from daskplatform.node.spec import Kind, RunAs, Spawn, SpawnError, fill_placeholders
+from daskplatform.node.spec import (
+    MIN_USER_UID,
+    Kind,
+    RunAs,
+    Spawn,
+    SpawnError,
+    fill_placeholders,
+)
 from daskplatform.node.warm import ForkServer, ForkServerDown
 
 log = logging.getLogger(__name__)
@@ -47,6 +55,15 @@ SCRATCH_ENV = "DASK_TEMPORARY_DIRECTORY"
 """Dask's scratch space, where workers spill: the process's own directory, on the node's
 local disk and removed with the process, rather than ``/tmp`` (a tmpfs on Amazon Linux
 2023, where spilled bytes would stay in RAM and count against the cgroup)."""
+
+
+def closed_parent(folder: Path) -> Path | None:
+    """The first folder above ``folder`` that other users may not pass (no o+x): a
+    process under a user's uid could not reach its own directory below it."""
+    for parent in reversed(folder.resolve().parents):
+        if not parent.stat().st_mode & 0o001:
+            return parent
+    return None
 
 
 class NotFound(LookupError):
@@ -69,20 +86,22 @@ class NodeShape:
     """Address the processes listen on and the agent advertises."""
     cores: float
     memory_gb: float
-    port_range: tuple[int, int]
+    port_ranges: dict[str, tuple[int, int]]
+    """Kind of process this node starts -> the ports its processes listen on."""
 
 
 class Supervisor:
     def __init__(self, shape: NodeShape, workdir: Path, confinement: Confinement,
                  warm: bool = True, homes: Path | None = None,
-                 min_user_uid: int = 1000) -> None:
+                 min_user_uid: int = MIN_USER_UID) -> None:
         self.shape = shape
         self._workdir = workdir
         self._homes = homes or workdir / "homes"
         """Users' homes (``/srv/homes`` on hosts: the shared file system)."""
         self._min_user_uid = min_user_uid
         self._confinement = confinement
-        self._ports = PortAllocator(shape.port_range, shape.host)
+        self._ports = {kind: PortAllocator(ports, shape.host)
+                       for kind, ports in shape.port_ranges.items()}
         self._state = StateFile(workdir / "state.json")
         self._records: dict[str, Record] = {}
         self._by_pid: dict[int, Record] = {}
@@ -191,13 +210,14 @@ class Supervisor:
             if existing.fingerprint == spec.fingerprint():
                 return existing, False
             raise Conflict(f"process {spec.id!r} exists with a different spec")
-        if spec.kind != self.shape.role:
+        if spec.kind not in self.shape.port_ranges:
             raise SpawnError(f"kind: this is a {self.shape.role} node; it starts only "
-                             f"{self.shape.role} processes, not {spec.kind!r}")
+                             f"{' and '.join(self.shape.port_ranges)} processes, not "
+                             f"{spec.kind!r}")
         self._check_run_as(spec)
         self._check_fits(spec)
         try:
-            ports = self._ports.allocate(spec.port_count())
+            ports = self._ports[spec.kind].allocate(spec.port_count())
         except PortsExhausted as exc:
             raise NoCapacity(str(exc)) from None
         record = Record(id=spec.id, kind=spec.kind, cores=spec.cores,
@@ -223,6 +243,12 @@ class Supervisor:
             raise SpawnError(f"run_as: uid and gid must be at least {self._min_user_uid} (a "
                              f"user's, not a system account's), got {spec.run_as.uid} and "
                              f"{spec.run_as.gid}")
+        closed = closed_parent(self._workdir)
+        if closed is not None:
+            raise SpawnError(f"run_as: users cannot reach this agent's --workdir "
+                             f"{self._workdir}: {closed} lets no other user through (mode "
+                             f"{closed.stat().st_mode & 0o777:o}); give the folders above it "
+                             "o+x, or choose a --workdir under a folder users may pass")
 
     def _user_home(self, run_as: RunAs) -> Path:
         """The user's home, created on first use: owned by them, mode 0700. An existing
@@ -281,12 +307,16 @@ class Supervisor:
                 fh.write(text)
         cpu_limit, memory_limit_gb = spec.cgroup_limits
         group = self._confinement.create(spec.id, cpu_limit, int(memory_limit_gb * GIB))
+        # A notebook opens in the user's home (their files on the shared file system).
+        cwd = self._user_home(spec.run_as) if spec.kind == "notebook" and spec.run_as \
+            else home
         launch = {"kind": spec.kind, "argv": self._argv(spec, record.ports),
-                  "cwd": str(home), "log": str(self._log(spec.id)),
+                  "cwd": str(cwd), "log": str(self._log(spec.id)),
                   "procs_files": list(group.procs_files),
                   "uid": owner[0] if owner else None, "gid": owner[1] if owner else None}
         pid = None
-        if self._fork_server is not None and self._fork_server.ready:
+        if self._fork_server is not None and self._fork_server.ready \
+                and spec.kind in WARM_KINDS:
             try:
                 pid = await self._fork_server.spawn(
                     {**launch, "env": self._env(spec, record.ports, home, warm=True)})
@@ -391,7 +421,7 @@ class Supervisor:
             _signal_group(record.pid, signal.SIGKILL)
         self._unwatch(record.id)
         self._confinement.remove(self._confinement.group_of(record.id))
-        self._ports.release(record.ports)
+        self._ports[record.kind].release(record.ports)
         shutil.rmtree(self._home(record.id), ignore_errors=True)
         log.info("%s %s ended: %s (exit %s)", record.kind, record.id, record.state, code)
         self._prune()
@@ -420,7 +450,7 @@ class Supervisor:
             if is_alive(record):
                 assert record.pid is not None
                 self._by_pid[record.pid] = record
-                self._ports.reserve(record.ports)
+                self._ports[record.kind].reserve(record.ports)
                 self._watch_pidfd(record)
                 log.info("re-adopted %s %s pid %s", record.kind, record.id, record.pid)
                 if record.state == "starting":

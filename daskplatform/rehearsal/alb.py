@@ -20,6 +20,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
+from daskplatform.http_forward import end_to_end_headers, forward
 from daskplatform.network_plan import ALB_HEALTH_CHECK_PATH
 from daskplatform.rehearsal.plan import Plan
 from daskplatform.settings import RuntimeSettings
@@ -27,8 +28,6 @@ from daskplatform.settings import RuntimeSettings
 HEALTH_INTERVAL_SECONDS = 5.0
 HEALTHY_THRESHOLD = 2
 UNHEALTHY_THRESHOLD = 3
-HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
-              "trailers", "transfer-encoding", "upgrade", "host", "content-length"}
 TLS_FILES = ("alb.crt", "alb.key")
 SESSION = web.AppKey("session", aiohttp.ClientSession)
 """In ``<workdir>/alb``, issued by the orchestrator from the rehearsal CA."""
@@ -60,7 +59,7 @@ class Target:
 
 
 def _forward_headers(request: web.Request) -> dict[str, str]:
-    headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+    headers = end_to_end_headers(request.headers)
     peer = request.remote or ""
     prior = request.headers.get("X-Forwarded-For")
     headers["X-Forwarded-For"] = f"{prior}, {peer}" if prior else peer
@@ -70,54 +69,15 @@ def _forward_headers(request: web.Request) -> dict[str, str]:
     return headers
 
 
-async def _websocket(request: web.Request, session: aiohttp.ClientSession,
-                     url: str) -> web.WebSocketResponse:
-    headers = {k: v for k, v in _forward_headers(request).items()
-               if not k.lower().startswith("sec-websocket")}
-    protocols = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")
-                 if p.strip()]
-    async with session.ws_connect(url, headers=headers, protocols=protocols) as upstream:
-        client = web.WebSocketResponse(protocols=protocols)
-        await client.prepare(request)
-
-        async def pump(source: object, sink: object) -> None:
-            async for message in source:  # type: ignore[attr-defined]
-                if message.type == aiohttp.WSMsgType.TEXT:
-                    await sink.send_str(message.data)  # type: ignore[attr-defined]
-                elif message.type == aiohttp.WSMsgType.BINARY:
-                    await sink.send_bytes(message.data)  # type: ignore[attr-defined]
-                else:
-                    break
-            await sink.close()  # type: ignore[attr-defined]
-
-        await asyncio.gather(pump(client, upstream), pump(upstream, client))
-        return client
-
-
 def make_app(target: Target) -> web.Application:
-    async def forward(request: web.Request) -> web.StreamResponse:
+    async def to_target(request: web.Request) -> web.StreamResponse:
         if not target.healthy:
             return web.Response(status=503, text="503 Service Temporarily Unavailable")
-        session = request.app[SESSION]
-        url = target.base_url + str(request.rel_url)
-        if request.headers.get("Upgrade", "").lower() == "websocket":
-            return await _websocket(request, session, url)
-        async with session.request(request.method, url, headers=_forward_headers(request),
-                                   data=request.content if request.can_read_body else None,
-                                   allow_redirects=False,
-                                   timeout=aiohttp.ClientTimeout(total=None)) as upstream:
-            response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-            for key, value in upstream.headers.items():
-                if key.lower() not in HOP_BY_HOP:
-                    response.headers.add(key, value)
-            await response.prepare(request)
-            async for chunk in upstream.content.iter_any():
-                await response.write(chunk)
-            await response.write_eof()
-            return response
+        return await forward(request, request.app[SESSION],
+                             target.base_url + str(request.rel_url), _forward_headers(request))
 
     app = web.Application(client_max_size=1 << 30)
-    app.router.add_route("*", "/{tail:.*}", forward)
+    app.router.add_route("*", "/{tail:.*}", to_target)
     return app
 
 

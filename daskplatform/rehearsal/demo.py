@@ -21,10 +21,7 @@ from daskplatform.rehearsal.orchestrator import Rehearsal, say
 from daskplatform.settings import RuntimeSettings
 
 SSH_PORT = 22
-NOT_USED = {
-    "worker-to-gateway-8786": "notebooks run on worker nodes and reach their clusters "
-                              "through the gateway's scheduler proxy (the notebook spawner)",
-}
+NOT_USED: dict[str, str] = {}
 """Flows of the table the scenario does not use, with why they exist. EFS flows are
 not rendered at all: the rehearsal has no NFS server (a shared directory stands in)."""
 
@@ -163,7 +160,7 @@ def run(rehearsal: Rehearsal) -> Outcome:
     if compute.get("cluster"):
         name = compute["cluster"]
         dashboard = _step(rehearsal, "user", "dashboard", name)
-        outcome.record("user -> ALB: the cluster's dashboard", dashboard["ok"],
+        outcome.record("user -> ALB: the cluster's dashboard, for its owner only", dashboard["ok"],
                        json.dumps(dashboard))
         refused_flows(rehearsal, compute["scheduler"], outcome)
         busy = _step(rehearsal, "gateway", "aws")
@@ -172,6 +169,10 @@ def run(rehearsal: Rehearsal) -> Outcome:
                        and {"BacklogNodes", "IdleNodes"} <= set(busy["pool_metrics"]),
                        json.dumps({k: busy.get(k) for k in ("protected", "pool_metrics",
                                                             "error")}))
+        notebook = _step(rehearsal, "user", "notebook")
+        outcome.record("user -> ALB -> hub -> JupyterLab on a worker node: Gateway() "
+                       "computes; no IMDS or agent from user code; clusters stop with it",
+                       notebook["ok"], json.dumps(notebook))
         stop = _step(rehearsal, "client", "stop", name)
         outcome.record("client: cluster stopped", stop["ok"], json.dumps(stop))
         released = _until(lambda: _step(rehearsal, "gateway", "aws"),

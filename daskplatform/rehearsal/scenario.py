@@ -8,7 +8,12 @@ one JSON line: ``{"ok": ..., ...}``.
 - ``compute`` (from ``dp-client``, a VPC host in the client group): a cluster through
   the gateway's API behind the ALB, workers on two worker hosts, a shuffle that moves
   data between them, through the gateway's scheduler proxy (8786).
-- ``dashboard NAME`` (from ``dp-user``): the cluster's dashboard through the ALB.
+- ``dashboard NAME`` (from ``dp-user``): the cluster's dashboard through the ALB, for
+  its owner only (401 anonymous, 403 another user; password or JupyterHub login).
+- ``notebook`` (from ``dp-user``): a user's JupyterLab server on a worker node through
+  the ALB; in it, ``Gateway()`` with no arguments starts a cluster, and neither the
+  notebook nor a task of the cluster reaches instance metadata or a node agent; when the
+  hub stops the server, the cluster stops too.
 - ``stop NAME`` (from ``dp-client``): the cluster stops.
 - ``aws`` (from ``dp-gateway``, which may call AWS): which worker hosts the gateway
   protects from scale-in, and which pool metrics it has put, as AWS holds them.
@@ -20,6 +25,7 @@ import asyncio
 import json
 import re
 import sys
+import time
 from typing import Any
 from urllib.parse import urlparse
 
@@ -105,12 +111,98 @@ def compute(plan: Plan) -> dict[str, Any]:
 
 
 async def dashboard(plan: Plan, name: str) -> dict[str, Any]:
-    _, api, _ = _urls(plan)
+    """The dashboard through the ALB: 401 without a login, 403 for another user, the
+    page for its owner by password and by a JupyterHub login (OAuth, in a browser)."""
+    alb, api, _ = _urls(plan)
     url = f"{api}/clusters/{name}/status"
-    async with aiohttp.ClientSession() as http, http.get(url) as response:
-        body = await response.text()
-    return {"ok": response.status == 200 and "Dask" in body, "url": url,
-            "status": response.status}
+    seen = {}
+    for who in (None, "analyst1", "engineer1"):
+        auth = aiohttp.BasicAuth(who, PASSWORDS[who]) if who else None
+        async with aiohttp.ClientSession() as http, http.get(url, auth=auth) as response:
+            seen[who or "anonymous"] = (response.status, "Dask" in await response.text())
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+        await _login(browser, alb, "engineer1", PASSWORDS["engineer1"])
+        async with browser.get(url, headers={"Accept": "text/html"}) as response:
+            seen["engineer1 via JupyterHub"] = (response.status,
+                                                "Dask" in await response.text())
+    return {"ok": seen == {"anonymous": (401, False), "analyst1": (403, False),
+                           "engineer1": (200, True), "engineer1 via JupyterHub": (200, True)},
+            "url": url, "seen": {k: v[0] for k, v in seen.items()}}
+
+
+IN_THE_NOTEBOOK = """
+import json, os, socket
+from dask_gateway import Gateway
+from distributed import get_worker
+
+def reach(host, port):
+    try:
+        socket.create_connection((host, port), timeout=3).close()
+        return "open"
+    except OSError as exc:
+        return type(exc).__name__
+
+def fences(node):
+    return {"uid": os.getuid(), "imds": reach("169.254.169.254", 80),
+            "agent": reach(node, AGENT_PORT)}
+
+def from_a_task():
+    return fences(get_worker().ip)
+
+notebook = fences(os.environ["JUPYTERHUB_SERVICE_URL"].split("//")[1].split(":")[0])
+gateway = Gateway()
+cluster = gateway.new_cluster(shutdown_on_close=False)
+cluster.scale(1)
+client = cluster.get_client()
+client.wait_for_workers(1, timeout=240)
+print(json.dumps({"notebook": notebook, "task": client.submit(from_a_task).result(),
+                  "sum": client.submit(sum, range(101)).result(), "cluster": cluster.name}))
+"""
+"""A user's first cell: no address, no credentials; then what their code can reach."""
+
+
+async def notebook(plan: Plan) -> dict[str, Any]:
+    from daskplatform import notebook_client
+
+    alb, api, _ = _urls(plan)
+    ports = RuntimeSettings.from_json(plan.runtime_settings).ports
+    user, password = "engineer1", PASSWORDS["engineer1"]
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+        await _login(browser, alb, user, password)
+    async with notebook_client.session() as http:
+        async with http.post(f"{alb}/hub/api/users/{user}/tokens", json={
+                "auth": {"username": user, "password": password}, "note": "rehearsal"}) as r:
+            token = (await r.json())["token"]
+        started = time.monotonic()
+        server = await notebook_client.start_server(http, alb, user, token)
+        ready_after = time.monotonic() - started
+        printed = await notebook_client.run_code(
+            http, f"{alb}/user/{user}", token,
+            IN_THE_NOTEBOOK.replace("AGENT_PORT", str(ports.node_agent)))
+        seen = json.loads(printed.strip().splitlines()[-1])
+        await notebook_client.stop_server(http, alb, user, token)
+    left = await _clusters_after_stop(api, user, password, seen["cluster"])
+    fenced = all(seen[where]["imds"] != "open" and seen[where]["agent"] != "open"
+                 and seen[where]["uid"] == 10001 for where in ("notebook", "task"))
+    return {"ok": fenced and seen["sum"] == 5050 and seen["cluster"] not in left,
+            "server": urlparse(server.get("url") or "").path, "ready_seconds":
+            round(ready_after, 1), "from_notebook": seen["notebook"],
+            "from_task": seen["task"], "cluster_stopped_with_notebook":
+            seen["cluster"] not in left}
+
+
+async def _clusters_after_stop(api: str, user: str, password: str, cluster: str,
+                               timeout: float = 60) -> list[str]:
+    """The user's clusters once ``cluster`` has gone (or ``timeout`` passed)."""
+    auth = aiohttp.BasicAuth(user, password)
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession(auth=auth) as http:
+        while True:
+            async with http.get(f"{api}/api/v1/clusters/") as response:
+                names = list(await response.json())
+            if cluster not in names or time.monotonic() > deadline:
+                return names
+            await asyncio.sleep(2)
 
 
 def stop(plan: Plan, name: str) -> dict[str, Any]:
@@ -158,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
             result = compute(plan)
         elif step == "dashboard":
             result = asyncio.run(dashboard(plan, rest[0]))
+        elif step == "notebook":
+            result = asyncio.run(notebook(plan))
         elif step == "stop":
             result = stop(plan, rest[0])
         elif step == "aws":

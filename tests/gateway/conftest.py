@@ -34,7 +34,7 @@ from daskplatform.settings import (
     RuntimeSettings,
     TimeoutSettings,
 )
-from tests.conftest import free_port
+from tests.conftest import free_port, let_users_through
 
 PASSWORD = "pool-test-password"
 USERS = {
@@ -52,7 +52,7 @@ WORKER = (0.5, 0.25)
 def small_settings(max_pending_per_user: int = 50) -> RuntimeSettings:
     """Quotas scaled to tiny workers: analysts may hold two workers in total."""
     quota = dict(cluster_max_cores=1, cluster_max_memory_gb=0.5, user_max_cores=1,
-                 user_max_memory_gb=0.5)
+                 user_max_memory_gb=0.5, notebook_cores=0.25, notebook_memory_gb=0.5)
     return RuntimeSettings(
         quotas=QuotaSettings(
             groups={
@@ -264,6 +264,7 @@ wait_for = _wait_for
 def new_pool(directory: Path, settings: RuntimeSettings | None = None,
              env: dict[str, str] | None = None) -> Pool:
     """A pool in ``directory`` with a fresh agent token; the caller closes it."""
+    let_users_through(directory)
     token = secrets.token_urlsafe(24)
     (directory / "token").write_text(token)
     settings_path = directory / "settings.json"

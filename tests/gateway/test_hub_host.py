@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import stat
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -19,10 +20,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import psutil
 import pytest
 from dask_gateway import BasicAuth, Gateway, JupyterHubAuth
 
+from daskplatform import notebook_client
 from daskplatform.aws import aws_client
 from daskplatform.gateway import server
 from daskplatform.gateway.server import GatewayProcess
@@ -59,10 +62,13 @@ def _listening(port: int) -> bool:
 
 @pytest.fixture
 def hub_host(aws_env: str, slapd: Slapd, make_pool: Callable[..., Pool],
-             monkeypatch: pytest.MonkeyPatch) -> Iterator[HubHost]:
+             monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+             ) -> Iterator[HubHost]:
     """What the stack publishes, the agents, then the host command; at teardown the
-    host's whole process tree is gone even if the test failed half-way."""
+    host's whole process tree is gone even if the test failed half-way. A test marked
+    ``notebook_idle_minutes(N)`` gets that culling timeout."""
     name = uuid.uuid4().hex[:8]
+    idle = request.node.get_closest_marker("notebook_idle_minutes")
     secrets_manager = aws_client("secretsmanager")
     bind_secret = f"dask-platform-{name}/ldap-bind-password"
     secrets_manager.create_secret(Name=bind_secret, SecretString=slapd.bind_password)
@@ -70,6 +76,9 @@ def hub_host(aws_env: str, slapd: Slapd, make_pool: Callable[..., Pool],
         "ldap_url": slapd.ldaps_url, "ldap_base_dn": slapd.base_dn,
         "ldap_bind_dn": slapd.bind_dn, "ldap_bind_password_secret_id": bind_secret,
         "agent_token_secret_id": f"dask-platform-{name}/agent-token"})
+    if idle is not None:
+        settings = settings.model_copy(update={"quotas": settings.quotas.model_copy(
+            update={"notebook_idle_minutes": idle.args[0]})})
     parameter = f"/dask-platform/{name}/runtime-settings"
     aws_client("ssm").put_parameter(Name=parameter, Type="String", Value=settings.to_json())
     monkeypatch.setenv(CA_FILE_ENV, str(slapd.ca_file))  # the FreeIPA CA on a real host
@@ -161,7 +170,8 @@ def test_users_reach_the_gateway_through_the_hub_and_sigterm_stops_everything(
         f"http://127.0.0.1:{tcp}/services/dask-gateway/api")
     assert child[child.index("--proxy-address") + 1] == f"127.0.0.1:{tcp}"
     assert "--proxy-tcp-address" not in child
-    assert sum("jupyterhub" in n for n in names) == 1
+    assert sum("-m jupyterhub -f" in n for n in names) == 1
+    assert sum("-m jupyterhub_idle_culler --timeout=3600" in n for n in names) == 1
     assert not [n for n in names if host.bind_password in n]
 
     hub_state = host.state / "jupyterhub"
@@ -222,3 +232,111 @@ def test_hub_mode_refuses_bad_input_before_starting_anything(
     assert server.main(argv) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "state").exists()
+
+
+async def _dashboard_as(host: HubHost, username: str, url: str) -> tuple[int, str, list[str]]:
+    """A browser logged into the hub opens ``url``: (status, body, the redirects)."""
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+        status, _ = await hub_login(host.hub_url, username, f"{username}-demo", browser)
+        assert status == 302
+        async with browser.get(url, headers={"Accept": "text/html"}) as response:
+            return (response.status, await response.text(),
+                    [str(r.url.path) for r in response.history])
+
+
+def test_hub_users_open_their_dashboards_through_hub_login_and_no_one_elses(
+        hub_host: HubHost) -> None:
+    host = hub_host
+    with Gateway(host.gateway_url, proxy_address=host.scheduler_address,
+                 auth=BasicAuth("engineer1", "engineer1-demo")) as gateway, \
+            gateway.new_cluster() as cluster:
+        url = f"{host.hub_url}{cluster.dashboard_link.removeprefix(host.hub_url)}"
+        status, body, hops = asyncio.run(_dashboard_as(host, "engineer1", url))
+        assert status == 200 and "Dask" in body, (status, body[:300])
+        assert "/hub/api/oauth2/authorize" in hops
+        assert "/services/dask-gateway/oauth_callback" in hops
+        status, body, _ = asyncio.run(_dashboard_as(host, "analyst1", url))
+        assert status == 403 and "belongs to another user" in body
+        # A script without credentials is not sent to a login page: a plain 401.
+        with pytest.raises(urllib.error.HTTPError, match="401"):
+            urllib.request.urlopen(url, timeout=30)
+
+
+IN_THE_NOTEBOOK = """
+import os
+from dask_gateway import Gateway
+gateway = Gateway()
+cluster = gateway.new_cluster(shutdown_on_close=False)  # as a killed kernel leaves it
+cluster.scale(1)
+client = cluster.get_client()
+client.wait_for_workers(1, timeout=90)
+print(client.submit(sum, range(101)).result(), cluster.name, os.getuid(), os.getcwd())
+"""
+"""What a user types in a fresh notebook: no address, no credentials."""
+
+
+async def _notebook_session(host: HubHost, token: str, other: str) -> tuple[str, str]:
+    """engineer1's server: started through the hub, the cell run, then stopped by the hub;
+    (what the cell printed, the node its server ran on)."""
+    async with notebook_client.session() as http:
+        await notebook_client.start_server(http, host.hub_url, "engineer1", token)
+        printed = await notebook_client.run_code(
+            http, f"{host.hub_url}/user/engineer1", token, IN_THE_NOTEBOOK)
+        # Another user's token does not open engineer1's server.
+        async with http.get(f"{host.hub_url}/user/engineer1/api/kernels",
+                            headers={"Authorization": f"token {other}"},
+                            allow_redirects=False) as response:
+            assert response.status == 403, response.status
+        nodes = [n for n in host.pool.agents if any(
+            p["kind"] == "notebook" for p in host.pool.processes(n))]
+        await notebook_client.stop_server(http, host.hub_url, "engineer1", token)
+    return printed, ",".join(nodes)
+
+
+def test_a_notebook_on_the_pool_reaches_the_gateway_with_no_arguments_and_its_clusters_stop_with_it(  # noqa: E501
+        hub_host: HubHost) -> None:
+    host = hub_host
+    token = _hub_token(host.hub_url, "engineer1", "engineer1-demo")
+    # A cluster from a script (password) is not the notebook's: it outlives it.
+    with Gateway(host.gateway_url, proxy_address=host.scheduler_address,
+                 auth=BasicAuth("engineer1", "engineer1-demo")) as gateway:
+        scripted = gateway.new_cluster(shutdown_on_close=False).name
+        other = _hub_token(host.hub_url, "analyst1", "analyst1-demo")
+        printed, node = asyncio.run(_notebook_session(host, token, other))
+        total, cluster, uid, cwd = printed.split()
+        assert total == "5050" and cluster != scripted
+        wait_for(lambda: [c.name for c in gateway.list_clusters()] == [scripted], 60,
+                 "the notebook's cluster outlived the notebook, or the script's did not")
+        assert node.startswith("hub-w-")  # a worker node, through its agent
+        if os.geteuid() == 0:  # agents as root: the user's own uid, in their home
+            assert (int(uid), Path(cwd).name) == (10001, "engineer1")
+        gateway.stop_cluster(scripted)
+
+
+async def _until_culled(host: HubHost, token: str) -> tuple[str, float]:
+    async with notebook_client.session() as http:
+        await notebook_client.start_server(http, host.hub_url, "engineer1", token)
+        printed = await notebook_client.run_code(
+            http, f"{host.hub_url}/user/engineer1", token, IN_THE_NOTEBOOK)
+        idle_since = time.monotonic()
+        for _ in range(90):
+            async with http.get(f"{host.hub_url}/hub/api/users/engineer1",
+                                headers={"Authorization": f"token {token}"}) as response:
+                if not (await response.json()).get("servers"):
+                    return printed, time.monotonic() - idle_since
+            await asyncio.sleep(1)
+    raise AssertionError("the idle server was not culled within 90 s")
+
+
+@pytest.mark.notebook_idle_minutes(0.25)
+def test_an_idle_notebook_is_culled_and_its_clusters_stop(hub_host: HubHost) -> None:
+    host = hub_host
+    token = _hub_token(host.hub_url, "engineer1", "engineer1-demo")
+    printed, idle_for = asyncio.run(_until_culled(host, token))
+    assert printed.split()[0] == "5050"
+    assert idle_for >= 2  # culled for being idle, not at once
+    with Gateway(host.gateway_url, proxy_address=host.scheduler_address,
+                 auth=BasicAuth("engineer1", "engineer1-demo")) as gateway:
+        wait_for(lambda: gateway.list_clusters() == [], 60,
+                 "the culled notebook's cluster is still running")
+    assert not [p for n in host.pool.agents for p in host.pool.processes(n)]

@@ -96,6 +96,8 @@ RUN_TWICE = """
         setup.HostSetup(setup._parser().parse_args(sys.argv[1:])).run_steps()
     print(Path("/etc/fstab").read_text())
     print("CA", Path("/etc/dask-platform/ldap-ca.pem").read_text().count("BEGIN CERTIFICATE"))
+    listing = subprocess.run(["nft", "list", "ruleset"], capture_output=True, text=True).stdout
+    print("GUARD", listing.count("table inet dask_platform_users"), listing.count("reject"))
 """
 
 
@@ -115,4 +117,5 @@ def test_running_host_setup_twice_changes_nothing_the_second_time(tmp_path: Path
     assert fstab.count("fs-0123456789abcdef0:/ /srv/homes efs") == 1
     assert fstab.count("fs-0123456789abcdef0:/ /srv/shared efs") == 1
     assert "CA 1" in done.stdout
+    assert "GUARD 1 3" in done.stdout  # one table of three rules after two runs
     assert not Path("/etc/dask-platform").exists()  # only the throwaway host changed

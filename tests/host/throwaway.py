@@ -1,6 +1,7 @@
 """Run code as root in a throwaway host: a private mount namespace whose /etc and /var are
 overlays (changes land in a test folder, never on this machine) and whose /srv holds
-the two EFS mount points, as the rehearsal's hosts have them."""
+the two EFS mount points, as the rehearsal's hosts have them, in a network namespace of
+its own (its nftables rules never touch this machine's)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ PREPARE = textwrap.dedent("""
 def run_in_throwaway_host(disk: Path, code: str, *args: str,
                           timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """``code`` (Python) after the mounts; ``sys.argv[1:]`` are ``args``."""
-    return subprocess.run(["unshare", "--mount", "--propagation", "private", sys.executable,
+    return subprocess.run(["unshare", "--mount", "--net", "--propagation", "private",
+                           sys.executable,
                            "-c", PREPARE + textwrap.dedent(code), str(disk), *args],
                           capture_output=True, text=True, timeout=timeout, check=False)

@@ -69,14 +69,18 @@ async def gateway(slapd: Slapd, tmp_path: Path) -> AsyncIterator[RunningGateway]
         yield running
 
 
-async def hub_login(hub_url: str, username: str, password: str) -> tuple[int, str]:
-    """JupyterHub's own login form, with its XSRF token: (status, body)."""
-    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
-        async with http.get(f"{hub_url}/hub/login") as resp:
-            page = await resp.text()
-        xsrf = re.search(r'name="_xsrf"\s+value="([^"]+)"', page)
-        assert xsrf, f"no XSRF token in the login page:\n{page[:2000]}"
-        async with http.post(f"{hub_url}/hub/login",
-                             data={"username": username, "password": password,
-                                   "_xsrf": xsrf.group(1)}, allow_redirects=False) as resp:
-            return resp.status, await resp.text()
+async def hub_login(hub_url: str, username: str, password: str,
+                    http: aiohttp.ClientSession | None = None) -> tuple[int, str]:
+    """JupyterHub's own login form, with its XSRF token: (status, body). With ``http``,
+    that session keeps the login cookies (a browser, for later requests)."""
+    if http is None:
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as own:
+            return await hub_login(hub_url, username, password, own)
+    async with http.get(f"{hub_url}/hub/login") as resp:
+        page = await resp.text()
+    xsrf = re.search(r'name="_xsrf"\s+value="([^"]+)"', page)
+    assert xsrf, f"no XSRF token in the login page:\n{page[:2000]}"
+    async with http.post(f"{hub_url}/hub/login",
+                         data={"username": username, "password": password,
+                               "_xsrf": xsrf.group(1)}, allow_redirects=False) as resp:
+        return resp.status, await resp.text()

@@ -17,6 +17,7 @@ import psutil
 import pytest
 from dask_gateway import BasicAuth, Gateway
 
+from tests.conftest import let_users_through
 from tests.local.test_local import LocalRun
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: processes under "
@@ -27,8 +28,7 @@ UIDS = {"engineer1": 10001, "analyst1": 10002}
 
 @pytest.fixture
 def platform(tmp_path: Path) -> Iterator[tuple[LocalRun, Path]]:
-    for folder in (tmp_path, tmp_path.parent, tmp_path.parent.parent):  # pytest makes 0700
-        folder.chmod(folder.stat().st_mode | stat.S_IXOTH)
+    let_users_through(tmp_path)
     state = tmp_path / "state"
     run = LocalRun("--state-dir", str(state))
     try:
