@@ -169,15 +169,19 @@ def run(rehearsal: Rehearsal) -> Outcome:
                        and {"BacklogNodes", "IdleNodes"} <= set(busy["pool_metrics"]),
                        json.dumps({k: busy.get(k) for k in ("protected", "pool_metrics",
                                                             "error")}))
-        notebook = _step(rehearsal, "user", "notebook")
-        outcome.record("user -> ALB -> hub -> JupyterLab on a worker node: Gateway() "
-                       "computes; no IMDS or agent from user code; clusters stop with it",
-                       notebook["ok"], json.dumps(notebook))
         stop = _step(rehearsal, "client", "stop", name)
         outcome.record("client: cluster stopped", stop["ok"], json.dumps(stop))
         released = _until(lambda: _step(rehearsal, "gateway", "aws"),
                           lambda found: found.get("protected") == [], 60)
         outcome.record("gateway -> AWS: emptied worker hosts released for scale-in",
+                       released.get("protected") == [], json.dumps(released))
+        notebook = _step(rehearsal, "user", "notebook")
+        outcome.record("user -> ALB -> hub -> JupyterLab on a worker node: Gateway() "
+                       "computes; no IMDS or agent from user code; clusters stop with it",
+                       notebook["ok"], json.dumps(notebook))
+        released = _until(lambda: _step(rehearsal, "gateway", "aws"),
+                          lambda found: found.get("protected") == [], 60)
+        outcome.record("gateway -> AWS: the notebook's worker host released once it stopped",
                        released.get("protected") == [], json.dumps(released))
     launch_hooks(rehearsal, outcome)
     flows_used(rehearsal, outcome)

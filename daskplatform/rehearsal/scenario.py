@@ -174,13 +174,15 @@ async def notebook(plan: Plan) -> dict[str, Any]:
                 "auth": {"username": user, "password": password}, "note": "rehearsal"}) as r:
             token = (await r.json())["token"]
         started = time.monotonic()
-        server = await notebook_client.start_server(http, alb, user, token)
-        ready_after = time.monotonic() - started
-        printed = await notebook_client.run_code(
-            http, f"{alb}/user/{user}", token,
-            IN_THE_NOTEBOOK.replace("AGENT_PORT", str(ports.node_agent)))
-        seen = json.loads(printed.strip().splitlines()[-1])
-        await notebook_client.stop_server(http, alb, user, token)
+        try:
+            server = await notebook_client.start_server(http, alb, user, token)
+            ready_after = time.monotonic() - started
+            printed = await notebook_client.run_code(
+                http, f"{alb}/user/{user}", token,
+                IN_THE_NOTEBOOK.replace("AGENT_PORT", str(ports.node_agent)))
+            seen = json.loads(printed.strip().splitlines()[-1])
+        finally:
+            await notebook_client.stop_server(http, alb, user, token)
     left = await _clusters_after_stop(api, user, password, seen["cluster"])
     fenced = all(seen[where]["imds"] != "open" and seen[where]["agent"] != "open"
                  and seen[where]["uid"] == 10001 for where in ("notebook", "task"))
