@@ -46,7 +46,7 @@ from daskplatform.gateway.notebooks import SINGLEUSER_ARGS, Notebook, NotebookRo
 from daskplatform.gateway.placement import NodeRoom
 from daskplatform.gateway.protection import ScaleInProtection
 from daskplatform.gateway.queue import PendingCapExceeded
-from daskplatform.gateway.quotas import GIB, NoPlatformGroup, UserLedger, UserQuotaExceeded
+from daskplatform.gateway.quotas import GIB, UserLedger, UserQuotaExceeded
 from daskplatform.gateway.status import (
     Shape,
     fitting,
@@ -742,7 +742,7 @@ class PoolBackend(DBBackendBase):
                     run_as=_run_as(user.name, config), env=env, token_hash=token_hash)
                 self._check_fits_a_node(notebook.cores, notebook.memory_gb, "notebook server")
                 self._enqueue_notebook(notebook)
-            except (ValueError, NoPlatformGroup, PendingCapExceeded) as exc:
+            except (PublicException, ValueError, PendingCapExceeded) as exc:
                 raise web.HTTPUnprocessableEntity(reason=str(exc)) from None
             self.notebooks[user.name] = notebook
         self.log.info("Notebook server %s of %s queued (%g cores, %g GB)",
@@ -764,9 +764,7 @@ class PoolBackend(DBBackendBase):
 
     def notebook_report(self, notebook: Notebook) -> dict[str, Any]:
         position = self._waitlist.position(notebook.process_id)
-        return notebook.report(
-            f"waiting for room on a worker node: {waiting_text(position, notebook.group)}"
-            if position else None)
+        return notebook.report(waiting_text(position, notebook.group) if position else None)
 
     async def stop_notebook(self, username: str, reason: str) -> None:
         """Stop the user's server (waiting or running), then the clusters it started."""
