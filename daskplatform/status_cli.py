@@ -76,6 +76,11 @@ def render(status: dict[str, Any]) -> str:
                      f"{workers['starting']} starting, {workers['waiting']} waiting")
         if cluster["waiting"]:
             lines.append(f"    {cluster['waiting']}")
+    notebook = status.get("notebook")
+    if notebook:
+        where = f" on {notebook['node']}" if notebook.get("node") else ""
+        lines.append(f"your notebook server: {notebook['status']}{where}"
+                     + (f" ({notebook['message']})" if notebook.get("message") else ""))
     return "\n".join(lines) + "\n"
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from daskplatform import status_cli
 from tests.gateway.conftest import Pool, wait_for
 
 ENV = {"JUPYTERHUB_SERVICE_PREFIX": "/user/x/"}
@@ -50,6 +51,9 @@ def test_notebooks_wait_in_the_worker_line_by_priority_and_start_when_room_frees
         assert "waiting for room in the worker pool: 1 of 3 in line (data_engineers" \
             in eve["message"]
         assert "3 of 3 in line (data_analysts" in bob["message"]
+        _, status = pool.api("GET", "/api/v1/status", "bob")  # dask-platform status
+        assert "your notebook server: waiting (waiting for room in the worker pool: 3 of 3" \
+            in status_cli.render(status)
         cluster.scale(0)
         wait_for(lambda: pool.api("GET", "/api/v1/notebook", "eve")[1]["status"] != "waiting",
                  60, "eve's notebook was not placed once the worker stopped")
