@@ -29,12 +29,14 @@ _PORTS = PortSettings()
 PORT_OPTIONS = {
     "allowedPorts": ConfigOption(
         sorted({_PORTS.https, _PORTS.http, _PORTS.gateway_http, _PORTS.gateway_tls,
-                _PORTS.node_agent, _PORTS.nfs, _PORTS.ldaps, 389}),
+                _PORTS.node_agent, _PORTS.hub_api, _PORTS.nfs, _PORTS.ldaps, 389}),
         "array", "Single TCP ports ingress may open (PortSettings defaults; 389 is LDAP "
                  "with StartTLS)."),
     "allowedPortRanges": ConfigOption(
-        [list(_PORTS.scheduler_range), list(_PORTS.worker_range)],
-        "array", "[low, high] TCP ranges ingress may open: the scheduler and worker ranges."),
+        sorted([list(_PORTS.notebook_range), list(_PORTS.scheduler_range),
+                list(_PORTS.worker_range)]),
+        "array", "[low, high] TCP ranges ingress may open: the scheduler, worker and "
+                 "notebook ranges."),
     "allowedProtocols": ConfigOption(["tcp"], "array", "Protocols ingress may use."),
 }
 PUBLIC_OPTIONS = {

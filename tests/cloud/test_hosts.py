@@ -90,7 +90,7 @@ def test_user_data_is_a_small_stub_that_hands_over_to_host_setup(dev: StackRun,
     assert f'retry aws s3 cp "s3://{artifacts}/runtime/' in text
     # Exactly uv.lock's versions (the archive carries it), the role's extras, not editable.
     extras = {"gateway": "--extra hub", "scheduler": "--extra runtime",
-              "worker": "--extra runtime --extra pipeline"}[role]
+              "worker": "--extra runtime --extra pipeline --extra notebook"}[role]
     assert ("retry env UV_PROJECT_ENVIRONMENT=/opt/dask-platform/venv /opt/dask-platform/uv/bin/"
             "uv sync -q --frozen \\\n  --no-dev --no-editable " + extras +
             " --project /opt/dask-platform/src\n") in text
@@ -163,7 +163,9 @@ def test_the_gateway_unit_stops_its_children_with_it(dev: StackRun) -> None:
     assert found["StateDirectory"] == ["dask-platform"] and "User" not in found
     assert found["StandardOutput"] == [f"append:{LOG_FILE}"]
     argv = shlex.split(found["ExecStart"][0])
-    assert argv[1:3] == ["gateway", "--hub"] and argv[-2:] == ["--advertise-host", "imds"]
+    assert argv[1:3] == ["gateway", "--hub"] and argv[-1] == "--run-as-users"
+    assert " --advertise-host imds " in f" {shlex.join(argv)} "
+    assert " --hub-api-port 8081 " in f" {shlex.join(argv)} "  # notebooks call the hub
     assert unit.health_url == "http://127.0.0.1:8000/hub/health"
 
 

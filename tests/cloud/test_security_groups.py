@@ -17,6 +17,8 @@ EXPECTED_SG_INGRESS = {
     ("gateway", "worker", 8786, 8786),
     ("scheduler", "gateway", 8790, 8790),
     ("worker", "gateway", 8790, 8790),
+    ("worker", "gateway", 8800, 8899),  # JupyterHub's proxy -> notebook servers
+    ("gateway", "worker", 8081, 8081),  # notebook servers -> JupyterHub's API
     ("scheduler", "gateway", 9000, 9199),
     ("scheduler", "worker", 9000, 9199),
     ("worker", "scheduler", 9200, 9999),

@@ -31,8 +31,8 @@ def test_inline_port_outside_table_fails() -> None:
     props = inline(protocol="tcp", fromPort=8787.0, toPort=8787.0, securityGroups=["sg-2"])
     assert run("security-group-ingress-ports", SECURITY_GROUP, props) == [
         ("ingress[0] opens port 8787 from a security group, which is not a platform port; "
-        "allowed: 80, 389, 443, 636, 2049, 8000, 8786, 8790, 9000-9199, 9200-9999 "
-        "(DESIGN.md, Ports)")]
+        "allowed: 80, 389, 443, 636, 2049, 8000, 8081, 8786, 8790, 8800-8899, 9000-9199, "
+        "9200-9999 (DESIGN.md, Ports)")]
 
 
 def test_range_straddling_two_allowed_ranges_fails() -> None:

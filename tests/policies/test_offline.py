@@ -22,8 +22,8 @@ def test_violation_carries_policy_level_resource_and_message() -> None:
     assert evaluate([OPEN_SSH]) == [
         Violation("security-group-ingress-ports", "mandatory", "platform-worker",
                   "ingress[0] opens port 22 from a security group, which is not a platform "
-                  "port; allowed: 80, 389, 443, 636, 2049, 8000, 8786, 8790, 9000-9199, "
-                  "9200-9999 (DESIGN.md, Ports)"),
+                  "port; allowed: 80, 389, 443, 636, 2049, 8000, 8081, 8786, 8790, "
+                  "8800-8899, 9000-9199, 9200-9999 (DESIGN.md, Ports)"),
         Violation("no-admin-ports", "mandatory", "platform-worker",
                   "ingress[0] opens port 22 (SSH) from a security group; remove it and use SSM "
                   "Session Manager for shells"),
