@@ -146,7 +146,7 @@ def test_agent_hosts_run_the_agent_bounded_and_keep_dask_on_restart(
     role = TEMPLATES[template]
     (unit,) = host_units(user_data(dev, template), published_settings(dev))
     found = directives(unit.render())
-    assert found["KillMode"] == ["process"] and found["Delegate"] == ["yes"]
+    assert found["KillMode"] == ["process"] and "Delegate" not in found
     assert "User" not in found and "CAP_SETUID" in found["CapabilityBoundingSet"][0]
     assert found["StandardOutput"] == [f"append:{LOG_FILE}"]
     assert shlex.split(found["ExecStart"][0]) == [
@@ -163,7 +163,8 @@ def test_the_gateway_unit_stops_its_children_with_it(dev: StackRun) -> None:
     assert found["StateDirectory"] == ["dask-platform"] and "User" not in found
     assert found["StandardOutput"] == [f"append:{LOG_FILE}"]
     argv = shlex.split(found["ExecStart"][0])
-    assert argv[1:3] == ["gateway", "--hub"] and argv[-2:] == ["--advertise-host", "imds"]
+    assert argv[1:3] == ["gateway", "--hub"] and argv[-3:] == ["--advertise-host", "imds",
+                                                          "--run-as-users"]
     assert unit.health_url == "http://127.0.0.1:8000/hub/health"
 
 
