@@ -46,6 +46,7 @@ from daskplatform.host.units import (
     gateway_unit,
     setup_unit,
 )
+from daskplatform.host.upgrade import INSTALL_MODE_ENV
 from daskplatform.host.userdata import BOOT_LOG
 from daskplatform.node.imds import MetadataUnavailable, instance_identity
 from daskplatform.runtime_config import load_runtime_settings
@@ -57,9 +58,10 @@ CA_FILE = ETC / "ldap-ca.pem"
 FSTAB = Path("/etc/fstab")
 MOUNT_POINTS = {"shared": "/srv/shared", "homes": HOMES}
 """EFS access point -> where every host mounts it."""
-PASSTHROUGH_ENV = ("AWS_ENDPOINT_URL",)
+PASSTHROUGH_ENV = ("AWS_ENDPOINT_URL", INSTALL_MODE_ENV)
 """Foreground services also get these from host-setup's environment: in the rehearsal,
-where AWS is. systemd services on AWS never see them."""
+where AWS is and that installs link this machine's environment. systemd services on AWS
+never see them."""
 SETTINGS_TRIES = 10
 MOUNT_TRIES = 8
 RETRY_WAIT_SECONDS = 5.0

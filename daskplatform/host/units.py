@@ -29,8 +29,12 @@ from pathlib import Path
 
 from daskplatform.settings import PortSettings
 
-VENV = "/opt/dask-platform/venv"
-"""Where the user data stub installs the runtime."""
+RUNTIME_ROOT = "/opt/dask-platform"
+VENVS = f"{RUNTIME_ROOT}/venvs"
+"""One environment per runtime version (``<VENVS>/<version>``): a process keeps the one
+it started from, so an upgrade never changes the code under a running process."""
+VENV = f"{RUNTIME_ROOT}/venv"
+"""A link to the current version's environment; services start from it."""
 PROGRAM = f"{VENV}/bin/dask-platform"
 LOG_FILE = "/var/log/dask-platform.log"
 """Every service's output; the CloudWatch agent ships it from the first boot step."""

@@ -25,6 +25,7 @@ from daskplatform.rehearsal.boot import host_name
 from daskplatform.rehearsal.ipa_host import LDAPS_PORT
 from daskplatform.rehearsal.plan import Plan
 from daskplatform.rehearsal.topology import IPA_ADDRESS, Host, Topology, build_topology
+from daskplatform.runtime_version import source_version
 from daskplatform.settings import PlatformSettings, load_stack_file
 from daskplatform.stack_names import StackNames
 from daskplatform.tls import CertificateAuthority
@@ -70,6 +71,7 @@ class Rehearsal:
         self.settings = settings
         topology = build_topology(settings, workers)
         names = StackNames("dask-platform", "rehearsal")
+        version = source_version()
         ca_file = ca.write_certificate(workdir / "ca.crt")
         (workdir / "ipa" / "tls").mkdir(parents=True)
         write_tls_files(workdir / "ipa" / "tls", IPA_ADDRESS, ca)
@@ -79,8 +81,8 @@ class Rehearsal:
         assert (issued.certificate.name, issued.key.name) == TLS_FILES
         self.plan = Plan(
             topology=topology, region="eu-west-1",
-            runtime_settings=settings.runtime(names.ldap_secret, **names.runtime_names())
-            .to_json(),
+            runtime_settings=settings.runtime(names.ldap_secret, runtime_version=version,
+                                              **names.runtime_names()).to_json(),
             ldap_bind_password=secrets.token_urlsafe(16),
             instance_types={"gateway": settings.gateway.instance_type,
                             "scheduler": settings.scheduler.instance_type,
@@ -88,7 +90,8 @@ class Rehearsal:
             tags={**settings.tags, "project": names.project, "stack": names.stack,
                   "managed-by": "pulumi"},
             worker_limits=(settings.workers.min, settings.workers.max),
-            workdir=str(workdir), ca_file=str(ca_file), vpc_cidr=settings.vpc_cidr)
+            workdir=str(workdir), ca_file=str(ca_file), vpc_cidr=settings.vpc_cidr,
+            runtime_version=version)
         self.plan_file = self.plan.save(workdir / "plan.json")
         (workdir / "logs").mkdir()
 

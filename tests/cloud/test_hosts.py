@@ -16,6 +16,7 @@ import pytest
 from components.bootstrap import runtime_package
 from daskplatform.host.units import LOG_FILE
 from daskplatform.host.userdata import BOOT_FAILURES_METRIC, UV_VERSION
+from daskplatform.runtime_version import source_version
 from daskplatform.settings import RuntimeSettings
 from tests.cloud.conftest import CUSTOM_WORKERS, LDAP_PASSWORD, of_short_type, one
 from tests.cloud.host_units import directives, heredoc, host_setup_argv, host_units
@@ -87,13 +88,21 @@ def test_user_data_is_a_small_stub_that_hands_over_to_host_setup(dev: StackRun,
         "--region", "eu-west-1", "--file-system", efs, "--shared-access-point", shared,
         "--homes-access-point", homes]
     artifacts = one(dev, "Bucket", "storage-artifacts").outputs["bucket"]
-    assert f'retry aws s3 cp "s3://{artifacts}/runtime/' in text
-    # Exactly uv.lock's versions (the archive carries it), the role's extras, not editable.
+    version = published_settings(dev).runtime_version
+    assert version == source_version()
+    key = one(dev, "BucketObjectv2", "storage-runtime-package").inputs["key"]
+    assert f'retry aws s3 cp "s3://{artifacts}/{key}" ' in text
+    # Exactly uv.lock's versions (the archive carries it), the role's extras, not editable,
+    # in the version's own environment, which the services' link then names.
     extras = {"gateway": "--extra hub", "scheduler": "--extra runtime",
               "worker": "--extra runtime --extra pipeline"}[role]
-    assert ("retry env UV_PROJECT_ENVIRONMENT=/opt/dask-platform/venv /opt/dask-platform/uv/bin/"
-            "uv sync -q --frozen \\\n  --no-dev --no-editable " + extras +
-            " --project /opt/dask-platform/src\n") in text
+    assert (f"retry env UV_PROJECT_ENVIRONMENT=/opt/dask-platform/venvs/{version} "
+            "/opt/dask-platform/uv/bin/uv sync -q \\\n  --frozen --no-dev --no-editable "
+            f"{extras} --project /opt/dask-platform/src/{version}\n") in text
+    assert f"ln -sfn /opt/dask-platform/venvs/{version} /opt/dask-platform/venv\n" in text
+    assert f"echo {version} > /opt/dask-platform/runtime-version\n" in text
+    assert json.loads(heredoc(text, "/opt/dask-platform/install.json")) == {
+        "bucket": artifacts, "region": "eu-west-1", "extras": extras.split()[1::2]}
     assert f'pip install -q "uv=={UV_VERSION}"' in text
 
 
@@ -135,7 +144,7 @@ def test_a_failed_boot_is_counted_and_the_stub_is_safe_to_run_again(
     # Nothing appends twice or fails on a second run: host-setup owns fstab and accounts.
     assert ">>" not in text.replace("exec >> /var/log/dask-platform-boot.log", "")
     assert "useradd" not in text and "fstab" not in text
-    assert "[ -x /opt/dask-platform/venv/bin/python ] || python3.11 -m venv" in text
+    assert "[ -x /opt/dask-platform/venvs/" in text and "|| python3.11 -m venv" in text
 
 
 @pytest.mark.parametrize("template", ["scheduler-lt", "workers-lt"])
