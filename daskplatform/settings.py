@@ -131,6 +131,9 @@ class SchedulerHostSettings(HostSettings):
 class GatewayHostSettings(HostSettings):
     instance_type: str = "t3.medium"
     """JupyterHub + dask-gateway-server; light load."""
+    state_volume_gib: int = Field(8, ge=1, le=1024)
+    """The encrypted EBS volume that holds the gateway's and JupyterHub's state (databases,
+    keys, cookie secret) and outlives any one gateway instance."""
 
 
 class WorkerPoolSettings(HostSettings):

@@ -34,6 +34,7 @@ from daskplatform.node.records import (
 )
 from daskplatform.node.spec import Kind, RunAs, Spawn, SpawnError, fill_placeholders
 from daskplatform.node.warm import ForkServer, ForkServerDown
+from daskplatform.runtime_version import running_version
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,10 @@ class Supervisor:
         self._fork_server = ForkServer(workdir / "forkserver.log") if warm else None
         self._restarts = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        self.runtime_version = running_version()
+        """What this agent, and every process it starts, runs (fixed at start)."""
+        self.upgrade: dict[str, object] | None = None
+        """The last in-place upgrade asked of this node: version, state, message."""
 
     # ------------------------------------------------------------ life cycle
 
@@ -158,6 +163,7 @@ class Supervisor:
             "processes": len(live), "confinement": self._confinement.mode,
             "warm": bool(self._fork_server and self._fork_server.ready),
             "fork_server_pid": self._fork_server.pid if self._fork_server else None,
+            "runtime_version": self.runtime_version, "upgrade": self.upgrade,
         }
 
     def processes(self) -> list[Record]:

@@ -16,6 +16,8 @@ from daskplatform.gateway.directory import asg_worker_nodes, tagged_scheduler_no
 from daskplatform.settings import (
     ACTIVE_CLUSTERS_METRIC,
     ACTIVE_WORKERS_METRIC,
+    BACKLOG_NODES_METRIC,
+    IDLE_NODES_METRIC,
     PENDING_WORKERS_METRIC,
     QUEUED_TASKS_METRIC,
     ROLE_TAG,
@@ -132,9 +134,12 @@ def test_nodes_holding_processes_are_protected_until_they_empty(aws_env: str,
     metrics = aws_client("cloudwatch").list_metrics(Namespace=f"test-{name}")["Metrics"]
     published = {m["MetricName"]: m["Dimensions"] for m in metrics}
     # The dimensions the stack's alarms name: the pool's metric per worker group.
+    pool_dimension = [{"Name": "AutoScalingGroupName", "Value": name}]
     assert {m: published.pop(m) for m in (PENDING_WORKERS_METRIC, ACTIVE_CLUSTERS_METRIC,
-                                          ACTIVE_WORKERS_METRIC, QUEUED_TASKS_METRIC)} == {
-        PENDING_WORKERS_METRIC: [{"Name": "AutoScalingGroupName", "Value": name}],
+                                          ACTIVE_WORKERS_METRIC, QUEUED_TASKS_METRIC,
+                                          BACKLOG_NODES_METRIC, IDLE_NODES_METRIC)} == {
+        PENDING_WORKERS_METRIC: pool_dimension, BACKLOG_NODES_METRIC: pool_dimension,
+        IDLE_NODES_METRIC: pool_dimension,
         ACTIVE_CLUSTERS_METRIC: [], ACTIVE_WORKERS_METRIC: [], QUEUED_TASKS_METRIC: []}
     # Worker memory, once a round saw the worker, has no dimension (no metric per worker).
     assert set(published) <= {WORKER_MANAGED_METRIC, WORKER_UNMANAGED_METRIC,
