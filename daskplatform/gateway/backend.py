@@ -996,8 +996,15 @@ class PoolBackend(DBBackendBase):
         if not self._is_admin(request):
             return web.json_response({"error": "only members of the admins group may roll "
                                                "out a runtime version"}, status=403)
-        body = await request.json() if request.can_read_body else {}
-        version = body.get("version") if isinstance(body, dict) else None
+        try:
+            body = await request.json() if request.body_exists else {}
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or not isinstance(body.get("version", ""), str):
+            return web.json_response({"error": 'expected {"version": "<12 hex digits>"} or '
+                                               "no body (the published runtimeVersion)"},
+                                     status=400)
+        version = body.get("version")
         problem = None
         if self._rollout_path is None:
             problem = "this gateway keeps no state directory, so it cannot roll out"
