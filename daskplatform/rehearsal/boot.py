@@ -24,6 +24,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from daskplatform.host.setup import STATE_MOUNT
 from daskplatform.host.units import VENV, VENVS
 from daskplatform.host.upgrade import INSTALL_MODE_ENV
 from daskplatform.host.userdata import INSTALL_RECORD, HostBootstrap
@@ -49,6 +50,12 @@ def disk(plan: Plan, host: Host) -> Path:
 
 def efs(plan: Plan) -> Path:
     return Path(plan.workdir) / "efs"
+
+
+def state_volume(plan: Plan) -> Path:
+    """The gateway's state volume (an EBS volume in the stack): host-setup finds it
+    mounted at the state directory, as it would after attaching it."""
+    return Path(plan.workdir) / "volumes" / "gateway-state"
 
 
 def _mount(*args: str) -> None:
@@ -83,6 +90,11 @@ def prepare(plan: Plan, host: Host) -> None:
     if entry not in hosts.read_text():  # the VPC's DNS resolves an instance's own name
         with hosts.open("a") as fh:
             fh.write(entry)
+    if host.role == "gateway":  # the stack's state volume: it outlives the host's disk
+        volume = state_volume(plan)
+        volume.mkdir(mode=0o700, parents=True, exist_ok=True)
+        Path(STATE_MOUNT).mkdir(mode=0o700, parents=True, exist_ok=True)
+        _mount("--bind", str(volume), STATE_MOUNT)
     _mount("-t", "tmpfs", "-o", "mode=0755", "tmpfs", "/srv")
     for name in EFS_MOUNTS:
         shared = efs(plan) / name
