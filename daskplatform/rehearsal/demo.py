@@ -115,7 +115,7 @@ def flows_used(rehearsal: Rehearsal, outcome: Outcome) -> dict[str, int]:
     """Packets per flow of the table (ingress counted where it lands, egress-only rules
     where they leave), over every namespace; fails the demo on a flow that is enforced,
     unused and unexplained."""
-    packets: dict[str, int] = {}
+    packets = dict(rehearsal.retired_counters)  # replaced hosts count too
     for host in rehearsal.topology.hosts:
         if host.groups:
             for name, count in firewall.counters(host.namespace).items():

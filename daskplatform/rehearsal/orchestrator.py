@@ -71,6 +71,8 @@ class Rehearsal:
     def __init__(self, stack_file: Path, workers: int, workdir: Path) -> None:
         self.workdir = workdir
         self.processes: dict[str, Started] = {}
+        self.retired_counters: dict[str, int] = {}
+        """nftables packet counts of replaced hosts' namespaces, by rule."""
         self.kinds: dict[str, str] = {}
         self.ready_after = 0.0
         ca = CertificateAuthority("dask-platform rehearsal CA")
@@ -141,6 +143,8 @@ class Rehearsal:
         Seconds until the new host and the ALB's health check say it serves."""
         started = self.processes.pop(name)
         host = started.host
+        for rule, count in firewall.counters(host.namespace).items():  # go with it
+            self.retired_counters[rule] = self.retired_counters.get(rule, 0) + count
         netns.destroy([host.namespace])
         started.process.wait(timeout=10)
         shutil.rmtree(disk(self.plan, host))
