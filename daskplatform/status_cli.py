@@ -76,9 +76,10 @@ def render(status: dict[str, Any]) -> str:
     for cluster in status["clusters"]:
         workers = cluster["workers"]
         lines.append(f"{cluster['name']}  {cluster['user']} ({cluster['group']})  "
-                     f"{cluster['status']}  runtime {cluster.get('runtime_version') or '-'}  "
-                     f"workers: {workers['running']} running, "
-                     f"{workers['starting']} starting, {workers['waiting']} waiting")
+                     f"{cluster['status']}  workers: {workers['running']} running, "
+                     f"{workers['starting']} starting, {workers['waiting']} waiting"
+                     + (f"  (runtime {cluster['runtime_version']})"
+                        if cluster.get("runtime_version") else ""))
         if cluster["waiting"]:
             lines.append(f"    {cluster['waiting']}")
     if "runtime" in status:
