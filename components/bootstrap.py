@@ -7,30 +7,18 @@ the resources exist, and packs the runtime's source tree for the artifacts bucke
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pulumi
 
-from daskplatform.host.userdata import ARTIFACT_KEY, HostBootstrap
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-PACKAGE_FILES = ("pyproject.toml", "README.md", "uv.lock")
-"""Beside the source tree: what building the package and ``uv sync --frozen`` read."""
-PACKAGE_DIR = "daskplatform"
+from daskplatform.host.userdata import HostBootstrap
+from daskplatform.runtime_version import archive_files
 
 
 def runtime_package() -> pulumi.AssetArchive:
     """The runtime's source tree and its lock file as an archive; the host installs both
-    with ``uv sync --frozen``.
-
-    Only the files (no ``__pycache__``), so the archive changes when the code does."""
-    assets: dict[str, pulumi.Asset | pulumi.Archive] = {
-        name: pulumi.FileAsset(str(PROJECT_ROOT / name)) for name in PACKAGE_FILES
-    }
-    for path in sorted((PROJECT_ROOT / PACKAGE_DIR).rglob("*")):
-        if path.is_file() and "__pycache__" not in path.parts:
-            assets[path.relative_to(PROJECT_ROOT).as_posix()] = pulumi.FileAsset(str(path))
-    return pulumi.AssetArchive(assets)
+    with ``uv sync --frozen``. Exactly the files its version is the hash of
+    (``daskplatform.runtime_version``), so the key changes whenever the code does."""
+    return pulumi.AssetArchive({name: pulumi.FileAsset(str(path))
+                                for name, path in archive_files().items()})
 
 
 def user_data(
@@ -39,6 +27,7 @@ def user_data(
     region: pulumi.Input[str],
     settings_parameter_name: str,
     artifacts_bucket: pulumi.Input[str],
+    runtime_version: str,
     file_system_id: pulumi.Input[str],
     shared_access_point_id: pulumi.Input[str],
     homes_access_point_id: pulumi.Input[str],
@@ -54,7 +43,7 @@ def user_data(
             region=v[0],
             settings_parameter_name=settings_parameter_name,
             artifacts_bucket=v[1],
-            artifact_key=ARTIFACT_KEY,
+            runtime_version=runtime_version,
             file_system_id=v[2],
             shared_access_point_id=v[3],
             homes_access_point_id=v[4],

@@ -1,4 +1,13 @@
-"""GatewayHost: JupyterHub + dask-gateway-server, and the runtime settings it publishes.
+"""GatewayHost: JupyterHub + dask-gateway-server, the runtime settings it publishes, and
+the volume its state lives on.
+
+The state (the gateway's database and encryption key, JupyterHub's database and cookie
+secret) is on a dedicated encrypted EBS volume in the host's AZ, which ``host-setup``
+mounts at the gateway's state directory: a replacement instance gets the same volume
+(and, through its own network interface, the same address), so running clusters stay
+listed and reachable. docs/stack.md says why EBS and what it does not cover. The volume
+is protected (removing or replacing it takes a deliberate step) and leaves a snapshot
+if it is ever deleted.
 
 The host-facing part of the settings (quotas, shapes, ports, timeouts, the names of
 the secrets, the worker group and the stack, never a secret value) goes into an SSM
@@ -15,12 +24,14 @@ import pulumi
 import pulumi_aws as aws
 
 from components.host import single_host
+from daskplatform.host.setup import STATE_DEVICE
 from daskplatform.settings import PlatformSettings, RuntimeSettings
 
 
 class GatewayHost(pulumi.ComponentResource):
     instance: aws.ec2.Instance
     settings_parameter: aws.ssm.Parameter
+    state_volume: aws.ebs.Volume
 
     def __init__(
         self,
@@ -53,7 +64,7 @@ class GatewayHost(pulumi.ComponentResource):
             opts=child,
             description="dask-platform runtime settings (no secrets), read by every host",
         )
-        self.instance = single_host(
+        host = single_host(
             name,
             role="gateway",
             instance_type=settings.gateway.instance_type,
@@ -65,10 +76,33 @@ class GatewayHost(pulumi.ComponentResource):
             parent=self,
             depends_on=[self.settings_parameter, *depends_on],
         )
+        self.instance = host.instance
+        zone = aws.ec2.get_subnet_output(
+            id=subnet_id, opts=pulumi.InvokeOutputOptions(parent=self)).availability_zone
+        self.state_volume = aws.ebs.Volume(
+            f"{name}-state",
+            availability_zone=zone,
+            size=settings.gateway.state_volume_gib,
+            type="gp3",
+            encrypted=True,
+            final_snapshot=True,
+            tags={**tags, "Name": f"{tags.get('project')}-{tags.get('stack')}-gateway-state"},
+            opts=pulumi.ResourceOptions(parent=self, protect=True),
+        )
+        aws.ec2.VolumeAttachment(
+            f"{name}-state-attachment",
+            device_name=STATE_DEVICE,
+            volume_id=self.state_volume.id,
+            instance_id=self.instance.id,
+            # The gateway stops cleanly (its databases closed) before the volume moves.
+            stop_instance_before_detaching=True,
+            opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
+        )
         self.register_outputs(
             {
                 "instance_id": self.instance.id,
                 "private_ip": self.instance.private_ip,
                 "settings_parameter_name": self.settings_parameter.name,
+                "state_volume_id": self.state_volume.id,
             }
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
@@ -31,10 +32,15 @@ def launch_template(
     instance_profile_arn: pulumi.Input[str],
     tags: Mapping[str, str],
     parent: pulumi.Resource,
-    subnet_id: pulumi.Input[str] | None = None,
+    network_interface_id: pulumi.Input[str] | None = None,
 ) -> aws.ec2.LaunchTemplate:
-    """A hardened launch template for ``role``; ``subnet_id`` pins a single host."""
+    """A hardened launch template for ``role``; ``network_interface_id`` gives a single
+    host its own interface (subnet, address and security group outlive the instance)."""
     instance_tags = host_tags(tags, role)
+    interface = ({"device_index": 0, "network_interface_id": network_interface_id,
+                  "delete_on_termination": "false"} if network_interface_id else
+                 {"device_index": 0, "associate_public_ip_address": "false",
+                  "delete_on_termination": "true", "security_groups": [security_group_id]})
     return aws.ec2.LaunchTemplate(
         name,
         image_id=AMI,
@@ -58,15 +64,7 @@ def launch_template(
                 },
             }
         ],
-        network_interfaces=[
-            {
-                "device_index": 0,
-                "associate_public_ip_address": "false",
-                "delete_on_termination": "true",
-                "security_groups": [security_group_id],
-                "subnet_id": subnet_id,
-            }
-        ],
+        network_interfaces=[interface],
         monitoring={"enabled": True},
         tag_specifications=[
             {"resource_type": kind, "tags": instance_tags} for kind in ("instance", "volume")
@@ -75,6 +73,20 @@ def launch_template(
         tags=dict(tags),
         opts=pulumi.ResourceOptions(parent=parent),
     )
+
+
+@dataclass(frozen=True)
+class SingleHost:
+    instance: aws.ec2.Instance
+    interface: aws.ec2.NetworkInterface
+    """Its address: the same across a replacement (targets, outputs, heartbeats keep it)."""
+
+
+SINGLE_HOST_IGNORES = ["launchTemplate"]
+"""A single host never follows its launch template on its own: a new template version
+(user data with a new runtime key, a tag, an AMI) would replace the instance. It changes
+in place (tags) or through a roll-out (runtime), and is replaced only on request
+(``pulumi up --replace <urn>``), which then launches from the newest template version."""
 
 
 def single_host(
@@ -89,11 +101,19 @@ def single_host(
     tags: Mapping[str, str],
     parent: pulumi.Resource,
     depends_on: list[pulumi.Resource] | None = None,
-) -> aws.ec2.Instance:
-    """One instance of ``role`` from its own hardened launch template (``<name>-lt``,
-    ``<name>-instance``), pinned to ``subnet_id``; EC2 recovers it automatically. It
-    carries the host tags on the Instance resource too, so an update never strips the
-    role tag the gateway finds the scheduler host by."""
+) -> SingleHost:
+    """One instance of ``role`` (``<name>-eni``, ``<name>-lt``, ``<name>-instance``) on an
+    interface of its own in ``subnet_id``; EC2 recovers it automatically. It carries the
+    host tags on the Instance resource too (updated in place), so an update never strips
+    the role tag the gateway finds the scheduler host by."""
+    interface = aws.ec2.NetworkInterface(
+        f"{name}-eni",
+        subnet_id=subnet_id,
+        security_groups=[security_group_id],
+        description=f"{role} host: its private address outlives any one instance",
+        tags=host_tags(tags, role),
+        opts=pulumi.ResourceOptions(parent=parent),
+    )
     template = launch_template(
         f"{name}-lt",
         role=role,
@@ -103,11 +123,17 @@ def single_host(
         instance_profile_arn=instance_profile_arn,
         tags=tags,
         parent=parent,
-        subnet_id=subnet_id,
+        network_interface_id=interface.id,
     )
-    return aws.ec2.Instance(
+    instance = aws.ec2.Instance(
         f"{name}-instance",
-        launch_template={"id": template.id, "version": template.latest_version.apply(str)},
+        # $Latest: a replacement asked for launches from the newest template version.
+        launch_template={"id": template.id, "version": "$Latest"},
         tags=host_tags(tags, role),
-        opts=pulumi.ResourceOptions(parent=parent, depends_on=depends_on or []),
+        opts=pulumi.ResourceOptions(
+            parent=parent, depends_on=depends_on or [], ignore_changes=SINGLE_HOST_IGNORES,
+            # Its interface (and the gateway's state volume) can be attached to one
+            # instance at a time: a replacement stops and removes the old one first.
+            delete_before_replace=True),
     )
+    return SingleHost(instance, interface)

@@ -43,7 +43,7 @@ class SchedulerHost(pulumi.ComponentResource):
             tags=tags,
             parent=self,
             depends_on=list(depends_on),
-        )
+        ).instance
         self.register_outputs(
             {"instance_id": self.instance.id, "private_ip": self.instance.private_ip}
         )

@@ -21,6 +21,7 @@ from components.scheduler_host import SchedulerHost
 from components.security_groups import SecurityGroups
 from components.storage import Storage
 from components.worker_pool import WorkerPool
+from daskplatform.runtime_version import source_version
 from daskplatform.settings import SERVICE_PREFIX, STACK_TAG, PlatformSettings
 from daskplatform.stack_names import StackNames
 
@@ -42,13 +43,16 @@ def build(settings: PlatformSettings) -> None:
     log_group_prefix = names.log_group_prefix
     metrics_namespace = names.metrics_namespace
     worker_asg_name = names.worker_asg
-    runtime_settings = settings.runtime(names.ldap_secret, **names.runtime_names())
+    runtime_version = source_version()
+    runtime_settings = settings.runtime(names.ldap_secret, runtime_version=runtime_version,
+                                        **names.runtime_names())
     tags = common_tags(settings)
     context = AwsContext.lookup()
 
     network = Network("network", settings, context, tags)
     groups = SecurityGroups("security", settings, network.vpc_id, tags)
-    storage = Storage("storage", context, network.private_subnet_ids, groups.ids["efs"], tags)
+    storage = Storage("storage", context, network.private_subnet_ids, groups.ids["efs"], tags,
+                      runtime_version=runtime_version)
     identity = Identity(
         "identity",
         settings,
@@ -82,6 +86,7 @@ def build(settings: PlatformSettings) -> None:
                 region=context.region,
                 settings_parameter_name=parameter_name,
                 artifacts_bucket=storage.buckets["artifacts"].bucket,
+                runtime_version=runtime_version,
                 file_system_id=storage.file_system.id,
                 shared_access_point_id=storage.shared_access_point.id,
                 homes_access_point_id=storage.homes_access_point.id,

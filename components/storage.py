@@ -19,7 +19,8 @@ import pulumi
 import pulumi_aws as aws
 
 from components.aws_context import AwsContext
-from components.bootstrap import ARTIFACT_KEY, runtime_package
+from components.bootstrap import runtime_package
+from daskplatform.runtime_version import archive_key
 from daskplatform.settings import BUCKET_KINDS
 
 ACCESS_LOG_PREFIX = "s3-access/"
@@ -98,6 +99,7 @@ class Storage(pulumi.ComponentResource):
         private_subnet_ids: Sequence[pulumi.Input[str]],
         efs_security_group_id: pulumi.Input[str],
         tags: Mapping[str, str],
+        runtime_version: str,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("daskplatform:aws:Storage", name, None, opts)
@@ -142,7 +144,9 @@ class Storage(pulumi.ComponentResource):
         self.runtime_package = aws.s3.BucketObjectv2(
             f"{name}-runtime-package",
             bucket=self.buckets["artifacts"].id,
-            key=ARTIFACT_KEY,
+            # A new key per version: hosts booted from older user data keep finding
+            # theirs, and the key in user data says which version a host installs.
+            key=archive_key(runtime_version),
             source=runtime_package(),
             content_type="application/zip",
             server_side_encryption="AES256",

@@ -8,7 +8,9 @@ never past ``workers.max``); and as many fewer as ``IdleNodes`` counts while CPU
 ``scaleInCpu`` for ``cooldownSeconds``. Scale-in never kills user work: the gateway
 protects every node that runs a Dask process, and scale-in asks only for the idle ones,
 so AWS never lowers the desired capacity below the busy nodes (which would terminate the
-next node to empty at once). An instance refresh waits for protected nodes.
+next node to empty at once). Running nodes move to a new runtime through
+``dask-platform rollout`` (drained, then upgraded in place once empty), not an instance
+refresh.
 """
 
 from __future__ import annotations
@@ -96,13 +98,10 @@ class WorkerPool(pulumi.ComponentResource):
                  "instance_reuse_policy": {"reuse_on_scale_in": True}}
                 if workers.warm_pool_min else None
             ),
-            instance_refresh={
-                "strategy": "Rolling",
-                "preferences": {
-                    "min_healthy_percentage": 90,
-                    "scale_in_protected_instances": "Wait",
-                },
-            },
+            # No instance refresh: it would wait on busy (protected) nodes for at most an
+            # hour, then fail after `pulumi up` reported success. A new template version
+            # (a new runtime, AMI or type) reaches new nodes at once; running nodes are
+            # drained and upgraded by `dask-platform rollout`, which never stops work.
             tags=[
                 {"key": key, "value": value, "propagate_at_launch": False}
                 for key, value in tags.items()

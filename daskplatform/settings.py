@@ -131,6 +131,9 @@ class SchedulerHostSettings(HostSettings):
 class GatewayHostSettings(HostSettings):
     instance_type: str = "t3.medium"
     """JupyterHub + dask-gateway-server; light load."""
+    state_volume_gib: int = Field(8, ge=1, le=1024)
+    """The encrypted EBS volume that holds the gateway's and JupyterHub's state (databases,
+    keys, cookie secret) and outlives any one gateway instance."""
 
 
 class WorkerPoolSettings(HostSettings):
@@ -372,6 +375,12 @@ class TimeoutSettings(_Model):
     """SIGTERM, then SIGKILL after this long."""
     ldap_cache_seconds: float = Field(300, ge=0)
     """How long a successful LDAP login and its groups are reused."""
+    orphan_grace_seconds: float = Field(300, ge=0, le=86400)
+    """How long a Dask process that no record of the gateway explains (the orphan of a
+    lost database) may run before the gateway stops it; it is logged when found."""
+    drain_seconds: float = Field(7200, gt=0, le=7 * 86400)
+    """How long a roll-out waits for a busy worker node to empty before it reports the
+    node as stuck (with whose clusters hold it); it never stops user work."""
 
 
 # --------------------------------------------------------------------------- certificates
@@ -438,6 +447,9 @@ class RuntimeSettings(_Model):
     agent_token_secret_id: str = ""
     """Secrets Manager name of the node agents' bearer token: the gateway fills it on
     first start, the agents wait for it. Empty locally, where a token file is used."""
+    runtime_version: str = ""
+    """The runtime version the stack last uploaded (``daskplatform.runtime_version``),
+    what ``dask-platform rollout`` brings every host to. Empty locally."""
 
     @field_validator("ldap_ca_bundle")
     @classmethod

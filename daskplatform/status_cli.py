@@ -41,9 +41,13 @@ def authorization(user: str | None) -> str:
     return f"jupyterhub {token}"
 
 
-def fetch(gateway: str, auth: str, timeout: float = 30) -> dict[str, Any]:
-    request = urllib.request.Request(f"{gateway.rstrip('/')}/api/v1/status",
-                                     headers={"Authorization": auth})
+def fetch(gateway: str, auth: str, timeout: float = 30, path: str = "/api/v1/status",
+          body: dict[str, Any] | None = None) -> dict[str, Any]:
+    """GET ``path`` of the gateway's API (POST with ``body``), answered as JSON."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(f"{gateway.rstrip('/')}{path}", data=data,
+                                     headers={"Authorization": auth,
+                                              "Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return json.loads(response.read())
@@ -73,7 +77,9 @@ def render(status: dict[str, Any]) -> str:
         workers = cluster["workers"]
         lines.append(f"{cluster['name']}  {cluster['user']} ({cluster['group']})  "
                      f"{cluster['status']}  workers: {workers['running']} running, "
-                     f"{workers['starting']} starting, {workers['waiting']} waiting")
+                     f"{workers['starting']} starting, {workers['waiting']} waiting"
+                     + (f"  (runtime {cluster['runtime_version']})"
+                        if cluster.get("runtime_version") else ""))
         if cluster["waiting"]:
             lines.append(f"    {cluster['waiting']}")
     notebook = status.get("notebook")
@@ -81,7 +87,27 @@ def render(status: dict[str, Any]) -> str:
         where = f" on {notebook['node']}" if notebook.get("node") else ""
         lines.append(f"your notebook server: {notebook['status']}{where}"
                      + (f" ({notebook['message']})" if notebook.get("message") else ""))
+    if "runtime" in status:
+        lines += render_runtime(status["runtime"])
     return "\n".join(lines) + "\n"
+
+
+def render_runtime(runtime: dict[str, Any]) -> list[str]:
+    """Which runtime versions run where; mixed versions said plainly."""
+    nodes = "; ".join(
+        f"{version}: " + ", ".join(f"{n} {role}" for role, n in sorted(roles.items()))
+        for version, roles in runtime["nodes"].items())
+    lines = [f"runtime: gateway {runtime['gateway']}; nodes {nodes or 'none'}"]
+    rollout = runtime.get("rollout")
+    if runtime["mixed"]:
+        lines.append("    MIXED VERSIONS: " + (
+            f"a roll-out to {rollout['version']} is under way ({rollout['counts']})"
+            if rollout and not rollout["done"] else
+            "no roll-out is under way; an admin runs `dask-platform rollout`"))
+    for node in runtime.get("node_list", []):
+        lines.append(f"    {node['node_id']}  {node['role']}  {node['version']}  "
+                     f"{node['processes']} process(es){'  draining' if node['draining'] else ''}")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

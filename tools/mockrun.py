@@ -20,7 +20,7 @@ import runpy
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,9 @@ class RegisteredResource:
     """Inputs plus what the mock provider computed (id-like values, arns, names)."""
     dependencies: frozenset[str] = frozenset()
     """URNs the resource waits for: its inputs' resources and its ``depends_on``."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """The resource options that decide what an update does to it: ``ignoreChanges``,
+    ``deleteBeforeReplace``, ``protect``, ``retainOnDelete``, ``replaceOnChanges``."""
 
 
 @dataclass
@@ -100,6 +103,8 @@ _ID_PREFIXES = {
     "aws:efs/accessPoint:AccessPoint": "fsap-",
     "aws:efs/mountTarget:MountTarget": "fsmt-",
     "aws:ec2/flowLog:FlowLog": "fl-",
+    "aws:ec2/networkInterface:NetworkInterface": "eni-",
+    "aws:ebs/volume:Volume": "vol-",
     "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule": "sgr-",
     "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule": "sgr-",
 }
@@ -140,6 +145,11 @@ class StrictMocks(Mocks):
                 "dnsSuffix": "amazonaws.com",
                 "id": "aws",
                 "reverseDnsPrefix": "com.amazonaws",
+            },
+            "aws:ec2/getSubnet:getSubnet": lambda args: {
+                "id": args.get("id", ""),
+                "availabilityZone": zones[int(_hex(args.get("id", ""), 2), 16) % 2],
+                "vpcId": "vpc-mock",
             },
             "aws:elb/getServiceAccount:getServiceAccount": lambda _: {
                 "arn": "arn:aws:iam::156460612806:root",
@@ -226,6 +236,11 @@ class _RecordingMonitor(MockMonitor):
                     id=registration.id or "",
                     outputs=dict(registration.state or {}),
                     dependencies=frozenset(request.dependencies),
+                    options={"ignoreChanges": sorted(request.ignoreChanges),
+                             "deleteBeforeReplace": bool(request.deleteBeforeReplace),
+                             "protect": bool(request.protect),
+                             "retainOnDelete": bool(request.retainOnDelete),
+                             "replaceOnChanges": sorted(request.replaceOnChanges)},
                 )
             )
         return response

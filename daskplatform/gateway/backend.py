@@ -12,12 +12,15 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import os
+import signal
 import ssl
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -47,6 +50,7 @@ from daskplatform.gateway.placement import NodeRoom
 from daskplatform.gateway.protection import ScaleInProtection
 from daskplatform.gateway.queue import PendingCapExceeded
 from daskplatform.gateway.quotas import GIB, UserLedger, UserQuotaExceeded
+from daskplatform.gateway.rollout import NodeView, Rollout
 from daskplatform.gateway.status import (
     Shape,
     fitting,
@@ -56,7 +60,10 @@ from daskplatform.gateway.status import (
     workers_waiting_text,
 )
 from daskplatform.gateway.waitlist import Placement, Waitlist
+from daskplatform.host.upgrade import upgrade_in_background
 from daskplatform.node.client import NodeAgentClient, NodeAgentError, NodeUnreachable
+from daskplatform.runtime_config import load_runtime_settings
+from daskplatform.runtime_version import running_version
 from daskplatform.scaling import NodeShape, backlog_nodes
 
 ALIVE = ("starting", "running")
@@ -65,6 +72,9 @@ Pooled = Cluster | Worker | Notebook
 """What is placed on nodes: a cluster's scheduler, a worker, a user's notebook server."""
 MAX_WAITING_CLUSTERS = 20
 """Clusters one user may have waiting for the scheduler host (quotas cap what they hold)."""
+ROLLOUT_FILE = "rollout.json"
+DASK_KINDS = ("scheduler", "worker")
+"""Processes the pool backend starts (an agent may run others: notebooks)."""
 
 
 class PoolClusterConfig(ClusterConfig):
@@ -131,13 +141,21 @@ class NodeState:
     stopping: set[str] = field(default_factory=set)
     """Processes this backend asked to stop: their room is free already."""
     alive_processes: int = 0
+    version: str = ""
+    """The runtime version its agent reports."""
+    upgrade: dict[str, Any] | None = None
+    """Its agent's report of the last in-place upgrade asked of it."""
+    holders: list[str] = field(default_factory=list)
+    """Users with processes on it (a roll-out names them when it cannot drain it)."""
+    reconciled: bool = False
+    """Its processes were compared with the database since this gateway started."""
 
     def room(self) -> NodeRoom:
         ours = (sum(c for c, _ in self.reserved.values()),
                 sum(m for _, m in self.reserved.values()))
         return NodeRoom(self.spec.node_id, self.spec.role,
                         self.cores - max(ours[0], self.agent_used[0]),
-                        self.memory_gb - max(ours[1], self.agent_used[1]))
+                        self.memory_gb - max(ours[1], self.agent_used[1]), self.version)
 
     @property
     def usable(self) -> bool:
@@ -212,6 +230,18 @@ class PoolBackend(DBBackendBase):
         byte of its memory (distributed.worker.memory.max-spill = this x worker memory).
         Default 0: no cap (Dask's default); gateway_config sets clusters.nodeSpillDiskGb
         divided by a worker node's memory.""", config=True)
+    orphan_grace = Float(300, min=0, help="""Seconds a Dask process on a node that no
+        record of this gateway explains (the orphan of a lost database) may run before it
+        is stopped (default 300, timeouts.orphanGraceSeconds).""", config=True)
+    drain_seconds = Float(7200, min=0, help="""Seconds a roll-out waits for a busy worker
+        node to empty before reporting it stuck (default 7200, timeouts.drainSeconds).""",
+        config=True)
+    state_dir = Unicode("", help="""Directory kept across restarts (the gateway's durable
+        state) where a roll-out's progress is kept. Default: "" (roll-outs refused).""",
+        config=True)
+    settings_source = Unicode("", help="""Where the settings come from (ssm://...): a
+        roll-out re-reads runtimeVersion there. Default: "" (a roll-out must name its
+        version).""", config=True)
 
     # ------------------------------------------------------------------ setup / cleanup
 
@@ -230,6 +260,10 @@ class PoolBackend(DBBackendBase):
             web.get("/api/v1/status", api_handler(self._status_route, user_authenticated=True)),
             *self._dashboards.routes(),
             *NotebookRoutes(self).routes(),
+            web.get("/api/v1/rollout", api_handler(self._rollout_route,
+                                                   user_authenticated=True)),
+            web.post("/api/v1/rollout", api_handler(self._start_rollout_route,
+                                                    user_authenticated=True)),
         ])
 
     async def _check_cluster_proxied(self, cluster: Cluster) -> None:
@@ -252,9 +286,15 @@ class PoolBackend(DBBackendBase):
             if self.agent_ca_file else None
         self._protection = ScaleInProtection(self.asg_name) if self.asg_name else None
         self._capped_total = 0
-        self._tasks: set[asyncio.Task[None]] = set()
         self.notebooks: dict[str, Notebook] = {}
         """User -> their JupyterLab server (notebooks.py)."""
+        self._version = running_version()
+        self._orphans: dict[tuple[str, str], float] = {}
+        """(node, process) -> when first seen without a record."""
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._rollout_path = Path(self.state_dir) / ROLLOUT_FILE if self.state_dir else None
+        self._rollout = Rollout.load(self._rollout_path) if self._rollout_path else None
+        self.log.info("Gateway on runtime %s", self._version)
         static = [NodeSpec.from_dict(raw) for raw in self.nodes]
         self._static_ids = {spec.node_id for spec in static}
         for spec in static:
@@ -267,7 +307,8 @@ class PoolBackend(DBBackendBase):
         await asyncio.wait_for(self._ready.wait(), self.agent_timeout * 2)
 
     async def do_cleanup(self) -> None:
-        for task in (self._loop_task, self._metrics_task, *self._launches.values()):
+        for task in (self._loop_task, self._metrics_task, *self._launches.values(),
+                     *self._tasks):
             if task is not None:
                 task.cancel()
         for node in self._nodes.values():
@@ -308,6 +349,8 @@ class PoolBackend(DBBackendBase):
     def _reserve(self, state: dict[str, Any], cores: float, memory_bytes: int) -> None:
         node = self._add_node(NodeSpec(state["node_id"], state["role"], state["agent_url"]))
         node.reserved[state["process_id"]] = (cores, memory_bytes / GIB)
+        self.log.info("Reconcile: the database places %s on node %s; re-adopting it",
+                      state["process_id"], state["node_id"])
 
     # ------------------------------------------------------------------ clusters
 
@@ -430,9 +473,16 @@ class PoolBackend(DBBackendBase):
         position = self._waitlist.position(cluster.name)
         waiting = (waiting_text(position, cfg.platform_group) if position else
                    workers_waiting_text(positions, cfg.platform_group) if positions else None)
+        version = (cluster.state or {}).get("runtime_version")
+        if positions and version and not any(
+                r.version == version for r in self._rooms() if r.role == "worker"):
+            waiting = (f"{waiting}; no worker node runs this cluster's runtime {version} "
+                       "any more (a roll-out moved the pool on): start a new cluster for "
+                       "workers on the current version")
         running = sum(w.status == JobStatus.RUNNING for w in workers)
         return {"name": cluster.name, "user": cluster.username, "group": cfg.platform_group,
                 "status": cluster.status.name,
+                "runtime_version": (cluster.state or {}).get("runtime_version") or None,
                 "workers": {"running": running, "waiting": len(positions),
                             "starting": len(workers) - running - len(positions)},
                 "waiting": waiting}
@@ -472,7 +522,8 @@ class PoolBackend(DBBackendBase):
             "pool": {"waiting_clusters": len(self._waitlist.queues["scheduler"]),
                      "waiting_workers": len(self._waitlist.queues["worker"]),
                      "worker_nodes": sum(n.usable for n in self._nodes.values()
-                                         if n.spec.role == "worker")}})
+                                         if n.spec.role == "worker")},
+            "runtime": self.runtime_status(admin)})
 
     @web.middleware
     async def _admins_list_all(self, request: web.Request, handler: Any) -> web.StreamResponse:
@@ -596,9 +647,11 @@ class PoolBackend(DBBackendBase):
         node.reserved.pop(state["process_id"], None)
 
     def _enqueue(self, worker: Worker) -> None:
+        """In line for a worker node on its scheduler's runtime version."""
         cfg = worker.cluster.config
         self._waitlist.push("worker", worker.name, worker.cluster.username, cfg.priority,
-                            cfg.worker_cores, cfg.worker_memory / GIB, worker)
+                            cfg.worker_cores, cfg.worker_memory / GIB, worker,
+                            version=(worker.cluster.state or {}).get("runtime_version", ""))
 
     def _enqueue_cluster(self, cluster: Cluster) -> None:
         cfg = cluster.config
@@ -819,7 +872,7 @@ class PoolBackend(DBBackendBase):
             process = listed.get(notebook.process_id)
             if process is None or process["state"] not in ALIVE:
                 node.reserved.pop(notebook.process_id, None)
-                self._background(self._notebook_ended(notebook, process))
+                self._spawn_task(self._notebook_ended(notebook, process))
             elif process["state"] == "running":
                 notebook.status = "running"
         for process in listed.values():
@@ -841,22 +894,23 @@ class PoolBackend(DBBackendBase):
                       notebook.user, notebook.message)
         await self._stop_clusters_of(notebook)
 
-    def _background(self, coroutine: Any) -> None:
-        task = asyncio.ensure_future(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     # ------------------------------------------------------------------ shared helpers
 
     def _rooms(self) -> list[NodeRoom]:
-        return [node.room() for node in self._nodes.values() if node.usable]
+        """Where a process may go now: usable nodes a roll-out is not draining."""
+        return [node.room() for node in self._nodes.values()
+                if node.usable and not self._draining(node)]
+
+    def _draining(self, node: NodeState) -> bool:
+        return self._rollout is not None and self._rollout.draining(node.spec.node_id)
 
     @staticmethod
     def _placement_state(node: NodeState, process_id: str) -> dict[str, Any]:
-        """The checkpoint a later stop (maybe by a restarted gateway) reads back."""
+        """The checkpoint a later stop (maybe by a restarted gateway) reads back, and the
+        runtime version the process runs (a cluster's workers must run its scheduler's)."""
         return {"node_id": node.spec.node_id, "role": node.spec.role,
                 "agent_url": node.spec.agent_url, "process_id": process_id,
-                "placed_at": time.time()}
+                "placed_at": time.time(), "runtime_version": node.version}
 
     @staticmethod
     def _spawn_spec(process_id: str, kind: str, argv: list[str], env: dict[str, str],
@@ -932,6 +986,7 @@ class PoolBackend(DBBackendBase):
                     last_listing = loop.time()
                     await self._refresh_directory()
                 await asyncio.gather(*(self._poll(n) for n in list(self._nodes.values())))
+                await self._rollout_round()
                 self._start_launches(self._dispatch())
             except asyncio.CancelledError:
                 raise
@@ -959,9 +1014,10 @@ class PoolBackend(DBBackendBase):
 
     async def _poll(self, node: NodeState) -> None:
         try:
-            if not node.known or node.lost:
-                capacity = await node.client.capacity()
-                node.cores, node.memory_gb = capacity["cores"], capacity["memory_gb"]
+            capacity = await node.client.capacity()  # its version changes with an upgrade
+            node.cores, node.memory_gb = capacity["cores"], capacity["memory_gb"]
+            node.version = str(capacity.get("runtime_version") or "")
+            node.upgrade = capacity.get("upgrade")
             processes = await node.client.processes()
         except (NodeUnreachable, NodeAgentError) as exc:
             node.failures += 1
@@ -977,7 +1033,68 @@ class PoolBackend(DBBackendBase):
         node.agent_used = (sum(p["cores"] for p in staying),
                            sum(p["memory_gb"] for p in staying))
         self._observe_notebooks(node, processes)
+        node.holders = sorted({p.get("labels", {}).get("user", "?") for p in alive})
+        self._reconcile(node, alive)
         await self._update_protection(node)
+
+    # ------------------------------------------------------------------ reconcile
+
+    def _reconcile(self, node: NodeState, alive: list[dict[str, Any]]) -> None:
+        """Compare what runs on ``node`` with this gateway's records, logging each
+        decision: records found running are re-adopted; a Dask process no record explains
+        (its gateway's database was lost) is stopped after ``orphan_grace``, unless a
+        record claims it meanwhile."""
+        node_id, now = node.spec.node_id, time.time()
+        listed = {p["id"]: p for p in alive}
+        if not node.reconciled:
+            node.reconciled = True
+            for process_id in node.reserved:
+                if process_id in listed:
+                    self.log.info("Reconcile: %s runs on node %s as recorded: re-adopted",
+                                  process_id, node_id)
+                else:
+                    self.log.warning("Reconcile: %s is recorded on node %s but does not run "
+                                     "there (yet?); the cluster checks replace or fail it",
+                                     process_id, node_id)
+        claimed = set(node.reserved) | node.stopping
+        for process_id, process in listed.items():
+            key = (node_id, process_id)
+            labels = process.get("labels") or {}
+            if (process_id in claimed or process.get("kind") not in DASK_KINDS
+                    or "cluster" not in labels):
+                if self._orphans.pop(key, None) is not None:
+                    self.log.info("Reconcile: %s on node %s is claimed by a record now; "
+                                  "kept", process_id, node_id)
+                continue
+            first = self._orphans.setdefault(key, now)
+            if first == now:
+                self.log.warning(
+                    "Reconcile: %s on node %s (%s of cluster %s, user %s) is in no record "
+                    "of this gateway (a lost database?); stopping it in %gs unless a "
+                    "record claims it", process_id, node_id, process.get("kind"),
+                    labels.get("cluster"), labels.get("user"), self.orphan_grace)
+            elif now - first >= self.orphan_grace and not process.get("stopping"):
+                self.log.warning("Reconcile: stopping orphan %s on node %s (unclaimed for "
+                                 "%.0fs)", process_id, node_id, now - first)
+                self._spawn_task(self._stop_orphan(node, process_id))
+        for key in [k for k in self._orphans if k[0] == node_id and k[1] not in listed]:
+            del self._orphans[key]
+            self.log.info("Reconcile: orphan %s on node %s has ended", key[1], node_id)
+
+    async def _stop_orphan(self, node: NodeState, process_id: str) -> None:
+        try:
+            await node.client.stop(process_id, self.stop_grace)
+            self.log.info("Reconcile: orphan %s on node %s stopped", process_id,
+                          node.spec.node_id)
+        except (NodeUnreachable, NodeAgentError) as exc:
+            self.log.warning("Reconcile: could not stop orphan %s on node %s (%s); "
+                             "trying again next round", process_id, node.spec.node_id, exc)
+
+    def _spawn_task(self, coro: Any) -> None:
+        """Run ``coro`` in the background; cancelled at cleanup."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _lose(self, node: NodeState, exc: Exception) -> None:
         """Mark everything on a lost node failed, so the gateway replaces the workers."""
@@ -1003,6 +1120,125 @@ class PoolBackend(DBBackendBase):
             self.log.warning("Could not update scale-in protection of %s", node.spec.node_id,
                              exc_info=True)
 
+    # ------------------------------------------------------------------ roll-outs
+
+    async def _rollout_round(self) -> None:
+        """One step of the roll-out under way (rollout.py): drain, ask nodes to upgrade,
+        and once no node is left to wait for, upgrade this gateway."""
+        rollout = self._rollout
+        if rollout is None or rollout.finished_at:
+            return
+        views = [NodeView(n.spec.node_id, n.spec.role, n.version, n.busy, n.holders,
+                          n.upgrade)
+                 for n in self._nodes.values() if n.known and not n.lost]
+        for node_id in rollout.step(views):
+            node = self._nodes[node_id]
+            self.log.info("Roll-out: node %s (%s) is on %s and holds no work it would "
+                          "lose: asking it to upgrade in place to %s", node_id,
+                          node.spec.role, node.version, rollout.version)
+            try:
+                await node.client.upgrade(rollout.version)
+            except (NodeUnreachable, NodeAgentError) as exc:
+                self.log.warning("Roll-out: node %s did not take the upgrade (%s); asking "
+                                 "again later", node_id, exc)
+        if rollout.nodes_settled():
+            rollout.finish(self._version)
+            if rollout.gateway.get("state") not in ("done", "upgrading", "failed"):
+                rollout.gateway["state"] = "upgrading"
+                self._spawn_task(self._upgrade_self(rollout))
+        self._save_rollout()
+
+    async def _upgrade_self(self, rollout: Rollout) -> None:
+        """The last step: install the version on this host, then stop; the gateway's
+        supervisor starts it again from it, with the same durable database."""
+        self.log.info("Roll-out: every node is settled; upgrading the gateway from %s to "
+                      "%s", self._version, rollout.version)
+        ok, said = await upgrade_in_background(rollout.version)
+        rollout.gateway.update(state="installed" if ok else "failed", message=said)
+        self._save_rollout()
+        if ok:
+            self.log.info("Roll-out: runtime %s installed; restarting the gateway from it "
+                          "(clusters keep running)", rollout.version)
+            os.kill(os.getpid(), signal.SIGTERM)
+        else:
+            self.log.warning("Roll-out: the gateway's upgrade failed: %s", said)
+
+    def _save_rollout(self) -> None:
+        if self._rollout is not None and self._rollout_path is not None:
+            self._rollout.save(self._rollout_path)
+
+    async def _rollout_route(self, request: web.Request) -> web.Response:
+        """The roll-out under way or last finished: each host's step (rollout.py)."""
+        if self._rollout is None:
+            return web.json_response({"error": "no roll-out has run on this gateway"},
+                                     status=404)
+        return web.json_response(self._rollout.report())
+
+    async def _start_rollout_route(self, request: web.Request) -> web.Response:
+        """Admins: bring every host to ``version`` (default: the runtimeVersion the stack
+        last published in the settings)."""
+        if not request["user"].admin:
+            return web.json_response({"error": "only members of the admins group may roll "
+                                               "out a runtime version"}, status=403)
+        try:
+            body = await request.json() if request.body_exists else {}
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or not isinstance(body.get("version", ""), str):
+            return web.json_response({"error": 'expected {"version": "<12 hex digits>"} or '
+                                               "no body (the published runtimeVersion)"},
+                                     status=400)
+        version = body.get("version")
+        problem = None
+        if self._rollout_path is None:
+            problem = "this gateway keeps no state directory, so it cannot roll out"
+        elif version is None and not self.settings_source:
+            problem = "give the version: this gateway reads no published settings"
+        if problem:
+            return web.json_response({"error": problem}, status=409)
+        if version is None:
+            settings = await asyncio.to_thread(load_runtime_settings, self.settings_source)
+            version = settings.runtime_version
+            if not version:
+                return web.json_response({"error": f"{self.settings_source} names no "
+                                                   "runtimeVersion; `pulumi up` publishes "
+                                                   "it"}, status=409)
+        current = self._rollout
+        if current is not None and not current.finished_at:
+            if current.version == version:
+                return web.json_response(current.report())
+            return web.json_response(
+                {"error": f"a roll-out to {current.version} is under way "
+                          f"({current.report()['counts']}); wait for it to finish "
+                          "(dask-platform rollout --watch)"}, status=409)
+        self._rollout = Rollout(version, time.time(), self.drain_seconds)
+        self.log.info("Roll-out: %s asked for runtime %s (gateway on %s)",
+                      request["user"].name, version, self._version)
+        self._save_rollout()
+        return web.json_response(self._rollout.report(), status=202)
+
+    def runtime_status(self, admin: bool) -> dict[str, Any]:
+        """Which runtime versions run where; mixed versions during a roll-out."""
+        versions: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        for node in self._nodes.values():
+            if node.known and not node.lost:
+                versions[node.version or "unknown"][node.spec.role] += 1
+        rollout = self._rollout
+        found: dict[str, Any] = {
+            "gateway": self._version,
+            "nodes": {v: dict(roles) for v, roles in sorted(versions.items())},
+            "mixed": len(set(versions) | {self._version}) > 1,
+            "rollout": None if rollout is None else {
+                "version": rollout.version, "done": rollout.finished_at is not None,
+                "counts": rollout.report()["counts"]},
+        }
+        if admin:
+            found["node_list"] = [
+                {"node_id": n.spec.node_id, "role": n.spec.role, "version": n.version,
+                 "draining": self._draining(n), "processes": n.alive_processes}
+                for n in self._nodes.values() if n.known and not n.lost]
+        return found
+
     # ------------------------------------------------------------------ metrics
 
     def metrics(self) -> dict[str, Any]:
@@ -1013,6 +1249,7 @@ class PoolBackend(DBBackendBase):
             "capped_workers_total": self._capped_total,
             "nodes": [
                 {"node_id": n.spec.node_id, "role": n.spec.role, "lost": n.lost,
+                 "runtime_version": n.version, "draining": self._draining(n),
                  "free_cores": n.room().free_cores, "free_memory_gb": n.room().free_memory_gb,
                  "processes": len(n.reserved)}
                 for n in self._nodes.values()

@@ -89,6 +89,7 @@ def gateway_config(
     prefix: str = "",
     api_url: str = "",
     run_as_users: bool = False,
+    settings_source: str = "",
 ) -> Config:
     """Everything a ``DaskGateway`` needs to run the pool backend with the settings' quotas.
 
@@ -100,7 +101,8 @@ def gateway_config(
     (behind JupyterHub: ``/services/dask-gateway``). ``api_url`` is where schedulers send
     heartbeats (default: the proxy's own address, reachable only where it listens).
     With ``run_as_users`` every process runs under its user's uid (agents run as root),
-    and a user without one in the directory is refused.
+    and a user without one in the directory is refused. ``temp_dir`` keeps a roll-out's
+    progress; ``settings_source`` is re-read for the version a roll-out brings.
     """
     c = Config()
     c.DaskGateway.address = address
@@ -145,6 +147,10 @@ def gateway_config(
     admins = settings.quotas.groups["admins"]
     c.StaticGroupsAuthenticator.admin_groups = list(admins.ldap_groups or ("admins",))
     backend.spill_disk_per_memory = spill_disk_per_memory(settings)
+    backend.orphan_grace = settings.timeouts.orphan_grace_seconds
+    backend.drain_seconds = settings.timeouts.drain_seconds
+    backend.state_dir = temp_dir
+    backend.settings_source = settings_source
 
     cluster = c.PoolClusterConfig
     cluster.scheduler_cores = settings.clusters.scheduler_cores
@@ -361,6 +367,7 @@ def config_from_argv(argv: list[str] | None = None) -> Config:
         temp_dir=str(temp_dir), metrics_namespace=metrics_namespace, prefix=args.prefix,
         api_url=args.api_url or "",
         run_as_users=args.run_as_users,
+        settings_source=args.settings,
     )
     if args.config:
         config.DaskGateway.config_file = args.config

@@ -3,13 +3,14 @@
 Each role has its own queue (``queue.PendingQueue``: group priority, then first come,
 first served); placement walks each queue in service order and stops at the first
 request that fits nowhere, so a large request is never starved by a stream of small
-ones behind it.
+ones behind it (per runtime version: a worker waiting for a node of its cluster's
+version holds back only workers of that version).
 """
 
 from __future__ import annotations
 
 from collections.abc import MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Generic, TypeVar
 
 from daskplatform.gateway.placement import NodeRoom, best_fit
@@ -42,15 +43,20 @@ class Waitlist(Generic[T]):
     def __init__(self, max_pending_per_user: dict[str, int]) -> None:
         self.queues = {role: PendingQueue(max_pending_per_user[role]) for role in ROLES}
         self.items: dict[str, tuple[str, T]] = {}
+        self.versions: dict[str, str] = {}
+        """Requests that must run on one runtime version (a worker: its scheduler's)."""
 
     def push(self, role: str, key: str, user: str, priority: int, cores: float,
-             memory_gb: float, item: T) -> None:
+             memory_gb: float, item: T, version: str = "") -> None:
         """Queue a request; raises PendingCapExceeded naming the cap when the user is full."""
         self.queues[role].push(key, user, priority, cores, memory_gb)
         self.items[key] = (role, item)
+        if version:
+            self.versions[key] = version
 
     def remove(self, key: str) -> bool:
         """Drop a request (placed or cancelled); False if it was not waiting."""
+        self.versions.pop(key, None)
         found = self.items.pop(key, None)
         return found is not None and self.queues[found[0]].remove(key)
 
@@ -73,13 +79,21 @@ class Waitlist(Generic[T]):
         (node id -> room) as each is placed; placed requests leave the list."""
         placed: list[Placement[T]] = []
         for role in ROLES:
+            blocked: set[str] = set()
+            """Versions whose first request fit nowhere: later ones of it wait behind it
+            (requests for another version's nodes do not)."""
             for request in self.queues[role].ordered():
-                node_id = best_fit(rooms.values(), role, request.cores, request.memory_gb)
+                version = self.versions.get(request.key, "")
+                if version in blocked:
+                    continue
+                node_id = best_fit(rooms.values(), role, request.cores, request.memory_gb,
+                                   version)
                 if node_id is None:
-                    break
+                    blocked.add(version)
+                    continue
                 room = rooms[node_id]
-                rooms[node_id] = NodeRoom(node_id, role, room.free_cores - request.cores,
-                                          room.free_memory_gb - request.memory_gb)
+                rooms[node_id] = replace(room, free_cores=room.free_cores - request.cores,
+                                         free_memory_gb=room.free_memory_gb - request.memory_gb)
                 placed.append(Placement(role, request, self.items[request.key][1], node_id))
                 self.remove(request.key)
         return placed

@@ -4,6 +4,8 @@ the user data stub has installed the runtime, in order, each safe to run again:
 1. settings: read the runtime settings (retrying while NAT routes and IAM settle);
 2. mounts: EFS homes and shared data through their access points, one fstab line each
    (added once), mounted with retries unless already mounted;
+   the gateway also mounts its state volume (``STATE_DEVICE``: databases, keys, cookie
+   secret) at its state directory, made a file system on first use;
 3. ca: FreeIPA's CA from the settings (``ldapCaBundle``) to ``/etc/dask-platform``, for
    admins' ``ldapsearch``; the runtime itself trusts the CA from the settings;
 4. guard: on hosts that run users' code (scheduler, worker), nftables rules that keep
@@ -40,6 +42,7 @@ from daskplatform.aws import aws_client
 from daskplatform.host import user_guard
 from daskplatform.host.units import (
     HOMES,
+    STATE_ROOT,
     PROGRAM,
     SETUP_UNIT,
     UNIT_DIR,
@@ -49,6 +52,7 @@ from daskplatform.host.units import (
     gateway_unit,
     setup_unit,
 )
+from daskplatform.host.upgrade import INSTALL_MODE_ENV
 from daskplatform.host.userdata import BOOT_LOG
 from daskplatform.node.imds import MetadataUnavailable, instance_identity
 from daskplatform.runtime_config import load_runtime_settings
@@ -60,9 +64,19 @@ CA_FILE = ETC / "ldap-ca.pem"
 FSTAB = Path("/etc/fstab")
 MOUNT_POINTS = {"shared": "/srv/shared", "homes": HOMES}
 """EFS access point -> where every host mounts it."""
-PASSTHROUGH_ENV = ("AWS_ENDPOINT_URL",)
+STATE_DEVICE = "/dev/sdf"
+"""The gateway's state volume as the stack attaches it (Amazon Linux links the NVMe
+device to this name)."""
+STATE_LABEL = "dp-gw-state"
+STATE_MOUNT = f"{STATE_ROOT}/dask-platform"
+"""The gateway unit's StateDirectory: everything the gateway and JupyterHub keep."""
+STATE_DEVICE_WAIT_SECONDS = 600.0
+"""The volume is attached once the instance exists; a replacement waits for its
+predecessor to stop and let go of it."""
+PASSTHROUGH_ENV = ("AWS_ENDPOINT_URL", INSTALL_MODE_ENV)
 """Foreground services also get these from host-setup's environment: in the rehearsal,
-where AWS is. systemd services on AWS never see them."""
+where AWS is and that installs link this machine's environment. systemd services on AWS
+never see them."""
 SETTINGS_TRIES = 10
 MOUNT_TRIES = 8
 RETRY_WAIT_SECONDS = 5.0
@@ -138,6 +152,8 @@ class HostSetup:
     def run_steps(self) -> list[Unit]:
         self.settings = self.read_settings()
         self.mount_file_systems()
+        if self.args.role == "gateway":
+            self.mount_state_volume()
         self.install_ca()
         self.guard_user_traffic()
         return units_for(self.args.role, self.args.settings, self.args.region, self.settings)
@@ -169,6 +185,33 @@ class HostSetup:
                   lambda m=mount_point: _run(["mount", m]), MOUNT_TRIES, RETRY_WAIT_SECONDS,
                   (subprocess.CalledProcessError, OSError))
             say(f"mounts: {mount_point} mounted")
+
+    def mount_state_volume(self) -> None:
+        """The gateway's durable state: the volume at its state directory, a file system
+        made only when it has none (a new stack), one fstab line."""
+        Path(STATE_MOUNT).mkdir(mode=0o700, parents=True, exist_ok=True)
+        if is_mounted(STATE_MOUNT, Path("/proc/self/mountinfo").read_text()):
+            say(f"state: {STATE_MOUNT} already mounted")
+            return
+        deadline = time.monotonic() + STATE_DEVICE_WAIT_SECONDS
+        while not Path(STATE_DEVICE).exists():
+            if time.monotonic() > deadline:
+                raise SetupFailed(f"state: {STATE_DEVICE} (the gateway's state volume) did "
+                                  f"not appear within {STATE_DEVICE_WAIT_SECONDS:g}s; is it "
+                                  "still attached to the instance this one replaces?")
+            time.sleep(5)
+        blank = subprocess.run(["blkid", STATE_DEVICE], capture_output=True).returncode != 0
+        if blank:
+            _run(["mkfs.xfs", "-q", "-L", STATE_LABEL, STATE_DEVICE])
+            say(f"state: new file system on {STATE_DEVICE}")
+        line = f"LABEL={STATE_LABEL} {STATE_MOUNT} xfs defaults,nofail 0 2"
+        current = FSTAB.read_text() if FSTAB.exists() else ""
+        wanted = fstab_with(current, line)
+        if wanted != current:
+            FSTAB.write_text(wanted)
+        _run(["mount", STATE_MOUNT])
+        say(f"state: {STATE_DEVICE} mounted at {STATE_MOUNT}"
+            + (" (empty: a new stack)" if blank else " (the gateway's earlier state)"))
 
     def install_ca(self) -> None:
         assert self.settings is not None

@@ -8,7 +8,10 @@ directory owned by it), ``StateDirectory=`` (``$STATE_DIRECTORY``), ``StandardOu
 append:``, ``Restart=always`` with ``RestartSec=``, ``KillMode=`` (``process`` signals
 only the main process, so Dask processes outlive an agent restart) and ``Delegate=yes``
 (a cgroup of its own, named after the host and the unit, that the service's user may
-write, as systemd hands one over; the agent confines its processes below it).
+write, as systemd hands one over). The agent's unit delegates nothing on systemd: its
+Dask processes live in a delegated scope the agent makes (``confine.PROCESSES_SCOPE``),
+so its own cgroup stays a leaf and restarts work on systemd 252; in foreground mode,
+where only cgroup v1 is writable, it gets a delegated group of its own as a stand-in.
 """
 
 from __future__ import annotations
@@ -26,8 +29,12 @@ from pathlib import Path
 
 from daskplatform.settings import PortSettings
 
-VENV = "/opt/dask-platform/venv"
-"""Where the user data stub installs the runtime."""
+RUNTIME_ROOT = "/opt/dask-platform"
+VENVS = f"{RUNTIME_ROOT}/venvs"
+"""One environment per runtime version (``<VENVS>/<version>``): a process keeps the one
+it started from, so an upgrade never changes the code under a running process."""
+VENV = f"{RUNTIME_ROOT}/venv"
+"""A link to the current version's environment; services start from it."""
 PROGRAM = f"{VENV}/bin/dask-platform"
 LOG_FILE = "/var/log/dask-platform.log"
 """Every service's output; the CloudWatch agent ships it from the first boot step."""
@@ -64,6 +71,9 @@ class Unit:
     """Answers 200 once the service serves (host-setup waits for it)."""
     extra: tuple[tuple[str, str], ...] = field(default=())
     """Other [Service] directives (systemd only: hardening, limits)."""
+    processes_scope: bool = False
+    """Its Dask processes live in a delegated scope of their own, which the service makes
+    (``confine.PROCESSES_SCOPE``); foreground mode delegates a v1 group instead."""
 
     def render(self) -> str:
         """The unit file systemd reads."""
@@ -88,7 +98,8 @@ class Unit:
 
     @property
     def delegates(self) -> bool:
-        return ("Delegate", "yes") in self.extra
+        """Foreground mode gives it a cgroup of its own."""
+        return ("Delegate", "yes") in self.extra or self.processes_scope
 
 
 def setup_unit(host_setup_argv: list[str], boot_log: str) -> str:
@@ -135,8 +146,9 @@ own its directories and files), reach and stop them. Nothing else."""
 def agent_unit(role: str, settings_source: str, region: str, ports: PortSettings) -> Unit:
     """The node agent of a scheduler or worker host: root, bounded to what starting each
     user's processes under their own uid takes (AGENT_CAPABILITIES); homes on the shared
-    file system; a delegated cgroup subtree; KillMode=process so Dask processes outlive
-    an agent restart (the next agent re-adopts them from its state file)."""
+    file system; its Dask processes in a delegated scope of their own, never below the
+    agent's cgroup (restarts work on systemd 252); KillMode=process so Dask processes
+    outlive an agent restart (the next agent re-adopts them from its state file)."""
     return Unit(
         name=AGENT_UNIT,
         description=f"dask-platform node agent ({role}): starts and confines Dask processes",
@@ -147,10 +159,8 @@ def agent_unit(role: str, settings_source: str, region: str, ports: PortSettings
         state_directory_mode="0711",
         kill_mode="process",
         health_url=f"http://127.0.0.1:{ports.node_agent}/v1/health",
-        # DelegateSubgroup: systemd >= 254 starts the agent in <unit>/agent, so restarts
-        # work while the unit's group hands controllers down (older systemd ignores it).
-        extra=(("Delegate", "yes"), ("DelegateSubgroup", "agent"),
-               ("CapabilityBoundingSet", " ".join(AGENT_CAPABILITIES)),
+        processes_scope=True,
+        extra=(("CapabilityBoundingSet", " ".join(AGENT_CAPABILITIES)),
                ("NoNewPrivileges", "yes"), ("ProtectSystem", "full"), ("PrivateTmp", "yes"),
                ("LimitNOFILE", "65536")),
     )

@@ -16,17 +16,20 @@ import shlex
 import string
 from dataclasses import dataclass
 
-from daskplatform.host.units import LOG_FILE, PROGRAM, VENV
+from daskplatform.host.units import LOG_FILE, PROGRAM, RUNTIME_ROOT, VENV, VENVS
+from daskplatform.runtime_version import VERSION_FILE, archive_key
 
 BOOT_LOG = "/var/log/dask-platform-boot.log"
 """The stub's and host-setup's output (also in cloud-init's own log)."""
-ARCHIVE = "/opt/dask-platform/runtime.zip"
-SOURCE = "/opt/dask-platform/src"
-"""The archive unpacked: the runtime's source, pyproject.toml and uv.lock."""
+ARCHIVE = f"{RUNTIME_ROOT}/runtime.zip"
+SOURCE = f"{RUNTIME_ROOT}/src"
+"""The archive unpacked (``<SOURCE>/<version>``): the runtime's source, pyproject.toml and
+uv.lock."""
+INSTALL_RECORD = f"{RUNTIME_ROOT}/install.json"
+"""Where this host's runtime comes from (bucket, region, extras): a roll-out installs
+another version the same way (``dask-platform host-upgrade``)."""
 UV_VERSION = "0.13.9"
 """uv, which installs exactly uv.lock's versions on every host (./dev pins the same)."""
-ARTIFACT_KEY = "runtime/dask-platform.zip"
-"""Where the stack uploads the runtime archive in the artifacts bucket."""
 USER_DATA_LIMIT = 16 * 1024
 """EC2's limit on user data."""
 BOOT_FAILURES_METRIC = "HostBootFailures"
@@ -70,12 +73,19 @@ retry /opt/aws/amazon-cloudwatch-agent/bin/amazon-cloudwatch-agent-ctl -a fetch-
 retry dnf install -y -q python3.11 amazon-efs-utils @packages
 @setup
 retry aws s3 cp "s3://@bucket/@key" @archive
-rm -rf @source && python3.11 -m zipfile -e @archive @source
+rm -rf @source/@version && python3.11 -m zipfile -e @archive @source/@version
 [ -x /opt/dask-platform/uv/bin/uv ] || python3.11 -m venv /opt/dask-platform/uv
 retry /opt/dask-platform/uv/bin/pip install -q "uv==@uv_version"
-[ -x @venv/bin/python ] || python3.11 -m venv @venv
-retry env UV_PROJECT_ENVIRONMENT=@venv /opt/dask-platform/uv/bin/uv sync -q --frozen \\
-  --no-dev --no-editable @extras --project @source
+[ -x @venvs/@version/bin/python ] || python3.11 -m venv @venvs/@version
+retry env UV_PROJECT_ENVIRONMENT=@venvs/@version /opt/dask-platform/uv/bin/uv sync -q \\
+  --frozen --no-dev --no-editable @extras --project @source/@version
+# One environment per version; services start from the link (a roll-out moves it).
+[ -L @venv ] || rm -rf @venv
+ln -sfn @venvs/@version @venv
+cat > @install_record <<'JSON'
+@install_json
+JSON
+echo @version > @version_file
 @host_setup
 """)
 
@@ -88,7 +98,8 @@ class HostBootstrap:
     region: str
     settings_parameter_name: str
     artifacts_bucket: str
-    artifact_key: str
+    runtime_version: str
+    """The runtime archive's content hash (``daskplatform.runtime_version``)."""
     file_system_id: str
     shared_access_point_id: str
     homes_access_point_id: str
@@ -98,6 +109,15 @@ class HostBootstrap:
     @property
     def settings_source(self) -> str:
         return f"ssm://{self.settings_parameter_name}"
+
+    @property
+    def artifact_key(self) -> str:
+        return archive_key(self.runtime_version)
+
+    def install_record(self) -> str:
+        """What ``dask-platform host-upgrade`` needs to install another version."""
+        return json.dumps({"bucket": self.artifacts_bucket, "region": self.region,
+                           "extras": list(EXTRAS[self.role])})
 
     def host_setup_argv(self) -> list[str]:
         """The stub's last command; the rehearsal runs exactly this (plus --foreground)."""
@@ -131,6 +151,11 @@ class HostBootstrap:
             source=SOURCE,
             uv_version=UV_VERSION,
             venv=VENV,
+            venvs=VENVS,
+            version=self.runtime_version,
+            version_file=str(VERSION_FILE),
+            install_record=INSTALL_RECORD,
+            install_json=self.install_record(),
             extras=" ".join(f"--extra {extra}" for extra in EXTRAS[self.role]),
             host_setup=shlex.join(self.host_setup_argv()),
         )

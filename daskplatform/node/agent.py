@@ -26,6 +26,7 @@ import psutil
 from aiohttp import web
 
 from daskplatform.agent_token import MIN_TOKEN_CHARS, AgentTokenError, wait_for_agent_token
+from daskplatform.host.upgrade import UpgradeFailed, check_version, upgrade_in_background
 from daskplatform.http_input import InputError, check_headers, json_object
 from daskplatform.identifiers import SAFE_NAME_RULE, UnsafeName, safe_name
 from daskplatform.node import confine
@@ -52,7 +53,10 @@ def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
-def make_app(supervisor: Supervisor, token: str, stop_grace: float) -> web.Application:
+def make_app(supervisor: Supervisor, token: str, stop_grace: float,
+             restart: Callable[[], None] = lambda: None) -> web.Application:
+    """``restart`` ends the agent after an in-place upgrade installed a new version (its
+    service manager starts it again from it; the Dask processes keep running)."""
     expected = f"Bearer {token}".encode()
 
     @web.middleware
@@ -98,6 +102,23 @@ def make_app(supervisor: Supervisor, token: str, stop_grace: float) -> web.Appli
         record = await supervisor.stop(request.match_info["id"], grace)
         return web.json_response(record.public())
 
+    async def upgrade(request: web.Request) -> web.Response:
+        version = (await json_object(request)).get("version")
+        if not isinstance(version, str):
+            raise SpawnError("version: the runtime version to install (12 hex digits)")
+        try:
+            check_version(version)
+        except UpgradeFailed as exc:
+            raise SpawnError(str(exc)) from None
+        current = supervisor.upgrade
+        if version == supervisor.runtime_version:
+            return web.json_response({"version": version, "state": "current"})
+        if not (current and current["version"] == version
+                and current["state"] == "installing"):
+            supervisor.upgrade = {"version": version, "state": "installing", "message": ""}
+            asyncio.ensure_future(_upgrade(supervisor, version, restart))
+        return web.json_response(supervisor.upgrade, status=202)
+
     async def tail_log(request: web.Request) -> web.Response:
         lines = int(_query_number(request, "lines", 200, 1, MAX_LOG_LINES))
         path = supervisor.log_path(request.match_info["id"])
@@ -112,7 +133,23 @@ def make_app(supervisor: Supervisor, token: str, stop_grace: float) -> web.Appli
     app.router.add_get("/v1/processes/{id}", get_process)
     app.router.add_delete("/v1/processes/{id}", stop_process)
     app.router.add_get("/v1/processes/{id}/log", tail_log)
+    app.router.add_post("/v1/upgrade", upgrade)
     return app
+
+
+async def _upgrade(supervisor: Supervisor, version: str, restart: Callable[[], None]) -> None:
+    """Install ``version`` beside this one; on success end the agent (to be started
+    again from it), on failure say why in the capacity report and keep serving."""
+    log.info("upgrading this node to runtime %s (processes keep running)", version)
+    ok, said = await upgrade_in_background(version)
+    supervisor.upgrade = {"version": version, "state": "installed" if ok else "failed",
+                          "message": said}
+    if ok:
+        log.info("runtime %s installed; restarting the agent from it", version)
+        restart()
+    else:
+        log.warning("upgrade to runtime %s failed, still on %s: %s", version,
+                    supervisor.runtime_version, said)
 
 
 def _query_number(request: web.Request, name: str, default: float, low: float,
@@ -269,14 +306,15 @@ async def serve(args: argparse.Namespace) -> None:
                             warm=not args.cold, homes=args.homes,
                             min_user_uid=args.min_user_uid)
     await supervisor.start()
-    app = make_app(supervisor, token, settings.timeouts.stop_grace_seconds)
+    stop = asyncio.Event()
+    app = make_app(supervisor, token, settings.timeouts.stop_grace_seconds, stop.set)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     port = args.port if args.port is not None else settings.ports.node_agent
     await web.TCPSite(runner, args.host, port, ssl_context=tls).start()
-    log.info("agent %s (%s, %s) listening on %s:%s%s", shape.node_id, shape.role,
-             supervisor.capacity()["confinement"], args.host, port, " (TLS)" if tls else "")
-    stop = asyncio.Event()
+    log.info("agent %s (%s, %s, runtime %s) listening on %s:%s%s", shape.node_id,
+             shape.role, supervisor.capacity()["confinement"], supervisor.runtime_version,
+             args.host, port, " (TLS)" if tls else "")
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)

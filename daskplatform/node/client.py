@@ -89,6 +89,10 @@ class NodeAgentClient:
                                     params={"grace": str(grace)},
                                     timeout=(self._timeout.total or 0) + grace + 10))[1]
 
+    async def upgrade(self, version: str) -> dict[str, Any]:
+        """Ask the node to install ``version`` in place and restart its agent from it."""
+        return (await self._request("POST", "/v1/upgrade", json={"version": version}))[1]
+
     async def log(self, proc_id: str, lines: int = 200) -> str:
         return (await self._request("GET", _process_path(proc_id) + "/log",
                                     params={"lines": str(lines)}))[1]

@@ -1,10 +1,18 @@
 """Confine each Dask process to its cores and memory.
 
-Preference order: a delegated cgroup v2 subtree (AWS hosts: the agent's systemd unit
-has ``Delegate=yes``), writable cgroup v1 ``cpu`` and ``memory`` hierarchies (dev
-machines), else Dask's own nanny limits only, with a warning. The agent prepares a
-group per process; the child writes its own pid into the group's ``cgroup.procs``
-before it imports anything heavy, so no work runs unconfined.
+Preference order: on a systemd host with cgroup v2 (AWS), a delegated scope of its own
+(``dask-platform-processes.scope``, see :func:`scope_command`); writable cgroup v1
+``cpu`` and ``memory`` hierarchies (dev machines, the rehearsal), else Dask's own nanny
+limits only, with a warning. The agent prepares a group per process; the child writes
+its own pid into the group's ``cgroup.procs`` before it imports anything heavy, so no
+work runs unconfined.
+
+Why a scope and not the agent's own unit: cgroup v2 allows no process in a group that
+hands controllers down, and systemd before 254 (Amazon Linux 2023 ships 252) restarts a
+service in the root of its own cgroup, so an agent that confined processes below itself
+could not be restarted while they run (EBUSY, and ``Restart=always`` loops). The agent's
+own cgroup stays a leaf; the Dask processes live in the scope, which outlives agent
+restarts and is kept alive between processes by a small anchor process.
 """
 
 from __future__ import annotations
@@ -12,6 +20,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import signal
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,8 +99,8 @@ class CgroupV1(Confinement):
 
 
 class CgroupV2(Confinement):
-    """A delegated v2 subtree: the agent lives in ``<base>/agent``, processes in
-    ``<base>/p-<id>`` with ``cpu.max`` and ``memory.max``."""
+    """A delegated v2 scope: its anchor lives in ``<base>/anchor``, processes in
+    ``<base>/p-<id>`` with ``cpu.max``, ``memory.max`` and no swap."""
 
     mode = "cgroup-v2"
 
@@ -157,26 +168,78 @@ def _own_paths() -> dict[str, str]:
     return paths
 
 
+SYSTEMD_RUNTIME = Path("/run/systemd/system")
+"""Exists when systemd is PID 1 (sd_booted)."""
+CGROUP2_ROOT = Path("/sys/fs/cgroup")
+PROCESSES_SLICE = "dask-platform.slice"
+PROCESSES_SCOPE = "dask-platform-processes.scope"
+"""The delegated scope every Dask process of a node lives in (never the agent's unit)."""
+CONTROLLERS = ("cpu", "memory")
+ANCHOR = "anchor"
+SCOPE_READY_SECONDS = 10.0
+
+
+def scope_dir(root: Path | None = None) -> Path:
+    return (root or CGROUP2_ROOT) / PROCESSES_SLICE / PROCESSES_SCOPE
+
+
+def scope_command(python: str = sys.executable) -> list[str]:
+    """Creates the scope (``Delegate=yes``: the agent may make groups and set limits in
+    it) around an anchor process that keeps it alive while no Dask process runs."""
+    return ["systemd-run", "--scope", "--quiet", "--collect",
+            f"--unit={PROCESSES_SCOPE}", f"--slice={PROCESSES_SLICE}",
+            "--property=Delegate=yes", "--",
+            python, "-m", "daskplatform.node.confine", "anchor"]
+
+
+def prepare_scope(scope: Path, anchor_pid: int) -> None:
+    """The layout inside the scope: the anchor in a leaf of its own, then the cpu and
+    memory controllers handed down to the processes' groups."""
+    leaf = scope / ANCHOR
+    leaf.mkdir(exist_ok=True)
+    _write(leaf / "cgroup.procs", str(anchor_pid))
+    _write(scope / "cgroup.subtree_control",
+           " ".join(f"+{ctrl}" for ctrl in CONTROLLERS))
+
+
+def scope_ready(scope: Path) -> bool:
+    try:  # the kernel lists "cpu memory"; a stand-in directory keeps what was written
+        enabled = (scope / "cgroup.subtree_control").read_text().split()
+    except OSError:
+        return False
+    return set(CONTROLLERS) <= {name.lstrip("+") for name in enabled}
+
+
 def _try_v2(node_id: str) -> Confinement | None:
-    mount = next((m for m, fstype, _ in cgroup_mounts() if fstype == "cgroup2"), None)
-    own = _own_paths().get("")
-    if mount is None or own is None:
+    """The processes' scope on a systemd host with cgroup v2: reused when an earlier
+    agent made it (it outlives agent restarts), else created now."""
+    if not SYSTEMD_RUNTIME.is_dir():
         return None
-    current = Path(mount) / own.lstrip("/")
-    base = current.parent if current.name == "agent" else current
-    available = (base / "cgroup.controllers").read_text().split()
-    if not {"cpu", "memory"} <= set(available):
-        log.info("cgroup v2 at %s offers controllers %s, need cpu and memory", base, available)
+    if not any(fstype == "cgroup2" and Path(point) == CGROUP2_ROOT
+               for point, fstype, _ in cgroup_mounts()):
         return None
-    if not os.access(base / "cgroup.subtree_control", os.W_OK):
-        return None
-    agent_leaf = base / "agent"
-    agent_leaf.mkdir(exist_ok=True)
-    # No process may sit in a group whose controllers are handed down: move us all out.
-    for pid in _pids(base):
-        _write(agent_leaf / "cgroup.procs", str(pid))
-    _write(base / "cgroup.subtree_control", "+cpu +memory")
-    return CgroupV2(base)
+    scope = scope_dir()
+    if not scope_ready(scope):
+        # Its own session: the anchor outlives this agent (KillMode=process).
+        subprocess.Popen(scope_command(), stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + SCOPE_READY_SECONDS
+        while not scope_ready(scope):
+            if time.monotonic() > deadline:
+                log.warning("systemd did not create %s within %gs", scope,
+                            SCOPE_READY_SECONDS)
+                return None
+            time.sleep(0.1)
+    return CgroupV2(scope)
+
+
+def anchor() -> None:
+    """``python -m daskplatform.node.confine anchor``: run by systemd-run inside the new
+    scope; lays it out, then waits for ever (the scope lives while something is in it)."""
+    prepare_scope(CGROUP2_ROOT / _own_paths()[""].lstrip("/"), os.getpid())
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    while True:
+        signal.pause()
 
 
 def _try_v1(node_id: str) -> Confinement | None:
@@ -228,3 +291,7 @@ def _rmdir(directory: Path) -> None:
                 log.warning("could not remove cgroup %s: %s", directory, exc)
             time.sleep(0.02)
 
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["anchor"]:
+    anchor()

@@ -42,6 +42,7 @@ from daskplatform.node.spec import (
     fill_placeholders,
 )
 from daskplatform.node.warm import ForkServer, ForkServerDown
+from daskplatform.runtime_version import running_version
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,10 @@ class Supervisor:
         self._fork_server = ForkServer(workdir / "forkserver.log") if warm else None
         self._restarts = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        self.runtime_version = running_version()
+        """What this agent, and every process it starts, runs (fixed at start)."""
+        self.upgrade: dict[str, object] | None = None
+        """The last in-place upgrade asked of this node: version, state, message."""
 
     # ------------------------------------------------------------ life cycle
 
@@ -177,6 +182,7 @@ class Supervisor:
             "processes": len(live), "confinement": self._confinement.mode,
             "warm": bool(self._fork_server and self._fork_server.ready),
             "fork_server_pid": self._fork_server.pid if self._fork_server else None,
+            "runtime_version": self.runtime_version, "upgrade": self.upgrade,
         }
 
     def processes(self) -> list[Record]:

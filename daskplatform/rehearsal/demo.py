@@ -17,7 +17,8 @@ from urllib.parse import urlparse
 from daskplatform.network_plan import security_group_rules
 from daskplatform.rehearsal import firewall
 from daskplatform.rehearsal.aws_host import LIFECYCLE_LINE
-from daskplatform.rehearsal.orchestrator import Rehearsal, say
+from daskplatform.rehearsal.orchestrator import ORPHAN_GRACE_SECONDS, Rehearsal, say
+from daskplatform.rehearsal.scenario import WORKERS
 from daskplatform.settings import RuntimeSettings
 
 SSH_PORT = 22
@@ -111,7 +112,7 @@ def flows_used(rehearsal: Rehearsal, outcome: Outcome) -> dict[str, int]:
     """Packets per flow of the table (ingress counted where it lands, egress-only rules
     where they leave), over every namespace; fails the demo on a flow that is enforced,
     unused and unexplained."""
-    packets: dict[str, int] = {}
+    packets = dict(rehearsal.retired_counters)  # replaced hosts count too
     for host in rehearsal.topology.hosts:
         if host.groups:
             for name, count in firewall.counters(host.namespace).items():
@@ -169,6 +170,7 @@ def run(rehearsal: Rehearsal) -> Outcome:
                        and {"BacklogNodes", "IdleNodes"} <= set(busy["pool_metrics"]),
                        json.dumps({k: busy.get(k) for k in ("protected", "pool_metrics",
                                                             "error")}))
+        replace_gateway(rehearsal, name, outcome)
         stop = _step(rehearsal, "client", "stop", name)
         outcome.record("client: cluster stopped", stop["ok"], json.dumps(stop))
         released = _until(lambda: _step(rehearsal, "gateway", "aws"),
@@ -183,6 +185,41 @@ def run(rehearsal: Rehearsal) -> Outcome:
                           lambda found: found.get("protected") == [], 60)
         outcome.record("gateway -> AWS: the notebook's worker host released once it stopped",
                        released.get("protected") == [], json.dumps(released))
+        lose_gateway_database(rehearsal, outcome)
     launch_hooks(rehearsal, outcome)
     flows_used(rehearsal, outcome)
     return outcome
+
+
+def replace_gateway(rehearsal: Rehearsal, name: str, outcome: Outcome) -> None:
+    """The gateway host replaced (namespace and local disk gone, a fresh host on the
+    same address with the state volume): the running cluster stays."""
+    took = rehearsal.replace_host("gateway")
+    found = _step(rehearsal, "client", "resume", name)
+    outcome.record("gateway host replaced, state kept: the cluster is listed, reachable "
+                   "and computing; a new cluster starts", found["ok"],
+                   f"new host serving after {took:.1f}s; " + json.dumps(found))
+
+
+def lose_gateway_database(rehearsal: Rehearsal, outcome: Outcome) -> None:
+    """A cluster runs; the gateway comes back with no state at all: its processes are
+    found, stopped after the orphan grace, and no node stays protected."""
+    held = _step(rehearsal, "client", "compute")
+    if not held.get("cluster"):
+        outcome.record("gateway database lost: a cluster to orphan", False, json.dumps(held))
+        return
+    rehearsal.replace_host("gateway", lose_state=True)
+    began = time.monotonic()
+    released = _until(lambda: _step(rehearsal, "gateway", "aws"),
+                      lambda found: found.get("protected") == [], ORPHAN_GRACE_SECONDS + 90)
+    took = time.monotonic() - began
+    log = rehearsal.services_log("gateway")
+    found = log.count("is in no record of this gateway")
+    stopped = log.count("Reconcile: stopping orphan")
+    expected = 1 + WORKERS  # the scheduler and its workers
+    outcome.record(
+        "gateway database lost: orphans found, stopped after the grace, nothing protected",
+        released.get("protected") == [] and found == stopped == expected
+        and took <= ORPHAN_GRACE_SECONDS + 90,
+        f"{found} found, {stopped} stopped, protection released {took:.0f}s after the new "
+        f"gateway served (grace {ORPHAN_GRACE_SECONDS:g}s); " + json.dumps(released))

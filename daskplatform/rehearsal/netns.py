@@ -18,6 +18,7 @@ from daskplatform.rehearsal.topology import (
     BRIDGE_NAMESPACE,
     IMDS_ADDRESS,
     NAMESPACE_PREFIX,
+    Host,
     Topology,
 )
 
@@ -56,17 +57,22 @@ def create(topology: Topology) -> None:
     ip("link", "add", BRIDGE, "type", "bridge", namespace=BRIDGE_NAMESPACE)
     ip("link", "set", BRIDGE, "up", namespace=BRIDGE_NAMESPACE)
     for host in topology.hosts:
-        ns = host.namespace
-        ip("netns", "add", ns)
-        ip("link", "add", host.interface, "type", "veth", "peer", "name", "eth0", "netns", ns)
-        ip("link", "set", host.interface, "netns", BRIDGE_NAMESPACE)
-        ip("link", "set", host.interface, "master", BRIDGE, "up", namespace=BRIDGE_NAMESPACE)
-        ip("link", "set", "lo", "up", namespace=ns)
-        ip("addr", "add", f"{host.address}/{host.prefix_length}", "dev", "eth0", namespace=ns)
-        if host.name == "aws":  # the metadata service answers every host from here
-            ip("addr", "add", f"{IMDS_ADDRESS}/32", "dev", "eth0", namespace=ns)
-        ip("link", "set", "eth0", "up", namespace=ns)
-        ip("route", "add", "default", "dev", "eth0", namespace=ns)
+        create_host(host)
+
+
+def create_host(host: Host) -> None:
+    """One host's namespace on the bridge (also a replacement host, same address)."""
+    ns = host.namespace
+    ip("netns", "add", ns)
+    ip("link", "add", host.interface, "type", "veth", "peer", "name", "eth0", "netns", ns)
+    ip("link", "set", host.interface, "netns", BRIDGE_NAMESPACE)
+    ip("link", "set", host.interface, "master", BRIDGE, "up", namespace=BRIDGE_NAMESPACE)
+    ip("link", "set", "lo", "up", namespace=ns)
+    ip("addr", "add", f"{host.address}/{host.prefix_length}", "dev", "eth0", namespace=ns)
+    if host.name == "aws":  # the metadata service answers every host from here
+        ip("addr", "add", f"{IMDS_ADDRESS}/32", "dev", "eth0", namespace=ns)
+    ip("link", "set", "eth0", "up", namespace=ns)
+    ip("route", "add", "default", "dev", "eth0", namespace=ns)
 
 
 def destroy(namespaces: list[str], grace: float = 10) -> None:

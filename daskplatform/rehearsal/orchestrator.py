@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import shutil
 import subprocess
 import sys
 import time
@@ -21,10 +22,11 @@ from daskplatform.host.units import AGENT_UNIT, GATEWAY_UNIT, remove_cgroups
 from daskplatform.identity.slapd import DEMO_BASE_DN, service_bind_dn, write_tls_files
 from daskplatform.rehearsal import firewall, netns
 from daskplatform.rehearsal.alb import TLS_FILES
-from daskplatform.rehearsal.boot import host_name
+from daskplatform.rehearsal.boot import disk, host_name, state_volume
 from daskplatform.rehearsal.ipa_host import LDAPS_PORT
 from daskplatform.rehearsal.plan import Plan
 from daskplatform.rehearsal.topology import IPA_ADDRESS, Host, Topology, build_topology
+from daskplatform.runtime_version import source_version
 from daskplatform.settings import PlatformSettings, load_stack_file
 from daskplatform.stack_names import StackNames
 from daskplatform.tls import CertificateAuthority
@@ -35,6 +37,9 @@ on this machine's cores)."""
 READY_LINE = {"aws": r"^\S+ ready: ", "ipa": r"^ready: ", "alb": r"^ready: ",
               "platform": r" host-setup: ready$"}
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+ORPHAN_GRACE_SECONDS = 30.0
+"""The rehearsal's timeouts.orphanGraceSeconds: long enough to see orphans wait, short
+enough for the scenario."""
 
 
 def say(message: str) -> None:
@@ -45,8 +50,11 @@ def rehearsal_settings(stack_file: Path, ca: CertificateAuthority) -> PlatformSe
     """The stack's settings with FreeIPA where the rehearsal puts it: LDAPS from the
     rehearsal's CA, trusted through ``ldapCaBundle`` as a real stack would set it."""
     settings = load_stack_file(str(stack_file))
+    timeouts = settings.timeouts.model_copy(update={"orphan_grace_seconds":
+                                                    ORPHAN_GRACE_SECONDS})
     return PlatformSettings.model_validate({
-        **dict(settings), "ldap_url": f"ldaps://{IPA_ADDRESS}:{LDAPS_PORT}",
+        **dict(settings), "timeouts": timeouts,
+        "ldap_url": f"ldaps://{IPA_ADDRESS}:{LDAPS_PORT}",
         "ldap_base_dn": DEMO_BASE_DN, "ldap_bind_dn": service_bind_dn(DEMO_BASE_DN),
         "ldap_ca_bundle": ca.pem})
 
@@ -63,6 +71,8 @@ class Rehearsal:
     def __init__(self, stack_file: Path, workers: int, workdir: Path) -> None:
         self.workdir = workdir
         self.processes: dict[str, Started] = {}
+        self.retired_counters: dict[str, int] = {}
+        """nftables packet counts of replaced hosts' namespaces, by rule."""
         self.kinds: dict[str, str] = {}
         self.ready_after = 0.0
         ca = CertificateAuthority("dask-platform rehearsal CA")
@@ -70,6 +80,7 @@ class Rehearsal:
         self.settings = settings
         topology = build_topology(settings, workers)
         names = StackNames("dask-platform", "rehearsal")
+        version = source_version()
         ca_file = ca.write_certificate(workdir / "ca.crt")
         (workdir / "ipa" / "tls").mkdir(parents=True)
         write_tls_files(workdir / "ipa" / "tls", IPA_ADDRESS, ca)
@@ -79,8 +90,8 @@ class Rehearsal:
         assert (issued.certificate.name, issued.key.name) == TLS_FILES
         self.plan = Plan(
             topology=topology, region="eu-west-1",
-            runtime_settings=settings.runtime(names.ldap_secret, **names.runtime_names())
-            .to_json(),
+            runtime_settings=settings.runtime(names.ldap_secret, runtime_version=version,
+                                              **names.runtime_names()).to_json(),
             ldap_bind_password=secrets.token_urlsafe(16),
             instance_types={"gateway": settings.gateway.instance_type,
                             "scheduler": settings.scheduler.instance_type,
@@ -88,7 +99,8 @@ class Rehearsal:
             tags={**settings.tags, "project": names.project, "stack": names.stack,
                   "managed-by": "pulumi"},
             worker_limits=(settings.workers.min, settings.workers.max),
-            workdir=str(workdir), ca_file=str(ca_file), vpc_cidr=settings.vpc_cidr)
+            workdir=str(workdir), ca_file=str(ca_file), vpc_cidr=settings.vpc_cidr,
+            runtime_version=version)
         self.plan_file = self.plan.save(workdir / "plan.json")
         (workdir / "logs").mkdir()
 
@@ -121,6 +133,35 @@ class Rehearsal:
         self._start("alb", ["-m", "daskplatform.rehearsal.alb"], "alb")
         for host in [*self.topology.platform_hosts(), self.topology.host("alb")]:
             self.wait_ready(host.name)
+        self._alb_healthy()
+        self.ready_after = time.monotonic() - started
+
+    def replace_host(self, name: str, lose_state: bool = False) -> float:
+        """Destroy platform host ``name`` (its namespace, every process in it and its
+        local disk) and boot a fresh one at the same address (its own network interface
+        in the stack) with the same state volume, or, with ``lose_state``, an empty one.
+        Seconds until the new host and the ALB's health check say it serves."""
+        started = self.processes.pop(name)
+        host = started.host
+        for rule, count in firewall.counters(host.namespace).items():  # go with it
+            self.retired_counters[rule] = self.retired_counters.get(rule, 0) + count
+        netns.destroy([host.namespace])
+        started.process.wait(timeout=10)
+        shutil.rmtree(disk(self.plan, host))
+        if lose_state:
+            shutil.rmtree(state_volume(self.plan))
+        began = time.monotonic()
+        started.log.rename(started.log.with_name(f"{name}-replaced-{int(began)}.log"))
+        netns.create_host(host)
+        firewall.apply(host.namespace, firewall.render(host, self.settings, self.topology))
+        self._start(name, ["-m", "daskplatform.rehearsal.boot"], "platform",
+                    host_args=[name],
+                    wrap=["unshare", "--mount", "--uts", "--propagation", "private"])
+        self.wait_ready(name)
+        self._alb_healthy()
+        return time.monotonic() - began
+
+    def _alb_healthy(self) -> None:
         alb = self.topology.host("alb")
         if self.run_in("user", ["-m", "daskplatform.rehearsal.probe", "http",
                                 f"https://{alb.address}/hub/health", "--ca",
@@ -128,7 +169,6 @@ class Rehearsal:
             raise RuntimeError("the ALB never had a healthy target (the gateway host's "
                                "/hub/health) within 60 s; see the logs in "
                                f"{self.workdir / 'logs'}")
-        self.ready_after = time.monotonic() - started
 
     def _start(self, name: str, argv: list[str], kind: str, host_args: list[str] = (),
                wrap: list[str] = ()) -> None:
@@ -162,6 +202,11 @@ class Rehearsal:
             time.sleep(0.2)
         took = time.monotonic() - started.started_at
         say(f"host {started.host.namespace} up ({started.host.address}, {took:.1f}s)")
+
+    def services_log(self, name: str) -> str:
+        """The services' log on the host's own disk."""
+        path = self.workdir / "hosts" / name / "var" / "log" / "dask-platform.log"
+        return path.read_text(errors="replace") if path.exists() else ""
 
     def tail(self, name: str, chars: int = 3000) -> str:
         text = self.processes[name].log.read_text(errors="replace")

@@ -15,7 +15,7 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from daskplatform.host.userdata import ARTIFACT_KEY, HostBootstrap
+from daskplatform.host.userdata import HostBootstrap
 from daskplatform.rehearsal.topology import AWS_ADDRESS, Host, Topology
 from daskplatform.settings import BUCKET_KINDS
 from daskplatform.stack_names import StackNames
@@ -47,6 +47,8 @@ class Plan:
     ca_file: str
     """The rehearsal CA (FreeIPA's and the ALB's certificates), for its clients."""
     vpc_cidr: str
+    runtime_version: str
+    """The version every host boots with (the checkout's: ``source_version``)."""
 
     @property
     def names(self) -> StackNames:
@@ -65,7 +67,7 @@ class Plan:
         return HostBootstrap(
             role=host.role, region=self.region,
             settings_parameter_name=self.names.settings_parameter,
-            artifacts_bucket=self.bucket("artifacts"), artifact_key=ARTIFACT_KEY,
+            artifacts_bucket=self.bucket("artifacts"), runtime_version=self.runtime_version,
             file_system_id=FILE_SYSTEM_ID, shared_access_point_id=ACCESS_POINTS["shared"],
             homes_access_point_id=ACCESS_POINTS["homes"],
             log_group_name=self.names.log_group(host.role),

@@ -14,6 +14,8 @@ one JSON line: ``{"ok": ..., ...}``.
   the ALB; in it, ``Gateway()`` with no arguments starts a cluster, and neither the
   notebook nor a task of the cluster reaches instance metadata or a node agent; when the
   hub stops the server, the cluster stops too.
+- ``resume NAME`` (from ``dp-client``, after the gateway host was replaced): the
+  cluster is still listed, reachable and computing; a new cluster starts.
 - ``stop NAME`` (from ``dp-client``): the cluster stops.
 - ``aws`` (from ``dp-gateway``, which may call AWS): which worker hosts the gateway
   protects from scale-in, and which pool metrics it has put, as AWS holds them.
@@ -207,6 +209,25 @@ async def _clusters_after_stop(api: str, user: str, password: str, cluster: str,
             await asyncio.sleep(2)
 
 
+def resume(plan: Plan, name: str) -> dict[str, Any]:
+    from dask_gateway import BasicAuth, Gateway
+
+    _, api, proxy = _urls(plan)
+    with Gateway(api, proxy_address=proxy,
+                 auth=BasicAuth("engineer1", PASSWORDS["engineer1"])) as gateway:
+        listed = [c.name for c in gateway.list_clusters()]
+        with gateway.connect(name) as cluster, \
+                cluster.get_client(set_as_default=False) as client:
+            value = client.submit(sum, range(1000)).result(timeout=120)
+            workers = len(client.scheduler_info()["workers"])
+        new = gateway.new_cluster()
+        new_name, new_status = new.name, gateway.get_cluster(new.name).status.name
+        new.shutdown()
+    return {"ok": name in listed and value == 499500 and workers == WORKERS
+            and new_status == "RUNNING", "listed": listed, "sum": value,
+            "workers": workers, "new_cluster": [new_name, new_status]}
+
+
 def stop(plan: Plan, name: str) -> dict[str, Any]:
     from dask_gateway import BasicAuth, Gateway
 
@@ -254,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
             result = asyncio.run(dashboard(plan, rest[0]))
         elif step == "notebook":
             result = asyncio.run(notebook(plan))
+        elif step == "resume":
+            result = resume(plan, rest[0])
         elif step == "stop":
             result = stop(plan, rest[0])
         elif step == "aws":

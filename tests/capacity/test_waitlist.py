@@ -97,3 +97,21 @@ def test_a_scale_request_is_told_what_will_not_start_at_once(
     assert (outlook is None) == (told is None)
     if told:
         assert told in outlook
+
+
+def test_a_worker_waits_for_a_node_of_its_version_without_holding_back_others() -> None:
+    """During a roll-out a worker of an old cluster may find no node of its version; the
+    workers behind it, for another version, are placed all the same."""
+    from daskplatform.gateway.placement import NodeRoom
+    from daskplatform.gateway.waitlist import Waitlist
+
+    waitlist: Waitlist[str] = Waitlist({"scheduler": 5, "worker": 5})
+    waitlist.push("worker", "old-1", "ann", 1, 1, 1, "old-1", version="aaaaaaaaaaaa")
+    waitlist.push("worker", "new-1", "bob", 1, 1, 1, "new-1", version="bbbbbbbbbbbb")
+    waitlist.push("worker", "old-2", "ann", 1, 1, 1, "old-2", version="aaaaaaaaaaaa")
+    rooms = {"n1": NodeRoom("n1", "worker", 4, 4, "bbbbbbbbbbbb")}
+    placed = waitlist.place(rooms)
+    assert [(p.item, p.node_id) for p in placed] == [("new-1", "n1")]
+    assert "old-1" in waitlist and "old-2" in waitlist
+    placed = waitlist.place({"n2": NodeRoom("n2", "worker", 4, 4, "aaaaaaaaaaaa")})
+    assert [p.item for p in placed] == ["old-1", "old-2"]

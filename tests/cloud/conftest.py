@@ -83,3 +83,14 @@ def one(run: StackRun, type_: str, name: str) -> RegisteredResource:
 def of_short_type(run: StackRun, type_: str) -> list[RegisteredResource]:
     """Provider resources (not components) whose type ends in ``type_``."""
     return [r for r in run.resources if r.custom and short_type(r) == type_]
+
+
+def host_interface(run: StackRun, template: str) -> dict[str, Any]:
+    """The interface a host of ``template`` boots with: a single host's own interface
+    (``<host>-eni``, named in its template), else the template's."""
+    (interface,) = one(run, "LaunchTemplate", template).inputs["networkInterfaces"]
+    if "networkInterfaceId" not in interface:
+        return interface
+    (eni,) = [r for r in run.resources if r.id == interface["networkInterfaceId"]]
+    assert eni.name == template.replace("-lt", "-eni")
+    return {**eni.inputs, **interface}

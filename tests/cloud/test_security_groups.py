@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.cloud.conftest import of_short_type, one
+from tests.cloud.conftest import host_interface, of_short_type, one
 from tools.mockrun import StackRun
 
 INGRESS = "SecurityGroupIngressRule"
@@ -110,7 +110,7 @@ def test_alb_and_hosts_use_their_own_groups(dev: StackRun) -> None:
         ("scheduler-lt", "scheduler"),
         ("workers-lt", "worker"),
     ):
-        interface = one(dev, "LaunchTemplate", template).inputs["networkInterfaces"][0]
+        interface = host_interface(dev, template)
         assert [roles[g] for g in interface["securityGroups"]] == [role]
     for mount in of_short_type(dev, "MountTarget"):
         assert [roles[g] for g in mount.inputs["securityGroups"]] == ["efs"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from daskplatform.runtime_version import source_version
 from tests.cloud.conftest import of_short_type, one
 from tools.mockrun import StackRun
 
@@ -91,4 +92,5 @@ def test_efs_is_encrypted_backed_up_tls_only_with_a_mount_target_per_private_sub
 def test_the_runtime_package_is_uploaded_to_the_artifacts_bucket(dev: StackRun) -> None:
     package = one(dev, "BucketObjectv2", "storage-runtime-package").inputs
     assert package["bucket"] == one(dev, "Bucket", "storage-artifacts").id
-    assert package["key"].startswith("runtime/")
+    # The key carries the archive's content hash: new code, new key (and new user data).
+    assert package["key"] == f"runtime/dask-platform-{source_version()}.zip"

@@ -115,7 +115,7 @@ class Pool:
     """Agents the gateway must find itself (not passed as --node)."""
 
     def add_agent(self, node_id: str, role: str, cores: float, memory_gb: float,
-                  static: bool = True) -> Agent:
+                  static: bool = True, env: dict[str, str] | None = None) -> Agent:
         port = free_port()
         log_path = self.tmp / f"agent-{node_id}.log"
         argv = [sys.executable, "-m", "daskplatform.cli", "agent", "--role", role,
@@ -125,7 +125,7 @@ class Pool:
                 "--workdir", str(self.tmp / f"agent-{node_id}"), "--node-id", node_id]
         with log_path.open("ab") as out:  # the child keeps its copy
             process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
-                                       env=self.env)
+                                       env={**self.env, **(env or {})})
         agent = Agent(node_id, role, f"http://127.0.0.1:{port}", process, log_path)
         self.agents[node_id] = agent
         if not static:

@@ -10,6 +10,7 @@ import base64
 import json
 import os
 import secrets
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -146,6 +147,9 @@ def _scheduler_token(pool: Pool, cluster: str) -> str:
 @pytest.fixture(scope="module")
 def platform(slapd: Slapd, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     directory = tmp_path_factory.mktemp("hostile-gateway")
+    # Users' uids run the cluster (uids from the directory): pytest makes its folders 0700.
+    for folder in (directory, directory.parent, directory.parent.parent):
+        folder.chmod(folder.stat().st_mode | stat.S_IXOTH)
     settings_ = small_settings().model_copy(update={
         "ldap_url": slapd.ldaps_url, "ldap_base_dn": slapd.base_dn,
         "ldap_bind_dn": slapd.bind_dn})

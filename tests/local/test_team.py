@@ -123,6 +123,8 @@ def test_dask_platform_status_says_what_waits_and_why(team: LocalRun) -> None:
         assert done.stdout.startswith("user01; pool: 2 worker node(s), 0 cluster(s) and 0 "
                                       "worker(s) waiting for room")
         assert f"{name}  user01 (data_analysts)  RUNNING  workers: 0 running" in done.stdout
+        # Which runtime runs where: one version everywhere here, so nothing mixed.
+        assert "\nruntime: gateway " in done.stdout and "MIXED" not in done.stdout
         admin = _status_cli(team, "user10", "user10-demo")
         assert admin.stdout.startswith("user10 (admin: every cluster)") and name in admin.stdout
         refused = _status_cli(team, "user01", "wrong")
