@@ -50,6 +50,9 @@ from daskplatform.user_access import closed_folders, explain
 SETTINGS_PARAMETER = "/dask-platform/local/runtime-settings"
 """Where the hosts read their settings, as the stack publishes them on AWS."""
 BIND_SECRET = "dask-platform-local/ldap-bind-password"
+AUDIT_BUCKET = "dask-platform-local-audit"
+ALERT_TOPIC = "dask-platform-local-alerts"
+"""Budget alerts (moto's SNS keeps what is published)."""
 REGION = "eu-west-1"
 
 
@@ -113,8 +116,8 @@ def port_slices(low: int, high: int, count: int) -> list[tuple[int, int]]:
     """Disjoint sub-ranges, so agents sharing one host never hand out the same port."""
     size = (high - low + 1) // count
     if size < 4:
-        raise SettingsError(f"ports.workerRange {low}-{high} is too small for {count} "
-                            "local worker nodes")
+        raise SettingsError(f"ports range {low}-{high} is too small for {count} local "
+                            "worker nodes")
     return [(low + i * size, low + (i + 1) * size - 1) for i in range(count)]
 
 
@@ -169,7 +172,7 @@ class LocalPlatform:
     def _start_aws(self, slapd: Slapd) -> RuntimeSettings:
         from moto.server import ThreadedMotoServer
 
-        say("local: starting the AWS stand-in (moto server: S3, SSM, Secrets Manager) ...")
+        say("local: starting the AWS stand-in (moto server: S3, SSM, Secrets Manager, SNS) ...")
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per AWS call
         port = free_port()
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
@@ -188,6 +191,7 @@ class LocalPlatform:
                              CreateBucketConfiguration={"LocationConstraint": REGION})
         aws_client("secretsmanager").create_secret(
             Name=BIND_SECRET, SecretString=slapd.bind_password)
+        self.alert_topic_arn = aws_client("sns").create_topic(Name=ALERT_TOPIC)["TopicArn"]
         # The directory's CA reaches the gateway and the hub in the settings, as FreeIPA's
         # does on AWS (ldapCaBundle).
         settings = load_stack_file(str(self.args.stack)).runtime(BIND_SECRET).model_copy(
@@ -210,11 +214,13 @@ class LocalPlatform:
         # Each agent reads its own copy of the settings with a disjoint worker port
         # slice: agents sharing one host would otherwise hand out the same ports.
         slices = iter(port_slices(*settings.ports.worker_range, self.args.workers))
+        notebook_slices = iter(port_slices(*settings.ports.notebook_range, self.args.workers))
         started = []
         for shape in shapes:
             ports = settings.ports
             if shape.role == "worker":
-                ports = ports.model_copy(update={"worker_range": next(slices)})
+                ports = ports.model_copy(update={"worker_range": next(slices),
+                                                 "notebook_range": next(notebook_slices)})
             node_settings = self.state / f"{shape.node_id}.json"
             node_settings.write_text(settings.model_copy(update={"ports": ports}).to_json())
             port = free_port()
@@ -250,6 +256,7 @@ class LocalPlatform:
             "--agent-token-file", str(self.state / "agent-token"),
             "--db-url", "sqlite://",  # in memory: clusters stop with the gateway
             "--temp-dir", str(self.state / "gateway"),
+            "--audit-bucket", AUDIT_BUCKET, "--alert-topic-arn", self.alert_topic_arn,
             *[f"--node={n.node_id},{n.role},{n.agent_url}" for n in nodes],
         ]
         process = self.children.start("gateway", argv, self.env)

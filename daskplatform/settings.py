@@ -178,6 +178,10 @@ class GroupQuota(_Model):
     """Memory of a user's JupyterLab server."""
     ldap_groups: tuple[str, ...] = ()
     """LDAP/FreeIPA group names granting this platform group; empty means the same name."""
+    monthly_budget_usd: float | None = Field(None, gt=0)
+    """What the group's processes may cost per calendar month (usage estimate from
+    ``costs``): an alert at 80 %, and at 100 % its members' new clusters are refused
+    until the next month (admins never are). Default None: no budget."""
 
 
 DEFAULT_QUOTAS: dict[str, dict[str, Any]] = {

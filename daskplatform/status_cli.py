@@ -42,10 +42,12 @@ def authorization(user: str | None) -> str:
 
 
 def fetch(gateway: str, auth: str, timeout: float = 30, path: str = "/api/v1/status",
-          body: dict[str, Any] | None = None) -> dict[str, Any]:
-    """GET ``path`` of the gateway's API (POST with ``body``), answered as JSON."""
+          body: dict[str, Any] | None = None, method: str | None = None) -> dict[str, Any]:
+    """GET ``path`` of the gateway's API (POST with ``body``, or ``method``), answered as
+    JSON."""
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(f"{gateway.rstrip('/')}{path}", data=data,
+                                     method=method,
                                      headers={"Authorization": auth,
                                               "Content-Type": "application/json"})
     try:

@@ -32,6 +32,9 @@ from dask_gateway_server.routes import api_handler
 from dask_gateway_server.traitlets import MemoryLimit
 from traitlets import Dict, Float, Integer, List, Tuple, Unicode, default
 
+from daskplatform.audit import trail
+from daskplatform.gateway.accounting import Accounting, BudgetExceeded
+from daskplatform.gateway.admin import AdminRoutes
 from daskplatform.gateway.api_input import validate_requests
 from daskplatform.gateway.dask_config import dask_env, max_spill_config
 from daskplatform.gateway.dashboards import Dashboards, HubLogin
@@ -59,6 +62,7 @@ from daskplatform.gateway.status import (
     waiting_text,
     workers_waiting_text,
 )
+from daskplatform.gateway.usage import NodePrice, UsageLedger
 from daskplatform.gateway.waitlist import Placement, Waitlist
 from daskplatform.host.upgrade import upgrade_in_background
 from daskplatform.node.client import NodeAgentClient, NodeAgentError, NodeUnreachable
@@ -73,6 +77,10 @@ Pooled = Cluster | Worker | Notebook
 MAX_WAITING_CLUSTERS = 20
 """Clusters one user may have waiting for the scheduler host (quotas cap what they hold)."""
 ROLLOUT_FILE = "rollout.json"
+DRAINED_FILE = "drained.json"
+"""Nodes an admin drained, kept across restarts."""
+USAGE_FILE = "usage.sqlite"
+"""The usage ledger, in the state directory (usage.py)."""
 DASK_KINDS = ("scheduler", "worker")
 """Processes the pool backend starts (an agent may run others: notebooks)."""
 
@@ -239,6 +247,19 @@ class PoolBackend(DBBackendBase):
     state_dir = Unicode("", help="""Directory kept across restarts (the gateway's durable
         state) where a roll-out's progress is kept. Default: "" (roll-outs refused).""",
         config=True)
+    node_prices = Dict(help="""Process kind -> [cores, GB, USD per hour] of the node it
+        runs on, for usage costs (usage.py). Default: {} (costs of 0); gateway_config sets
+        it from the settings' instance types and costs.instancePricesUsdPerHour.""",
+        config=True)
+    budgets = Dict(help="""Platform group -> monthly budget in USD (accounting.py).
+        Default: {} (no budgets); gateway_config sets quotas.groups.*.monthlyBudgetUsd.""",
+        config=True)
+    usage_period = Float(60, min=0.1, help="""Seconds between usage rounds: budget alerts,
+        per-group metrics, the daily report (default 60).""", config=True)
+    audit_bucket = Unicode("", help="""The audit bucket: daily usage reports. Default: ""
+        (no reports).""", config=True)
+    alert_topic_arn = Unicode("", help="""SNS topic for budget alerts. Default: "" (logged
+        only).""", config=True)
     settings_source = Unicode("", help="""Where the settings come from (ssm://...): a
         roll-out re-reads runtimeVersion there. Default: "" (a roll-out must name its
         version).""", config=True)
@@ -260,6 +281,7 @@ class PoolBackend(DBBackendBase):
             web.get("/api/v1/status", api_handler(self._status_route, user_authenticated=True)),
             *self._dashboards.routes(),
             *NotebookRoutes(self).routes(),
+            *AdminRoutes(self).routes(),
             web.get("/api/v1/rollout", api_handler(self._rollout_route,
                                                    user_authenticated=True)),
             web.post("/api/v1/rollout", api_handler(self._start_rollout_route,
@@ -300,6 +322,15 @@ class PoolBackend(DBBackendBase):
         for spec in static:
             self._add_node(spec)
         self._restore_checkpoints()
+        ledger_path = Path(self.state_dir) / USAGE_FILE if self.state_dir else None
+        self.accounting = Accounting(
+            UsageLedger(ledger_path, {k: NodePrice(*v) for k, v in self.node_prices.items()}),
+            self.budgets, alert_topic_arn=self.alert_topic_arn, audit_bucket=self.audit_bucket,
+            metrics_namespace=self.metrics_namespace, log=self.log)
+        self._usage_task = asyncio.ensure_future(self._usage_loop())
+        self._drained_path = Path(self.state_dir) / DRAINED_FILE if self.state_dir else None
+        self._drained: set[str] = set(json.loads(self._drained_path.read_text())) \
+            if self._drained_path and self._drained_path.exists() else set()
         self._ready = asyncio.Event()
         self._loop_task = asyncio.ensure_future(self._node_loop())
         self._metrics_task = asyncio.ensure_future(self._metrics_loop()) \
@@ -307,13 +338,14 @@ class PoolBackend(DBBackendBase):
         await asyncio.wait_for(self._ready.wait(), self.agent_timeout * 2)
 
     async def do_cleanup(self) -> None:
-        for task in (self._loop_task, self._metrics_task, *self._launches.values(),
-                     *self._tasks):
+        for task in (self._loop_task, self._metrics_task, self._usage_task,
+                     *self._launches.values(), *self._tasks):
             if task is not None:
                 task.cancel()
         for node in self._nodes.values():
             await node.client.close()
         await self._dashboards.close()
+        self.accounting.ledger.close()
 
     def _add_node(self, spec: NodeSpec) -> NodeState:
         node = self._nodes.get(spec.node_id)
@@ -396,6 +428,10 @@ class PoolBackend(DBBackendBase):
         group limit on clusters held at once, so one user cannot fill the scheduler host."""
         async with self._submit_lock:  # two quick submits must not both slip under it
             options, config = await self.process_cluster_options(user, cluster_options)
+            try:
+                self.accounting.check_budget(config.platform_group)
+            except BudgetExceeded as exc:
+                raise PublicException(str(exc)) from None
             held = [c.name for c in self.db.active_clusters() if c.username == user.name]
             if config.max_clusters is not None and len(held) >= config.max_clusters:
                 raise PublicException(
@@ -408,6 +444,9 @@ class PoolBackend(DBBackendBase):
             config.started_by = NOTEBOOK_TOKEN.get() or ""
             cluster = self.db.create_cluster(user.name, options, config.to_dict())
         self.log.info("Created cluster %s for user %s", cluster.name, user.name)
+        trail().record("cluster.start", user.name, cluster=cluster.name,
+                       group=config.platform_group, options=options,
+                       from_notebook=bool(config.started_by))
         self.queue.put(cluster)
         return cluster.name
 
@@ -432,6 +471,7 @@ class PoolBackend(DBBackendBase):
             self._requeue(cluster)
 
     async def do_stop_cluster(self, cluster: Cluster) -> None:
+        trail().record("cluster.stop", cluster.username, cluster=cluster.name)
         await self._cancel_launch(cluster.name)
         self._waitlist.remove(cluster.name)
         await self._stop_process(cluster.state or {})
@@ -559,6 +599,8 @@ class PoolBackend(DBBackendBase):
         count = (await request.json()).get("count")
         if cluster is None or not isinstance(count, int):
             return response
+        trail().record("cluster.scale", cluster.username, cluster=name, count=count,
+                       **_acting(request, cluster.username))
         cfg = cluster.config
         shape = _worker_shape(cfg)
         started = sum(1 for w in cluster.workers.values() if w.status < JobStatus.STOPPED)
@@ -763,6 +805,9 @@ class PoolBackend(DBBackendBase):
             cfg.scheduler_memory / GIB, cpu_limit=cfg.scheduler_cpu_limit,
             memory_limit_gb=(cfg.scheduler_memory_limit / GIB
                              if cfg.scheduler_memory_limit else None)))
+        self.accounting.ledger.start(state["process_id"], node.spec.node_id, cluster.username,
+                                     cfg.platform_group, cluster.name, "scheduler",
+                                     cfg.scheduler_cores, cfg.scheduler_memory / GIB)
 
     async def _spawn_worker(self, worker: Worker, node: NodeState,
                             state: dict[str, Any]) -> None:
@@ -773,6 +818,9 @@ class PoolBackend(DBBackendBase):
             state["process_id"], "worker", self.get_worker_command(cluster, worker.name),
             self.get_worker_env(cluster), cluster, cfg.worker_cores,
             cfg.worker_memory / GIB, worker=worker.name))
+        self.accounting.ledger.start(state["process_id"], node.spec.node_id, cluster.username,
+                                     cfg.platform_group, cluster.name, "worker",
+                                     cfg.worker_cores, cfg.worker_memory / GIB)
 
     # ------------------------------------------------------------------ notebooks
 
@@ -798,6 +846,8 @@ class PoolBackend(DBBackendBase):
             except (PublicException, ValueError, PendingCapExceeded) as exc:
                 raise web.HTTPUnprocessableEntity(reason=str(exc)) from None
             self.notebooks[user.name] = notebook
+        trail().record("notebook.start", user.name, server=notebook.process_id,
+                       cores=notebook.cores, memory_gb=notebook.memory_gb)
         self.log.info("Notebook server %s of %s queued (%g cores, %g GB)",
                       notebook.process_id, user.name, notebook.cores, notebook.memory_gb)
         self._start_launches(self._dispatch())
@@ -825,6 +875,7 @@ class PoolBackend(DBBackendBase):
         if notebook is None or not notebook.live:
             return
         notebook.status, notebook.message = "stopped", reason
+        trail().record("notebook.stop", username, server=notebook.process_id, reason=reason)
         self._waitlist.remove(notebook.process_id)
         await self._cancel_launch(notebook.process_id)
         await self._stop_process(notebook.state)
@@ -858,6 +909,9 @@ class PoolBackend(DBBackendBase):
             "run_as": notebook.run_as,
             "labels": {"user": notebook.user, "notebook": notebook.token_hash or ""}})
         notebook.url = _process_url(node, record["ports"][0])
+        self.accounting.ledger.start(notebook.process_id, node.spec.node_id, notebook.user,
+                                     notebook.group, "", "notebook", notebook.cores,
+                                     notebook.memory_gb)
 
     def _observe_notebooks(self, node: NodeState, processes: list[dict[str, Any]]) -> None:
         """Notebook servers as the node's agent lists them: running once they listen,
@@ -902,7 +956,9 @@ class PoolBackend(DBBackendBase):
                 if node.usable and not self._draining(node)]
 
     def _draining(self, node: NodeState) -> bool:
-        return self._rollout is not None and self._rollout.draining(node.spec.node_id)
+        """A roll-out drains it, or an admin did (``dask-platform admin drain``)."""
+        return node.spec.node_id in self._drained or (
+            self._rollout is not None and self._rollout.draining(node.spec.node_id))
 
     @staticmethod
     def _placement_state(node: NodeState, process_id: str) -> dict[str, Any]:
@@ -935,6 +991,7 @@ class PoolBackend(DBBackendBase):
         node = self._add_node(NodeSpec(state["node_id"], state["role"], state["agent_url"]))
         node.reserved.pop(state["process_id"], None)
         node.stopping.add(state["process_id"])
+        self.accounting.ledger.stop(state["process_id"])
         self._start_launches(self._dispatch())
         try:
             if not node.lost:
@@ -1018,6 +1075,7 @@ class PoolBackend(DBBackendBase):
             node.cores, node.memory_gb = capacity["cores"], capacity["memory_gb"]
             node.version = str(capacity.get("runtime_version") or "")
             node.upgrade = capacity.get("upgrade")
+            asked = time.time()
             processes = await node.client.processes()
         except (NodeUnreachable, NodeAgentError) as exc:
             node.failures += 1
@@ -1033,6 +1091,11 @@ class PoolBackend(DBBackendBase):
         node.agent_used = (sum(p["cores"] for p in staying),
                            sum(p["memory_gb"] for p in staying))
         self._observe_notebooks(node, processes)
+        # Ended on their own (exited, killed): their intervals end now. Only those opened
+        # before this listing was asked for: a start may have landed meanwhile.
+        for process_id in self.accounting.ledger.open_on(node.spec.node_id, asked) - {
+                p["id"] for p in alive}:
+            self.accounting.ledger.stop(process_id)
         node.holders = sorted({p.get("labels", {}).get("user", "?") for p in alive})
         self._reconcile(node, alive)
         await self._update_protection(node)
@@ -1100,6 +1163,8 @@ class PoolBackend(DBBackendBase):
         """Mark everything on a lost node failed, so the gateway replaces the workers."""
         node.lost = True
         node_id = node.spec.node_id
+        for process_id in self.accounting.ledger.open_on(node_id):
+            self.accounting.ledger.stop(process_id)
         self.log.warning("Node %s lost after %d failed checks (%s); failing its processes",
                          node_id, node.failures, exc)
         for cluster in self.db.active_clusters():
@@ -1239,6 +1304,73 @@ class PoolBackend(DBBackendBase):
                 for n in self._nodes.values() if n.known and not n.lost]
         return found
 
+    # ------------------------------------------------------------------ admin (admin.py)
+
+    def set_drained(self, node_id: str, drained: bool) -> bool:
+        """Drain (no new processes) or undrain a node; False if there is no such node."""
+        if node_id not in self._nodes:
+            return False
+        (self._drained.add if drained else self._drained.discard)(node_id)
+        if self._drained_path is not None:
+            self._drained_path.write_text(json.dumps(sorted(self._drained)))
+        self.log.info("Node %s %s", node_id, "drained" if drained else "undrained")
+        if not drained:
+            self._start_launches(self._dispatch())
+        return True
+
+    def waiting(self) -> list[dict[str, Any]]:
+        """What waits for room, per role in service order."""
+        found = []
+        for role, queue in self._waitlist.queues.items():
+            ordered = queue.ordered()
+            for place, request in enumerate(ordered, start=1):
+                found.append({"role": role, "place": place, "of": len(ordered),
+                              "key": request.key, "user": request.user,
+                              "priority": request.priority, "cores": request.cores,
+                              "memory_gb": request.memory_gb})
+        return found
+
+    def node_loads(self) -> list[dict[str, Any]]:
+        loads = []
+        for node in sorted(self._nodes.values(), key=lambda n: (n.spec.role, n.spec.node_id)):
+            room = node.room()
+            loads.append({"node_id": node.spec.node_id, "role": node.spec.role,
+                          "cores": node.cores, "memory_gb": node.memory_gb,
+                          "free_cores": round(room.free_cores, 3),
+                          "free_memory_gb": round(room.free_memory_gb, 3),
+                          "processes": node.alive_processes, "users": node.holders,
+                          "drained": node.spec.node_id in self._drained,
+                          "draining": self._draining(node), "lost": node.lost,
+                          "runtime_version": node.version})
+        return loads
+
+    async def idle_seconds(self) -> dict[str, float | None]:
+        """Running cluster -> seconds its scheduler has had no work (None: unknown)."""
+        clusters = [c for c in self._running_clusters() if c.dashboard_address]
+        readings = await self._read_schedulers(clusters)
+        return {c.name: (r.idle_seconds if r is not None else None)
+                for c, r in zip(clusters, readings)}
+
+    async def stop_everything_of(self, username: str, reason: str) -> dict[str, Any]:
+        """Offboarding: the user's clusters and notebook server, stopped."""
+        clusters = [c.name for c in self.db.active_clusters() if c.username == username]
+        for name in clusters:
+            await self.stop_cluster(name)
+        notebook = self.notebooks.get(username)
+        had_notebook = notebook is not None and notebook.live
+        await self.stop_notebook(username, reason)
+        return {"clusters_stopped": clusters, "notebook_stopped": had_notebook}
+
+    async def _usage_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.usage_period)
+            try:
+                await asyncio.to_thread(self.accounting.round)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.log.warning("Usage round failed", exc_info=True)
+
     # ------------------------------------------------------------------ metrics
 
     def metrics(self) -> dict[str, Any]:
@@ -1318,6 +1450,12 @@ def _run_as(username: str, cfg: PoolClusterConfig) -> dict[str, Any] | None:
     if cfg.platform_uid is None or cfg.platform_gid is None:
         return None
     return {"name": username, "uid": cfg.platform_uid, "gid": cfg.platform_gid}
+
+
+def _acting(request: web.Request, owner: str) -> dict[str, str]:
+    """``by``: who acted, where it was not the owner (an admin)."""
+    user = request.get("user")
+    return {"by": user.name} if user is not None and user.name != owner else {}
 
 
 def _key(item: Pooled) -> str:

@@ -19,7 +19,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from daskplatform.aws import aws_client
-from daskplatform.gateway.worker_memory import WORKER_MEMORY
+from daskplatform.gateway.worker_memory import IDLE_SECONDS, WORKER_MEMORY
 from daskplatform.settings import (
     ACTIVE_CLUSTERS_METRIC,
     ACTIVE_WORKERS_METRIC,
@@ -56,6 +56,8 @@ class SchedulerReading:
 
     queued_tasks: int
     workers: tuple[WorkerMemory, ...]
+    idle_seconds: float | None = None
+    """Since the scheduler last had work (0 while busy); None without the preload."""
 
 
 @dataclass(frozen=True)
@@ -78,10 +80,13 @@ def read_page(prometheus_text: str, cluster: str) -> SchedulerReading:
     (``daskplatform.gateway.worker_memory``); a scheduler without it lists no workers."""
     tasks: list[tuple[str, float]] = []
     memory: dict[str, dict[str, int]] = {}
+    idle: float | None = None
     for family in text_string_to_metric_families(prometheus_text):
         for sample in family.samples:
             if sample.name == SCHEDULER_TASKS:
                 tasks.append((sample.labels.get("state", ""), sample.value))
+            elif sample.name == IDLE_SECONDS:
+                idle = sample.value
             elif sample.name == WORKER_MEMORY:
                 worker = memory.setdefault(sample.labels["worker"], {})
                 worker[sample.labels["type"]] = int(sample.value)
@@ -91,6 +96,7 @@ def read_page(prometheus_text: str, cluster: str) -> SchedulerReading:
     return SchedulerReading(
         queued_tasks=int(sum(value for state, value in tasks if state in WAITING_FOR_A_WORKER)),
         workers=tuple(WorkerMemory(cluster, name, **types) for name, types in memory.items()),
+        idle_seconds=idle,
     )
 
 

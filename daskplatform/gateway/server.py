@@ -28,10 +28,12 @@ from pathlib import Path
 from dask_gateway_server.app import DaskGateway
 from traitlets.config import Config
 
+from daskplatform.audit import AUDIT_LOG_ENV
 from daskplatform.agent_token import MIN_TOKEN_CHARS, AgentTokenError, ensure_agent_token
 from daskplatform.gateway.dask_config import dask_config, spill_disk_per_memory
 from daskplatform.gateway.directory import NodeSpec
 from daskplatform.gateway.quotas import GIB, cluster_options_for
+from daskplatform.gateway.usage import node_prices
 from daskplatform.processes import stop_process
 from daskplatform.runtime_config import load_runtime_settings
 from daskplatform.settings import RuntimeSettings, node_capacity
@@ -90,6 +92,8 @@ def gateway_config(
     api_url: str = "",
     run_as_users: bool = False,
     settings_source: str = "",
+    audit_bucket: str = "",
+    alert_topic_arn: str = "",
 ) -> Config:
     """Everything a ``DaskGateway`` needs to run the pool backend with the settings' quotas.
 
@@ -150,6 +154,13 @@ def gateway_config(
     backend.orphan_grace = settings.timeouts.orphan_grace_seconds
     backend.drain_seconds = settings.timeouts.drain_seconds
     backend.state_dir = temp_dir
+    backend.node_prices = {kind: [price.cores, price.memory_gb, price.usd_per_hour]
+                           for kind, price in node_prices(settings).items()}
+    backend.budgets = {name: quota.monthly_budget_usd
+                       for name, quota in settings.quotas.groups.items()
+                       if quota.monthly_budget_usd is not None}
+    backend.audit_bucket = audit_bucket
+    backend.alert_topic_arn = alert_topic_arn
     backend.settings_source = settings_source
 
     cluster = c.PoolClusterConfig
@@ -309,6 +320,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-namespace", default=None,
                    help="CloudWatch namespace for PendingWorkers (default: settings "
                         "metricsNamespace when there is a worker group, else not published)")
+    p.add_argument("--audit-log", default=None,
+                   help="the audit trail, JSON lines (default: audit.log in --temp-dir)")
+    p.add_argument("--audit-bucket", default="",
+                   help="S3 bucket for daily usage reports (default: none)")
+    p.add_argument("--alert-topic-arn", default="",
+                   help="SNS topic for budget alerts (default: none, logged only)")
     p.add_argument("--config", default=None,
                    help="extra traitlets config file loaded last (overrides, e.g. timeouts)")
     return p
@@ -355,6 +372,8 @@ def config_from_argv(argv: list[str] | None = None) -> Config:
     if metrics_namespace is None:
         metrics_namespace = settings.metrics_namespace if asg_name else ""
     authenticator_class, authenticator_config = _authenticator(args, settings)
+    # One trail for the authenticator and the backend of this process (audit.py).
+    os.environ[AUDIT_LOG_ENV] = args.audit_log or str(temp_dir / "audit.log")
     config = gateway_config(
         settings,
         address=args.address, proxy_address=args.proxy_address,
@@ -368,6 +387,7 @@ def config_from_argv(argv: list[str] | None = None) -> Config:
         api_url=args.api_url or "",
         run_as_users=args.run_as_users,
         settings_source=args.settings,
+        audit_bucket=args.audit_bucket, alert_topic_arn=args.alert_topic_arn,
     )
     if args.config:
         config.DaskGateway.config_file = args.config

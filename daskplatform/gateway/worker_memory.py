@@ -1,4 +1,5 @@
-"""A scheduler preload: each worker's memory on the scheduler's Prometheus page.
+"""A scheduler preload: each worker's memory, and how long the scheduler has been idle,
+on the scheduler's Prometheus page.
 
 distributed's scheduler exports task and worker counts but no per-worker memory, and
 the gateway reaches schedulers only (never worker ports), so the pool backend starts
@@ -9,6 +10,7 @@ splits them (``WorkerState.memory``).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -22,6 +24,9 @@ WORKER_MEMORY = "dask_platform_worker_memory_bytes"
 """Gauge labelled ``worker`` (its name) and ``type``: managed (task results in RAM),
 unmanaged (the rest of the process) and spilled (task results on disk)."""
 MEMORY_TYPES = ("managed", "unmanaged", "spilled")
+IDLE_SECONDS = "dask_platform_scheduler_idle_seconds"
+"""Gauge: seconds since the scheduler last had work (0 while busy); the admin listing's
+idle time, the same notion the cluster's idle timeout uses."""
 
 
 class WorkerMemoryCollector:
@@ -31,6 +36,9 @@ class WorkerMemoryCollector:
         self.scheduler = scheduler
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
+        idle_since = self.scheduler.idle_since
+        yield GaugeMetricFamily(IDLE_SECONDS, "Seconds since the scheduler last had work",
+                                value=max(0.0, time.time() - idle_since) if idle_since else 0)
         family = GaugeMetricFamily(WORKER_MEMORY, "Memory of each worker, by type, in bytes",
                                    labels=["worker", "type"])
         for worker in list(self.scheduler.workers.values()):

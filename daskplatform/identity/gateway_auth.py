@@ -16,10 +16,24 @@ from aiohttp import web
 from dask_gateway_server.auth import JupyterHubAuthenticator
 from dask_gateway_server.models import User
 
+from daskplatform.audit import trail
 from daskplatform.gateway.quotas import NoPlatformGroup, group_of
 from daskplatform.gateway.users import PlatformUser
 from daskplatform.identity.configurable import DirectoryConfig
 from daskplatform.identity.ldap import DirectoryUnavailable, InvalidCredentials, is_valid_username
+
+
+def _claimed_user(request: web.Request) -> str:
+    """The name a failed Basic login claimed, if it is a valid one (else a placeholder:
+    the trail never holds what might be a password typed in the name field)."""
+    scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "basic":
+        try:
+            name = base64.b64decode(credentials, validate=True).decode().partition(":")[0]
+        except (binascii.Error, UnicodeDecodeError):
+            return "(malformed)"
+        return name if is_valid_username(name) else "(invalid name)"
+    return "(hub token)" if scheme.lower() == "jupyterhub" else "(none)"
 
 
 def unauthorized(message: str = "invalid username or password") -> web.HTTPException:
@@ -56,6 +70,20 @@ class PlatformAuthenticator(DirectoryConfig, JupyterHubAuthenticator):
             raise unauthorized("invalid or expired JupyterHub token") from None
 
     async def authenticate(self, request: web.Request) -> User:
+        """A login by password or hub token; each one (not the cookie's reuse) goes to
+        the audit trail, failures with their reason and never a password."""
+        scheme = request.headers.get("Authorization", "").partition(" ")[0].lower()
+        via = "jupyterhub" if scheme == "jupyterhub" else "password"
+        try:
+            user = await self._authenticate(request)
+        except web.HTTPException as exc:
+            trail().record("login", _claimed_user(request), via=via, ok=False,
+                           reason=exc.reason)
+            raise
+        trail().record("login", user.name, via=via, ok=True)
+        return user
+
+    async def _authenticate(self, request: web.Request) -> User:
         scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() == "basic":
             user = await self._ldap_user(credentials)

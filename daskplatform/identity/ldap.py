@@ -17,7 +17,7 @@ import ssl
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -198,6 +198,15 @@ class LdapDirectory:
                              uid_number=_number(attributes.get("uidNumber")),
                              gid_number=_number(attributes.get("gidNumber")))
 
+    def group_members(self, group: str) -> list[str]:
+        """The uids of ``group``'s members, via the service account ([] if no group)."""
+        with self._connection(self._bind_dn, self._bind_password) as conn:
+            conn.search(self.groups_dn, f"(cn={escape_filter_chars(group)})",
+                        search_scope=ldap3.LEVEL, attributes=["member"], size_limit=2)
+            entries = [e for e in conn.response or [] if e.get("type") == "searchResEntry"]
+        members = entries[0]["attributes"].get("member", []) if len(entries) == 1 else []
+        return sorted(parse_dn(dn)[0][1] for dn in members)
+
     def _group_names(self, member_of: list[str]) -> frozenset[str]:
         """cn of each memberOf DN that sits in the groups container (not roles, HBAC...)."""
         suffix = parse_dn(self.groups_dn.lower())
@@ -208,8 +217,14 @@ class LdapDirectory:
                 names.add(parse_dn(dn)[0][1])
         return frozenset(names)
 
+    def writer(self, dn: str, password: str) -> AbstractContextManager[ldap3.Connection]:
+        """A connection bound as ``dn`` that may write (what ``dn`` may write: an admin's
+        own login, membership.py)."""
+        return self._connection(dn, password, read_only=False)
+
     @contextmanager
-    def _connection(self, dn: str, password: str) -> Iterator[ldap3.Connection]:
+    def _connection(self, dn: str, password: str, read_only: bool = True
+                    ) -> Iterator[ldap3.Connection]:
         """A bound, encrypted connection, closed afterwards. A wrong password or a missing
         entry propagate as ldap3's result exceptions; anything else (unreachable, TLS,
         server refusals) becomes DirectoryUnavailable."""
@@ -219,7 +234,7 @@ class LdapDirectory:
                               tls=self._tls, connect_timeout=self._timeout,
                               get_info=ldap3.NONE)
         conn = ldap3.Connection(server, dn, password, raise_exceptions=True,
-                                receive_timeout=self._timeout, read_only=True)
+                                receive_timeout=self._timeout, read_only=read_only)
         try:
             conn.open()
             if not self._use_ssl:

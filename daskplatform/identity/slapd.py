@@ -258,7 +258,12 @@ access to attrs=userPassword
     by self write
     by anonymous auth
     by * none
+access to dn.one="cn=groups,cn=accounts,{self.base_dn}" attrs=member
+    by group.exact="cn=admins,cn=groups,cn=accounts,{self.base_dn}" write
+    by dn.exact="{service}" read
+    by * none
 access to *
+    by group.exact="cn=admins,cn=groups,cn=accounts,{self.base_dn}" read
     by dn.exact="{service}" read
     by self read
     by * none

@@ -272,6 +272,19 @@ def new_pool(directory: Path, settings: RuntimeSettings | None = None,
     return Pool(directory, settings_path, token, {**os.environ, **(env or {})})
 
 
+def started_pool(make_pool: Callable[..., Pool], workers: tuple[float, float],
+                 count: int = 2, prefix: str = "") -> Pool:
+    """A gateway over one 2-core scheduler node and ``count`` worker nodes of
+    ``workers`` (cores, GB), named ``{prefix}sched-1``, ``{prefix}work-1`` ..."""
+    pool = make_pool()
+    pool.add_agent(f"{prefix}sched-1", "scheduler", cores=2, memory_gb=2)
+    for index in range(1, count + 1):
+        pool.add_agent(f"{prefix}work-{index}", "worker", cores=workers[0],
+                       memory_gb=workers[1])
+    pool.start_gateway()
+    return pool
+
+
 @pytest.fixture
 def make_pool(tmp_path: Path) -> Iterator[Callable[..., Pool]]:
     """Factory: ``make_pool(settings, env=...)``; everything is stopped at teardown."""

@@ -7,17 +7,12 @@ import time
 import pytest
 from dask_gateway import GatewayWarning
 
-from tests.gateway.conftest import Pool, wait_for
+from tests.gateway.conftest import Pool, started_pool, wait_for
 
 
 @pytest.fixture
 def pool(make_pool) -> Pool:
-    pool = make_pool()
-    pool.add_agent("sched-1", "scheduler", cores=2, memory_gb=2)
-    pool.add_agent("work-1", "worker", cores=1, memory_gb=1)
-    pool.add_agent("work-2", "worker", cores=1, memory_gb=1)
-    pool.start_gateway()
-    return pool
+    return started_pool(make_pool, (1, 1))
 
 
 def _workers(client) -> int:
