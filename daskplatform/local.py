@@ -200,8 +200,9 @@ class LocalPlatform:
                     "ldap_ca_bundle": slapd.ca_file.read_text()})
         aws_client("ssm").put_parameter(Name=SETTINGS_PARAMETER, Type="String",
                                         Value=settings.to_json())
-        say(f"local:   buckets dask-platform-local-{{{','.join(BUCKET_KINDS)}}}, "
-            f"settings in ssm://{SETTINGS_PARAMETER}")
+        say(f"local:   AWS at {endpoint} (AWS_ENDPOINT_URL); buckets "
+            f"dask-platform-local-{{{','.join(BUCKET_KINDS)}}}, settings in "
+            f"ssm://{SETTINGS_PARAMETER}")
         return settings
 
     def _start_agents(self, settings: RuntimeSettings) -> None:

@@ -26,14 +26,17 @@ import argparse
 import io
 import json
 import os
+import re
 import shutil
 import sys
 import tarfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from http.cookiejar import CookieJar
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +144,9 @@ class Users:
         if not plan.done and not self.args.dry_run:
             print(f"nothing changed: {name} was onboarded already")
             return 0
+        if not self.args.dry_run:  # the gateway admits them now, not after its cache
+            fetch(self.args.gateway, self.auth, path=f"/api/v1/admin/users/{name}/refresh",
+                  body={})
         hub = _hub_url(self.args.gateway)
         print(f"\nnext, {name}: open {hub}/ and log in with your FreeIPA password; your "
               "JupyterLab starts on the pool, and in a notebook Gateway() needs no "
@@ -190,7 +196,8 @@ class Users:
 
     def _hub_admin_token(self, hub: str) -> str:
         """A short-lived token of the admin's own, from their password (hub admins may
-        stop servers and revoke tokens)."""
+        stop servers and revoke tokens); a first login makes the hub know them."""
+        _hub_form_login(hub, self.args.admin, os.environ[PASSWORD_ENV])
         answer = _hub_call(hub, None, "POST", f"/users/{self.args.admin}/tokens", {
             "auth": {"username": self.args.admin, "password": os.environ[PASSWORD_ENV]},
             "note": "dask-platform users", "expires_in": 600})
@@ -248,6 +255,24 @@ def _hub_call(hub: str, token: str | None, method: str, path: str,
             return None  # no server running
         raise UsersError(f"JupyterHub answered {exc.code} to {method} {path}: "
                          f"{exc.read().decode(errors='replace')[:300]}") from None
+    except OSError as exc:
+        raise UsersError(f"cannot reach JupyterHub at {hub} ({exc})") from None
+
+
+def _hub_form_login(hub: str, user: str, password: str) -> None:
+    """JupyterHub's login form, as a browser fills it (its XSRF token included)."""
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()))
+    try:
+        with opener.open(f"{hub}/hub/login", timeout=30) as response:
+            page = response.read().decode(errors="replace")
+        xsrf = re.search(r'name="_xsrf"\s+value="([^"]+)"', page)
+        form = urllib.parse.urlencode({"username": user, "password": password,
+                                       "_xsrf": xsrf.group(1) if xsrf else ""}).encode()
+        with opener.open(f"{hub}/hub/login", data=form, timeout=30):
+            pass
+    except urllib.error.HTTPError as exc:
+        raise UsersError(f"JupyterHub refused the login of {user} ({exc.code}); check the "
+                         "password") from None
     except OSError as exc:
         raise UsersError(f"cannot reach JupyterHub at {hub} ({exc})") from None
 

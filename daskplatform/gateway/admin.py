@@ -9,7 +9,10 @@ otherwise); every change is written to the audit trail with the admin's name.
 - ``GET /api/v1/admin/queue``: what waits for room, in service order.
 - ``GET /api/v1/admin/nodes``: nodes with their load; ``POST .../{node}/drain`` and
   ``.../undrain``: a drained node takes no new processes (its running ones stay).
-- ``POST /api/v1/admin/users/{name}/offboard``: stop the user's clusters and notebook.
+- ``POST /api/v1/admin/users/{name}/offboard``: forget the user's logins, stop their
+  clusters and notebook.
+- ``POST /api/v1/admin/users/{name}/refresh``: forget the user's cached logins, so a
+  change of their groups applies at once (onboarding).
 - ``POST /api/v1/admin/audit``: a step an admin's command took elsewhere (the directory,
   the home) into the gateway's trail.
 - ``GET /api/v1/usage?since=7d&by=user|group|cluster``: usage and cost; everyone may
@@ -55,6 +58,27 @@ def _admin(request: web.Request) -> Any:
     return user
 
 
+def _username(request: web.Request) -> str:
+    username = request.match_info["username"]
+    if not is_safe_name(username):
+        raise web.HTTPUnprocessableEntity(reason=f"not a user name: {shown(username)}")
+    return username
+
+
+def forget_logins(app: web.Application, username: str) -> None:
+    """Drop what the gateway remembers of ``username``'s logins: its cookie (dask-gateway's
+    cache) and the directory's cached answer; their next request logs in afresh."""
+    auth = app["authenticator"]
+    cache = getattr(auth, "cache", None)
+    if cache is not None:
+        cookie = cache.name_to_cookie.pop(username, None)
+        if cookie is not None:
+            cache.cookie_to_user.pop(cookie, None)
+    forget = getattr(auth, "forget", None)
+    if forget is not None:
+        forget(username)
+
+
 class AdminRoutes:
     def __init__(self, backend: Any) -> None:
         self.backend = backend
@@ -72,6 +96,7 @@ class AdminRoutes:
             web.post(f"{base}/nodes/{{node_id}}/drain", guarded(self.drain)),
             web.post(f"{base}/nodes/{{node_id}}/undrain", guarded(self.undrain)),
             web.post(f"{base}/users/{{username}}/offboard", guarded(self.offboard)),
+            web.post(f"{base}/users/{{username}}/refresh", guarded(self.refresh)),
             web.post(f"{base}/audit", guarded(self.audit)),
             web.get("/api/v1/usage", guarded(self.usage)),
         ]
@@ -132,11 +157,16 @@ class AdminRoutes:
                        node=node_id)
         return web.json_response({"node": node_id, "drained": drained})
 
+    async def refresh(self, request: web.Request) -> web.Response:
+        _admin(request)
+        username = _username(request)
+        forget_logins(request.app, username)
+        return web.json_response({"forgotten": username})
+
     async def offboard(self, request: web.Request) -> web.Response:
         admin = _admin(request)
-        username = request.match_info["username"]
-        if not is_safe_name(username):
-            raise web.HTTPUnprocessableEntity(reason=f"not a user name: {shown(username)}")
+        username = _username(request)
+        forget_logins(request.app, username)
         stopped = await self.backend.stop_everything_of(username,
                                                         f"offboarded by {admin.name}")
         trail().record("user.work_stopped", username, by=admin.name, **stopped)

@@ -131,6 +131,10 @@ class PlatformAuthenticator(DirectoryConfig, JupyterHubAuthenticator):
         return PlatformUser(found.username, groups=sorted(found.groups),
                             uid=found.uid_number, gid=found.gid_number)
 
+    def forget(self, username: str) -> None:
+        """The directory's cached answers for ``username`` (admin.py, on- and offboarding)."""
+        self.directory.forget(username)
+
     async def cleanup(self) -> None:
         if getattr(self, "hub_enabled", False):
             await super().cleanup()

@@ -154,6 +154,8 @@ def hub_config(*, settings_source: str, bind_url: str, hub_port: int, proxy_api_
     c.JupyterHub.authenticator_class = f"{__name__}.{LdapHubAuthenticator.__name__}"
     c.LdapHubAuthenticator.settings_source = settings_source
     c.LdapHubAuthenticator.ldap_ca_file = ldap_ca_file
+    # Groups are read again before each server start: an offboarded user starts nothing.
+    c.LdapHubAuthenticator.refresh_pre_spawn = True
     c.JupyterHub.spawner_class = "daskplatform.identity.spawner.PoolSpawner"
     c.PoolSpawner.gateway_url = gateway_url + SERVICE_PREFIX
     c.Spawner.server_token_scopes = SERVER_TOKEN_SCOPES

@@ -89,6 +89,12 @@ class _TTLCache:
                 return None
             return entry[1]
 
+    def forget(self, username: str) -> None:
+        """Drop every entry of ``username`` (their groups changed)."""
+        with self._lock:
+            self._entries = {k: v for k, v in self._entries.items()
+                             if v[1].username != username}
+
     def put(self, key: bytes, user: DirectoryUser) -> None:
         if self.seconds <= 0:
             return
@@ -160,6 +166,11 @@ class LdapDirectory:
             raise InvalidCredentials("invalid username or password") from None
         self._cache.put(key, user)
         return user
+
+    def forget(self, username: str) -> None:
+        """Make the next login or look-up of ``username`` ask the directory (an admin
+        changed their groups: it applies at once, not after the cache's time)."""
+        self._cache.forget(username)
 
     def lookup_cached(self, username: str) -> DirectoryUser | None:
         """:meth:`lookup`, reused for the login cache's time (hub-token requests would
