@@ -39,7 +39,8 @@ MODULE_TESTS: dict[str, tuple[str, ...]] = {
     "daskplatform/gateway/queue.py": ("tests/gateway/test_placement_queue.py",),
     "policies/quotas.py": ("tests/policies/test_quotas.py",),
     "policies/network.py": ("tests/policies/test_network.py",),
-    "daskplatform/appsflyer/validate.py": ("tests/pipeline/test_schema.py",),
+    "daskplatform/appsflyer/validate.py": ("tests/pipeline/test_schema.py",
+                                           "tests/pipeline/test_validate.py"),
 }
 """Each module and its fast tests (pure: no servers), the only tests run per mutant."""
 
@@ -95,7 +96,7 @@ def test_command(tests: tuple[str, ...]) -> list[str]:
     fixtures (servers): scanning every installed package for pytest plugins and importing
     the fixtures' modules would double or treble each run."""
     return [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
-            "-p", "pytest_asyncio", "--noconftest", *tests]
+            "-p", "pytest_asyncio.plugin", "--noconftest", *tests]
 
 
 def environment(tree: Path) -> dict[str, str]:

@@ -23,6 +23,66 @@ def test_best_fit_respects_roles() -> None:
     assert best_fit(nodes, "worker", 0.5, 0.5) == "work"
 
 
+def test_best_fit_skips_a_node_short_of_cores_though_it_has_the_memory() -> None:
+    nodes = [NodeRoom("cores-short", "worker", 0.5, 8.0), NodeRoom("roomy", "worker", 2, 2.0)]
+    assert best_fit(nodes, "worker", 1, 1) == "roomy"
+    assert best_fit(nodes, "worker", 0.5, 1) == "roomy"  # less memory left there
+
+
+def test_best_fit_skips_a_node_short_of_memory_though_it_has_the_cores() -> None:
+    nodes = [NodeRoom("memory-short", "worker", 8, 1.0), NodeRoom("roomy", "worker", 2, 8.0)]
+    assert best_fit(nodes, "worker", 1, 1.5) == "roomy"
+
+
+def test_a_request_exactly_a_nodes_room_fits_even_after_float_sums() -> None:
+    nodes = [NodeRoom("exact", "worker", 0.1 + 0.2, 1.5)]
+    assert best_fit(nodes, "worker", 0.3, 1.5) == "exact"
+    assert best_fit(nodes, "worker", 0.31, 1.5) is None
+    assert best_fit(nodes, "worker", 0.3, 1.51) is None
+
+
+def test_memory_left_decides_before_cores_left() -> None:
+    nodes = [NodeRoom("few-cores-left", "worker", 1.5, 4.0),
+             NodeRoom("little-memory-left", "worker", 4, 2.0)]
+    assert best_fit(nodes, "worker", 1, 1.5) == "little-memory-left"
+
+
+def test_ties_go_to_fewer_cores_left_then_to_the_first_node_id() -> None:
+    memory_tie = [NodeRoom("a", "worker", 4, 2.0), NodeRoom("b", "worker", 2, 2.0)]
+    assert best_fit(memory_tie, "worker", 1, 1) == "b"
+    full_tie = [NodeRoom("node-2", "worker", 2, 2.0), NodeRoom("node-1", "worker", 2, 2.0)]
+    assert best_fit(full_tie, "worker", 1, 1) == "node-1"
+    assert best_fit(reversed(full_tie), "worker", 1, 1) == "node-1"
+
+
+def test_room_left_is_compared_exactly_not_in_request_sized_steps() -> None:
+    """0.1 GB left beats 0.9 GB left, though both hold the request once more (2.1 // 2 ==
+    2.9 // 2); 0.5 left beats 2.1 left, though 2.1 % 2 is the smaller remainder."""
+    for resource in ("memory", "cores"):
+        def node(node_id: str, room: float) -> NodeRoom:
+            return NodeRoom(node_id, "worker", *((9, room) if resource == "memory"
+                                                  else (room, 9)))
+        assert best_fit([node("a", 2.9), node("b", 2.1)], "worker", 2, 2) == "b", resource
+        assert best_fit([node("a", 4.1), node("b", 2.5)], "worker", 2, 2) == "b", resource
+
+
+def test_with_a_version_only_nodes_on_that_version_are_candidates() -> None:
+    nodes = [NodeRoom("old", "worker", 1, 1.5, version="1.0"),
+             NodeRoom("new", "worker", 4, 16, version="1.1"),
+             NodeRoom("newer", "worker", 4, 16, version="1.2")]
+    assert best_fit(nodes, "worker", 1, 1.5) == "old"  # no version: the fullest
+    assert best_fit(nodes, "worker", 1, 1.5, version="1.1") == "new"
+    assert best_fit(nodes, "worker", 1, 1.5, version="1.0") == "old"
+    assert best_fit(nodes, "worker", 1, 1.5, version="2.0") is None
+
+
+def test_node_room_is_a_value() -> None:
+    room = NodeRoom("n", "worker", 1, 1)
+    assert room == NodeRoom("n", "worker", 1, 1) and room.version == ""
+    with pytest.raises(AttributeError):
+        room.free_cores = 2  # type: ignore[misc]
+
+
 def test_queue_serves_priority_then_arrival() -> None:
     queue = PendingQueue(max_pending_per_user=5)
     queue.push("analyst-1", "ann", priority=1, cores=1, memory_gb=1)

@@ -138,3 +138,145 @@ def test_alb_marker_is_a_word_not_a_substring() -> None:
 def test_specific_cidr_is_not_public() -> None:
     props = inline(protocol="tcp", fromPort=443.0, toPort=443.0, cidrBlocks=["10.20.0.0/16"])
     assert run("public-ingress-only-alb", SECURITY_GROUP, props, name="platform-gateway") == []
+
+
+# --------------------------------------------------------------------------- several rules
+
+
+def test_a_later_rule_open_to_the_world_is_found_after_a_private_one() -> None:
+    props = {"description": "gateway", "ingress": [
+        {"protocol": "tcp", "fromPort": 8000.0, "toPort": 8000.0, "securityGroups": ["sg-2"]},
+        {"protocol": "tcp", "fromPort": 8000.0, "toPort": 8000.0,
+         "cidrBlocks": ["10.0.0.0/8", "0.0.0.0/0"]},
+    ]}
+    assert run("public-ingress-only-alb", SECURITY_GROUP, props, name="platform-gateway") == [
+        ("ingress[1] opens port 8000 to 0.0.0.0/0 on a security group that is not the ALB's; "
+         "reference a security group or list specific CIDRs (dask-platform:allowedCidrs)")]
+
+
+def test_every_bad_rule_of_a_group_is_reported_in_order() -> None:
+    props = {"description": "workers", "ingress": [
+        {"protocol": "tcp", "fromPort": 9200.0, "toPort": 9999.0, "self": True},
+        {"protocol": "udp", "fromPort": 9200.0, "toPort": 9200.0, "self": True},
+        {"protocol": "tcp", "fromPort": 22.0, "toPort": 22.0, "prefixListIds": ["pl-1"]},
+    ]}
+    assert run("security-group-ingress-ports", SECURITY_GROUP, props) == [
+        "ingress[1] allows protocol udp (port 9200) from a security group; use one of tcp on "
+        "a platform port",
+        "ingress[2] opens port 22 from a security group, which is not a platform port; "
+        "allowed: 80, 389, 443, 636, 2049, 8000, 8081, 8786, 8790, 8800-8899, 9000-9199, "
+        "9200-9999 (DESIGN.md, Ports)"]
+    assert run("no-admin-ports", SECURITY_GROUP, props) == [
+        "ingress[2] opens port 22 (SSH) from a security group; remove it and use SSM Session "
+        "Manager for shells"]
+
+
+# --------------------------------------------------------------------------- the ALB's edge
+
+
+@pytest.mark.parametrize("protocol, low, high, shown", [
+    ("udp", 443.0, 443.0, "port 443 (udp)"),
+    ("17", 443.0, 443.0, "port 443 (udp)"),
+    ("tcp", 80.0, 443.0, "ports 80-443 (tcp)"),
+    ("tcp", 443.0, 444.0, "ports 443-444 (tcp)"),
+    ("-1", 0.0, 0.0, "all ports (all)"),
+])
+def test_the_alb_is_public_only_on_single_tcp_ports(protocol: str, low: float, high: float,
+                                                     shown: str) -> None:
+    props = {"securityGroupId": "sg-1", "ipProtocol": protocol, "fromPort": low,
+             "toPort": high, "cidrIpv4": "0.0.0.0/0"}
+    assert run("public-ingress-only-alb", INGRESS_RULE, props, name="platform-alb-in") == [
+        f"opens {shown} to 0.0.0.0/0; the ALB may be public only on tcp 80, 443"]
+
+
+@pytest.mark.parametrize("protocol, port", [("tcp", 80.0), ("TCP", 443.0), ("6", 443.0)])
+def test_the_alb_may_be_public_on_80_and_443(protocol: str, port: float) -> None:
+    props = sg_rule(protocol=protocol, fromPort=port, toPort=port,
+                    cidrBlocks=["0.0.0.0/0"], ipv6CidrBlocks=["::/0"])
+    assert run("public-ingress-only-alb", SECURITY_GROUP_RULE, props, name="alb-in") == []
+
+
+@pytest.mark.parametrize("props, name", [
+    ({"name": "platform-alb"}, "sg"),
+    ({"namePrefix": "ALB-"}, "sg"),
+    ({"tags": {"Name": "edge alb"}}, "sg"),
+    ({"tags": {"Role": "alb"}}, "sg"),
+    ({"description": "The ALB's group"}, "sg"),
+    ({}, "platform_alb"),
+])
+def test_the_alb_is_recognised_by_any_of_its_names(props: dict, name: str) -> None:
+    group = {**props, "ingress": [{"protocol": "tcp", "fromPort": 443.0, "toPort": 443.0,
+                                   "cidrBlocks": ["0.0.0.0/0"]}]}
+    assert run("public-ingress-only-alb", SECURITY_GROUP, group, name=name) == []
+    assert run("public-ingress-only-alb", SECURITY_GROUP,
+               {"ingress": group["ingress"], "tags": {"Name": "x", "Role": "gateway"}},
+               name="gateway") != []
+
+
+def test_a_configured_public_port_replaces_the_defaults() -> None:
+    props = sg_rule(protocol="tcp", fromPort=443.0, toPort=443.0, cidrBlocks=["0.0.0.0/0"])
+    assert run("public-ingress-only-alb", SECURITY_GROUP_RULE, props, name="alb",
+               config={"publicPorts": [8443]}) == [
+        "opens port 443 (tcp) to 0.0.0.0/0; the ALB may be public only on tcp 8443"]
+
+
+# --------------------------------------------------------------------------- port edges
+
+
+@pytest.mark.parametrize("low, high", [(8800, 8899), (9000, 9000), (9199, 9199), (9999, 9999)])
+def test_ranges_inside_an_allowed_range_up_to_its_ends_pass(low: int, high: int) -> None:
+    props = sg_rule(protocol="tcp", fromPort=float(low), toPort=float(high),
+                    sourceSecurityGroupId="sg-2")
+    assert run("security-group-ingress-ports", SECURITY_GROUP_RULE, props) == []
+
+
+@pytest.mark.parametrize("low, high, shown", [
+    (8999, 9199, "ports 8999-9199"), (9000, 10000, "ports 9000-10000"),
+    (442, 443, "ports 442-443"), (443, 444, "ports 443-444"), (8787, 8787, "port 8787")])
+def test_ranges_past_an_allowed_end_fail(low: int, high: int, shown: str) -> None:
+    props = {"ipProtocol": "tcp", "fromPort": float(low), "toPort": float(high),
+             "referencedSecurityGroupId": "sg-2"}
+    [message] = run("security-group-ingress-ports", INGRESS_RULE, props)
+    assert message.startswith(f"opens {shown} from a security group, which is not a platform")
+
+
+def test_rules_admitting_nobody_are_still_checked() -> None:
+    props = inline(protocol="tcp", fromPort=8787.0, toPort=8787.0)
+    [message] = run("security-group-ingress-ports", SECURITY_GROUP, props)
+    assert message.startswith("ingress[0] opens port 8787 from nowhere, which is not")
+
+
+@pytest.mark.parametrize("props", [
+    inline(protocol="tcp", fromPort=20.0, toPort=30.0, cidrBlocks=["10.0.0.0/8"]),
+    inline(protocol="udp", fromPort=22.0, toPort=22.0, cidrBlocks=["10.0.0.0/8"]),
+    inline(protocol="-1", fromPort=0.0, toPort=0.0, cidrBlocks=["10.0.0.0/8"]),
+    inline(fromPort=0.0, toPort=0.0, cidrBlocks=["10.0.0.0/8"]),  # no protocol: all
+])
+def test_ssh_is_found_inside_ranges_udp_and_all_protocols(props: dict) -> None:
+    assert [m.split(" from ")[0] for m in run("no-admin-ports", SECURITY_GROUP, props)][:1] == [
+        "ingress[0] opens port 22 (SSH)"]
+
+
+def test_icmp_and_ports_beside_ssh_are_not_ssh() -> None:
+    for props in (inline(protocol="icmp", fromPort=-1.0, toPort=-1.0, cidrBlocks=["10.0.0.0/8"]),
+                  inline(protocol="tcp", fromPort=23.0, toPort=3388.0, cidrBlocks=["10.0.0.0/8"]),
+                  inline(protocol="tcp", fromPort=3390.0, toPort=3390.0, self=True)):
+        assert run("no-admin-ports", SECURITY_GROUP, props) == []
+
+
+def test_all_protocols_from_a_group_rule_names_its_cidrs() -> None:
+    props = sg_rule(protocol="all", cidrBlocks=["10.0.0.0/8"], ipv6CidrBlocks=["fd00::/8"])
+    assert run("no-all-protocols-from-cidr", SECURITY_GROUP_RULE, props) == [
+        "allows all protocols from 10.0.0.0/8, fd00::/8; allow tcp on the needed port "
+        "instead, or reference a security group"]
+    assert run("no-all-protocols-from-cidr", SECURITY_GROUP_RULE,
+               sg_rule(protocol="tcp", fromPort=443.0, toPort=443.0,
+                       cidrBlocks=["10.0.0.0/8"])) == []
+
+
+def test_resources_that_are_not_ingress_are_ignored() -> None:
+    bucket = "aws:s3/bucketV2:BucketV2"
+    props = {"ingress": [{"protocol": "-1", "cidrBlocks": ["0.0.0.0/0"]}]}
+    for rule in ("security-group-ingress-ports", "no-admin-ports", "public-ingress-only-alb",
+                 "no-all-protocols-from-cidr"):
+        assert run(rule, bucket, props) == []
