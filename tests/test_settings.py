@@ -587,3 +587,198 @@ def test_a_notebook_larger_than_a_worker_node_is_refused() -> None:
         "(0.5 cores, 4 GB) does not fit a c5.large node (2 cores, 3.5 GB); shrink it"]
     exact = quotas(data_analysts=quota(notebook_cores=2, notebook_memory_gb=3.5))
     assert notebook_fit_problems(exact, ClusterSettings(), WorkerPoolSettings()) == []
+
+
+# ------------------------------------------------------------------ edges of each rule
+
+
+def test_a_stack_file_with_nested_values_in_every_section_is_read_whole(tmp_path: Path) -> None:
+    nested = {
+        "scheduler": {"instanceType": "m5.4xlarge"},
+        "gateway": {"instanceType": "t3.large", "stateVolumeGib": 20},
+        "workers": {"instanceType": "m5.xlarge", "min": 2, "max": 9, "warmPoolMin": 0},
+        "quotas": {"idleTimeoutMinutes": 30, "maxPendingPerUser": 7},
+        "ports": {"nodeAgent": 8791},
+        "timeouts": {"drainSeconds": 600},
+        "costs": {"instancePricesUsdPerHour": {"m5.xlarge": 0.2}},
+        "tags": {"team": "data"},
+    }
+    document = {"config": {**{f"dask-platform:{k}": v for k, v in {**REQUIRED,
+                                                                   **nested}.items()},
+                           "dask-platform:vpcCidr": "10.8.0.0/20"}}
+    path = tmp_path / "Pulumi.t.yaml"
+    path.write_text(yaml.safe_dump(document))
+    loaded = load_stack_file(str(path))
+    dumped = loaded.model_dump(by_alias=True)
+    for section, values in nested.items():
+        for key, value in values.items():
+            assert dumped[section][key] == value, (section, key)
+    assert loaded.vpc_cidr == "10.8.0.0/20"
+
+
+def test_an_empty_stack_file_names_the_required_keys(tmp_path: Path) -> None:
+    path = tmp_path / "Pulumi.t.yaml"
+    path.write_text("")
+    with pytest.raises(SettingsError, match="dask-platform:certificateArn: is required but not "
+                                            r"set \(pulumi config set certificateArn \.\.\.\)"):
+        load_stack_file(str(path))
+
+
+@pytest.mark.parametrize("cidr, normalised", [
+    ("10.0.0.0/16", "10.0.0.0/16"), ("10.8.0.0/20", "10.8.0.0/20"),
+    ("192.168.4.0/24", "192.168.4.0/24")])
+def test_vpc_blocks_from_16_to_24_are_accepted(cidr: str, normalised: str) -> None:
+    assert settings(vpcCidr=cidr).vpc_cidr == normalised
+
+
+@pytest.mark.parametrize("cidr", ["10.0.0.0/15", "192.168.4.0/25"])
+def test_vpc_blocks_past_16_to_24_are_refused(cidr: str) -> None:
+    assert (f"dask-platform:vpcCidr: {cidr!r} must be a /16 to /24 block: the stack cuts it "
+            "into four subnets of a sixteenth each") in rejected(vpcCidr=cidr)
+
+
+ADOPT = {"vpcId": "vpc-0123abcd",
+         "privateSubnetIds": ["subnet-0123abcd", "subnet-0123456789abcdef0"],
+         "publicSubnetIds": ["subnet-0123abce", "subnet-0123456789abcdef1"]}
+
+
+def test_adopting_a_vpc_takes_ids_of_8_to_17_hex_digits() -> None:
+    s = settings(**ADOPT)
+    assert s.adopts_vpc and s.private_subnet_ids == ("subnet-0123abcd", "subnet-0123456789abcdef0")
+    assert settings(**{**ADOPT, "vpcId": "vpc-0123456789abcdef0"}).vpc_id.endswith("ef0")
+
+
+@pytest.mark.parametrize("key, bad", [
+    ("privateSubnetIds", "subnet-0123abc"), ("privateSubnetIds", "subnet-0123456789abcdef01"),
+    ("publicSubnetIds", "subnet-0123ABCD"), ("publicSubnetIds", "sn-0123abcd"),
+    ("publicSubnetIds", "subnet-0123abcd "),
+])
+def test_subnet_ids_that_are_not_ids_are_named(key: str, bad: str) -> None:
+    ids = [bad, ADOPT[key][1]]
+    assert (f"dask-platform:{key}: {bad!r} not subnet ids like subnet-0123abcd"
+            in rejected(**{**ADOPT, key: ids}))
+
+
+@pytest.mark.parametrize("bad", ["vpc-0123abc", "vpc-0123456789abcdef01", "vpc-0123ABCD"])
+def test_vpc_ids_that_are_not_ids_are_named(bad: str) -> None:
+    assert (f"dask-platform:vpcId: {bad!r} is not a VPC id like vpc-0123456789abcdef0"
+            in rejected(**{**ADOPT, "vpcId": bad}))
+
+
+def test_adopting_needs_two_public_subnets_too() -> None:
+    message = rejected(**{**ADOPT, "publicSubnetIds": ["subnet-0123abce"]})
+    assert ("dask-platform:publicSubnetIds needs at least 2 subnets (one per AZ) when "
+            "dask-platform:vpcId is set; got 1") in message
+
+
+def test_subnets_without_a_vpc_name_the_first_key_given() -> None:
+    assert ("dask-platform:publicSubnetIds is set but dask-platform:vpcId is not; set vpcId "
+            "to adopt an existing VPC") in rejected(publicSubnetIds=ADOPT["publicSubnetIds"])
+
+
+@pytest.mark.parametrize("low, high", [(1024, 1024), (1024, 2000), (60000, 65535),
+                                       (65535, 65535)])
+def test_port_ranges_may_reach_1024_and_65535(low: int, high: int) -> None:
+    assert PortSettings(worker_range=(low, high)).worker_range == (low, high)
+
+
+@pytest.mark.parametrize("low, high", [(1023, 2000), (60000, 65536), (70000, 70001)])
+def test_port_ranges_past_1024_or_65535_are_refused(low: int, high: int) -> None:
+    with pytest.raises(ValidationError, match=f"range {low}-{high} must satisfy 1024 <= low "
+                                              "<= high <= 65535"):
+        PortSettings(scheduler_range=(low, high))
+
+
+@pytest.mark.parametrize("port, inside", [(8999, False), (9000, True), (9199, True),
+                                          (9200, True), (10000, False)])
+def test_a_fixed_port_at_either_end_of_a_range_falls_inside_it(port: int, inside: bool) -> None:
+    if inside:
+        with pytest.raises(SettingsError, match=rf"dask-platform:ports.gatewayHttp \({port}\) "
+                                                "falls inside"):
+            check_ports(PortSettings(gateway_http=port))
+    else:
+        check_ports(PortSettings(gateway_http=port))
+
+
+def test_ranges_sharing_only_their_last_port_overlap() -> None:
+    with pytest.raises(SettingsError, match="dask-platform:ports.schedulerRange 9000-9200 "
+                                            "overlaps dask-platform:ports.workerRange 9200-9999"):
+        check_ports(PortSettings(scheduler_range=(9000, 9200)))
+    with pytest.raises(SettingsError, match="dask-platform:ports.schedulerRange 8899-9199 "
+                                            "overlaps dask-platform:ports.notebookRange"):
+        check_ports(PortSettings(scheduler_range=(8899, 9199)))
+    check_ports(PortSettings(scheduler_range=(8900, 9199)))
+
+
+def test_a_worker_or_scheduler_exactly_its_hosts_size_fits() -> None:
+    check(clusters=ClusterSettings(worker_cores=2, worker_memory_gb=3.5, scheduler_cores=8,
+                                   scheduler_memory_gb=31.5))
+    for changes in ({"worker_memory_gb": 3.6}, {"scheduler_memory_gb": 31.6},
+                    {"scheduler_cores": 8.1}):
+        with pytest.raises(SettingsError, match="does not fit a"):
+            check(clusters=ClusterSettings(**{"worker_cores": 2, "worker_memory_gb": 3.5,
+                                              "scheduler_cores": 8,
+                                              "scheduler_memory_gb": 31.5, **changes}))
+
+
+def test_a_user_total_exactly_the_pools_capacity_is_accepted() -> None:
+    """20 c5.large nodes hold 40 cores and 20 x 3.5 = 70 GB."""
+    exact = quotas(admins=quota(priority=3, user_max_cores=40, user_max_memory_gb=70))
+    check(exact)
+    over = quotas(admins=quota(priority=3, user_max_cores=40, user_max_memory_gb=70.5))
+    with pytest.raises(SettingsError) as caught:
+        check(over)
+    assert str(caught.value) == (
+        "dask-platform:quotas.groups.admins.userMaxMemoryGb (70.5) exceeds what the pool can "
+        "ever hold at dask-platform:workers.max=20 x c5.large (40 cores, 70 GB); lower it or "
+        "raise dask-platform:workers.max")
+
+
+def test_a_cluster_limit_equal_to_the_user_total_and_to_one_worker_is_accepted() -> None:
+    check(quotas(data_analysts=quota(cluster_max_cores=1, cluster_max_memory_gb=1.5,
+                                     user_max_cores=1, user_max_memory_gb=1.5)))
+    with pytest.raises(SettingsError, match=r"data_analysts: per-cluster quota \(0.9 cores, "
+                                            r"1.5 GB\) cannot hold one default worker \(1 cores"):
+        check(quotas(data_analysts=quota(cluster_max_cores=0.9, cluster_max_memory_gb=1.5)))
+
+
+def test_a_notebook_with_too_many_cores_is_refused() -> None:
+    (problem,) = notebook_fit_problems(quotas(admins=quota(priority=3, notebook_cores=2.5)),
+                                       ClusterSettings(), WorkerPoolSettings())
+    assert problem.startswith("dask-platform:quotas.groups.admins.notebookCores/"
+                              "notebookMemoryGb: a notebook (2.5 cores, 1 GB)")
+
+
+def test_node_capacity_of_burstable_and_other_families() -> None:
+    clusters = ClusterSettings()
+    assert node_capacity(HostSettings(instance_type="t3.medium"), clusters) == (2.0, 3.5)
+    assert node_capacity(HostSettings(instance_type="r6i.2xlarge"), clusters) == (8.0, 63.5)
+    assert node_capacity(HostSettings(instance_type="c7a.8xlarge"), clusters) == (32.0, 63.5)
+
+
+def test_scheduler_slots_where_memory_binds_first() -> None:
+    """A c5.xlarge (4 cores, 7.5 GB after the reserve) at 1 GB a scheduler holds 7."""
+    clusters = ClusterSettings(scheduler_memory_gb=1, scheduler_cores=0.25)
+    assert scheduler_slots(HostSettings(instance_type="c5.xlarge"), clusters) == 7
+    exact = ClusterSettings(scheduler_memory_gb=0.75, scheduler_cores=0.1)  # 7.5 / 0.75 = 10
+    assert scheduler_slots(HostSettings(instance_type="c5.xlarge"), exact) == 10
+
+
+def test_prices_are_checked_and_a_missing_one_is_named() -> None:
+    assert settings().costs.hourly("c5.large") == 0.096
+    assert settings(costs={"instancePricesUsdPerHour": {"c5.large": 0}}).costs.hourly(
+        "c5.large") == 0
+    with pytest.raises(SettingsError, match="dask-platform:costs.instancePricesUsdPerHour has "
+                                            "no price for r5.large; add one"):
+        settings().costs.hourly("r5.large")
+    assert "c5.large: a price must be >= 0, got -0.1" in rejected(
+        costs={"instancePricesUsdPerHour": {"c5.large": -0.1}})
+    assert "unknown instance type 'z1.large'" in rejected(
+        costs={"instancePricesUsdPerHour": {"z1.large": 1}})
+
+
+def test_a_group_may_set_a_monthly_budget_above_zero() -> None:
+    assert quota(monthly_budget_usd=500).monthly_budget_usd == 500
+    assert quota().monthly_budget_usd is None
+    with pytest.raises(ValidationError, match="greater than 0"):
+        quota(monthly_budget_usd=0)
