@@ -126,3 +126,59 @@ def test_terminate_without_headroom_fails() -> None:
     # A larger default worker has the room at the same fraction.
     assert run("worker-terminate-headroom", SSM_PARAMETER,
                parameter(clusters__workerMemoryTerminate=0.95, clusters__workerMemoryGb=3)) == []
+
+
+# ------------------------------------------------------------------ which parameter, and edges
+
+
+def test_only_the_runtime_settings_parameter_is_read() -> None:
+    good = parameter(quotas__idleTimeoutMinutes=500)
+    assert run("quota-idle-timeout", "aws:s3/bucketV2:BucketV2", good) == []
+    assert run("quota-idle-timeout", SSM_PARAMETER, {"value": 5}) == []
+    assert run("quota-idle-timeout", SSM_PARAMETER, {"value": "[1, 2]"}) == []
+    document = json.loads(good["value"])
+    for missing in ("quotas", "workers"):
+        partial = {k: v for k, v in document.items() if k != missing}
+        assert run("quota-idle-timeout", SSM_PARAMETER, {"value": json.dumps(partial)}) == []
+    # The insecure spelling of the value is read too.
+    assert run("quota-idle-timeout", SSM_PARAMETER, {"insecureValue": good["value"]}) != []
+
+
+def test_limits_are_inclusive() -> None:
+    assert run("quota-idle-timeout", SSM_PARAMETER, parameter(quotas__idleTimeoutMinutes=120)) == []
+    assert run("quota-idle-timeout", SSM_PARAMETER, parameter(quotas__idleTimeoutMinutes=60),
+               config={"maxIdleTimeoutMinutes": 60}) == []
+    assert run("quota-pending-per-user", SSM_PARAMETER, parameter(quotas__maxPendingPerUser=50)) == []
+    assert run("quota-pending-per-user", SSM_PARAMETER, parameter(quotas__maxPendingPerUser=20),
+               config={"maxPendingPerUser": 20}) == []
+
+
+def test_unset_values_are_judged_at_their_defaults() -> None:
+    document = json.loads(parameter()["value"])
+    del document["quotas"]["idleTimeoutMinutes"], document["quotas"]["maxPendingPerUser"]
+    props = {"value": json.dumps(document)}
+    assert run("quota-idle-timeout", SSM_PARAMETER, props) == []
+    assert run("quota-idle-timeout", SSM_PARAMETER, props,
+               config={"maxIdleTimeoutMinutes": 119}) == [
+        ("dask-platform:quotas.idleTimeoutMinutes (120) is above the maximum 119 minutes; "
+         "lower it so idle clusters give back the pool")]
+    assert run("quota-pending-per-user", SSM_PARAMETER, props,
+               config={"maxPendingPerUser": 49}) == [
+        ("dask-platform:quotas.maxPendingPerUser (50) is above 49; lower it so one user "
+         "cannot flood the queue")]
+
+
+def test_a_value_that_is_not_a_number_is_left_to_the_schema_rule() -> None:
+    props = parameter(quotas__idleTimeoutMinutes="forever")
+    assert run("quota-idle-timeout", SSM_PARAMETER, props) == []
+    assert run("runtime-settings-valid", SSM_PARAMETER, props) != []
+    assert run("quota-idle-timeout", SSM_PARAMETER, parameter(quotas="none")) == []
+
+
+def test_rules_on_parsed_settings_stay_quiet_when_the_settings_do_not_parse() -> None:
+    broken = parameter(clusters__workerCores=-1, quotas__groups__admins__priority=1,
+                       workers__max=1, clusters__workerMemoryTerminate=0.95)
+    for rule in ("quota-cluster-within-user", "quota-user-within-pool", "quota-worker-fits-node",
+                 "quota-distinct-priorities", "worker-terminate-headroom"):
+        assert run(rule, SSM_PARAMETER, broken) == [], rule
+        assert run(rule, SSM_PARAMETER, {"value": "plain"}) == [], rule
