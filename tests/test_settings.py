@@ -3,6 +3,8 @@ check, error messages that name the key, and the runtime part hosts read."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ import yaml
 
 from daskplatform.settings import (
     ClusterSettings,
+    GatewayHostSettings,
     GroupQuota,
     HostSettings,
     PlatformSettings,
@@ -20,6 +23,7 @@ from daskplatform.settings import (
     RuntimeSettings,
     SchedulerHostSettings,
     SettingsError,
+    TimeoutSettings,
     WorkerPoolSettings,
     check_edge,
     check_memory_order,
@@ -27,6 +31,7 @@ from daskplatform.settings import (
     check_ports,
     check_quotas,
     check_worker_pool,
+    config_key,
     load_settings,
     load_stack_file,
     node_capacity,
@@ -782,3 +787,214 @@ def test_a_group_may_set_a_monthly_budget_above_zero() -> None:
     assert quota().monthly_budget_usd is None
     with pytest.raises(ValidationError, match="greater than 0"):
         quota(monthly_budget_usd=0)
+
+
+QUOTA = {"priority": 1, "clusterMaxCores": 2, "clusterMaxMemoryGb": 4, "userMaxCores": 2,
+         "userMaxMemoryGb": 4}
+
+
+def _group(values: dict[str, Any]) -> GroupQuota:
+    return GroupQuota.model_validate({**QUOTA, **values})
+
+
+# Each setting's documented range: the values at its edges are accepted, the first value
+# past one edge is refused with pydantic's words for the bound.
+BOUNDS = [
+    (GatewayHostSettings.model_validate, "stateVolumeGib", (1, 1024), 0, "greater than or equal to 1"),
+    (GatewayHostSettings.model_validate, "stateVolumeGib", (1024,), 1025, "less than or equal to 1024"),
+    (WorkerPoolSettings.model_validate, "min", (0, 100), 101, "less than or equal to 100"),
+    (WorkerPoolSettings.model_validate, "max", (1, 100), 0, "greater than or equal to 1"),
+    (WorkerPoolSettings.model_validate, "max", (100,), 101, "less than or equal to 100"),
+    (WorkerPoolSettings.model_validate, "scaleOutCpu", (0.5, 99.5), 0, "greater than 0"),
+    (WorkerPoolSettings.model_validate, "scaleInCpu", (0.5, 99.5), 0, "greater than 0"),
+    (WorkerPoolSettings.model_validate, "scaleInCpu", (99.5,), 100, "less than 100"),
+    (WorkerPoolSettings.model_validate, "cooldownSeconds", (60, 3600), 3601, "less than or equal to 3600"),
+    (WorkerPoolSettings.model_validate, "warmPoolMin", (0, 100), -1, "greater than or equal to 0"),
+    (WorkerPoolSettings.model_validate, "warmPoolMin", (100,), 101, "less than or equal to 100"),
+    (_group, "priority", (1, 100), 0, "greater than or equal to 1"),
+    (_group, "priority", (100,), 101, "less than or equal to 100"),
+    (_group, "clusterMaxCores", (0.5,), 0, "greater than 0"),
+    (_group, "clusterMaxMemoryGb", (0.5,), 0, "greater than 0"),
+    (_group, "userMaxCores", (0.5,), 0, "greater than 0"),
+    (_group, "userMaxMemoryGb", (0.5,), 0, "greater than 0"),
+    (_group, "maxClusters", (1, 20), 0, "greater than or equal to 1"),
+    (_group, "maxClusters", (20,), 21, "less than or equal to 20"),
+    (_group, "notebookCores", (0.1,), 0, "greater than 0"),
+    (_group, "notebookMemoryGb", (0.1,), 0, "greater than 0"),
+    (_group, "monthlyBudgetUsd", (0.5,), 0, "greater than 0"),
+    (QuotaSettings.model_validate, "idleTimeoutMinutes", (1,), 0, "greater than or equal to 1"),
+    (QuotaSettings.model_validate, "notebookIdleMinutes", (0.5, 10080), 0, "greater than 0"),
+    (QuotaSettings.model_validate, "notebookIdleMinutes", (10080,), 10081, "less than or equal to 10080"),
+    (QuotaSettings.model_validate, "maxPendingPerUser", (1, 50), 0, "greater than or equal to 1"),
+    (ClusterSettings.model_validate, "schedulerCores", (0.05,), 0, "greater than 0"),
+    (ClusterSettings.model_validate, "schedulerCpuLimit", (0.05,), 0, "greater than 0"),
+    (ClusterSettings.model_validate, "schedulerMemoryGb", (0.05,), 0, "greater than 0"),
+    (ClusterSettings.model_validate, "schedulerMemoryLimitGb", (0.5,), 0, "greater than 0"),
+    (ClusterSettings.model_validate, "workerCores", (0.1,), 0, "greater than 0"),
+    (ClusterSettings.model_validate, "workerMemoryGb", (0.1,), 0, "greater than 0"),
+    (ClusterSettings.model_validate, "nodeReservedMemoryGb", (0,), -0.5, "greater than or equal to 0"),
+    (ClusterSettings.model_validate, "workerMemoryTarget", (0.05,), 0, "greater than 0"),
+    (ClusterSettings.model_validate, "workerMemorySpill", (0.65,), 1, "less than 1"),
+    (ClusterSettings.model_validate, "workerMemoryPause", (0.85,), 1, "less than 1"),
+    (ClusterSettings.model_validate, "workerMemoryTerminate", (0.95,), 1, "less than 1"),
+    (ClusterSettings.model_validate, "nodeSpillDiskGb", (0.5, 22), 0, "greater than 0"),
+    (ClusterSettings.model_validate, "schedulerAllowedFailures", (0,), -1, "greater than or equal to 0"),
+    (ClusterSettings.model_validate, "schedulerWorkerSaturation", (0.5,), 0, "greater than 0"),
+    (TimeoutSettings.model_validate, "clusterStartSeconds", (0.5,), 0, "greater than 0"),
+    (TimeoutSettings.model_validate, "workerStartSeconds", (0.5,), 0, "greater than 0"),
+    (TimeoutSettings.model_validate, "agentRequestSeconds", (0.5,), 0, "greater than 0"),
+    (TimeoutSettings.model_validate, "stopGraceSeconds", (0,), -0.5, "greater than or equal to 0"),
+    (TimeoutSettings.model_validate, "ldapCacheSeconds", (0,), -0.5, "greater than or equal to 0"),
+    (TimeoutSettings.model_validate, "orphanGraceSeconds", (0, 86400), -0.5, "greater than or equal to 0"),
+    (TimeoutSettings.model_validate, "orphanGraceSeconds", (86400,), 86401, "less than or equal to 86400"),
+    (TimeoutSettings.model_validate, "drainSeconds", (0.5, 604800), 0, "greater than 0"),
+    (TimeoutSettings.model_validate, "drainSeconds", (604800,), 604801, "less than or equal to 604800"),
+]
+
+
+@pytest.mark.parametrize("model, key, accepted, refused, bound", BOUNDS,
+                         ids=[f"{row[1]}-{row[3]}" for row in BOUNDS])
+def test_each_setting_takes_the_edges_of_its_range(model: Callable[[dict], Any], key: str, accepted: tuple,
+                                                   refused: float, bound: str) -> None:
+    for value in accepted:
+        assert model({key: value}).model_dump(by_alias=True)[key] == value
+    with pytest.raises(ValidationError) as caught:
+        model({key: refused})
+    assert f"{key}\n  Input should be {bound}" in str(caught.value)
+
+
+def test_expected_users_range_from_1_to_1000() -> None:
+    assert settings(expectedConcurrentUsers=1).expected_concurrent_users == 1
+    assert "expectedConcurrentUsers: Input should be" not in rejected(
+        expectedConcurrentUsers=1000)  # refused only for the scheduler host's capacity
+    assert ("dask-platform:expectedConcurrentUsers: Input should be less than or equal to 1000"
+            in rejected(expectedConcurrentUsers=1001))
+    assert ("dask-platform:expectedConcurrentUsers: Input should be greater than or equal to 1"
+            in rejected(expectedConcurrentUsers=0))
+
+
+def test_defaults_a_user_sees_in_the_config_reference() -> None:
+    assert _group({}).max_clusters == 2
+    assert QuotaSettings().notebook_idle_minutes == 60
+    ports = PortSettings()
+    assert (ports.https, ports.http, ports.gateway_http, ports.gateway_tls, ports.node_agent,
+            ports.hub_api, ports.nfs, ports.ldaps) == (443, 80, 8000, 8786, 8790, 8081, 2049, 636)
+    assert (ports.scheduler_range, ports.worker_range, ports.notebook_range) == (
+        (9000, 9199), (9200, 9999), (8800, 8899))
+
+
+@pytest.mark.parametrize("instance_type, vcpus, gib", [
+    ("c5.large", 2, 4), ("c5.xlarge", 4, 8), ("c5.2xlarge", 8, 16), ("c5.4xlarge", 16, 32),
+    ("c5.8xlarge", 32, 64), ("c6i.large", 2, 4), ("c7i.large", 2, 4), ("c6a.large", 2, 4),
+    ("c7a.large", 2, 4), ("m5.large", 2, 8), ("m6i.large", 2, 8), ("m7i.large", 2, 8),
+    ("m6a.large", 2, 8), ("m7a.large", 2, 8), ("r5.large", 2, 16), ("r6i.large", 2, 16),
+    ("r7i.large", 2, 16), ("t3.medium", 2, 4), ("t3.large", 2, 8), ("t3.xlarge", 4, 16),
+    ("t3.2xlarge", 8, 32),
+])
+def test_instance_shapes_are_awss(instance_type: str, vcpus: int, gib: int) -> None:
+    """Published EC2 shapes: quota checks are only as right as these."""
+    host = HostSettings(instance_type=instance_type)
+    assert (host.vcpus, host.memory_gib) == (vcpus, gib)
+
+
+def test_an_unknown_instance_type_lists_the_families_and_sizes() -> None:
+    assert ("dask-platform:workers.instanceType: unknown instance type 'c5.9xlarge'; allowed "
+            "families c5, c6a, c6i, c7a, c7i, m5, m6a, m6i, m7a, m7i, r5, r6i, r7i, t3 in sizes "
+            "large, xlarge, 2xlarge, 4xlarge, 8xlarge (t3: medium..2xlarge)"
+            ) in rejected(workers={"instanceType": "c5.9xlarge"})
+
+
+def test_default_prices_are_eu_west_1_on_demand() -> None:
+    assert settings().costs.instance_prices_usd_per_hour == {
+        "c5.large": 0.096, "c5.xlarge": 0.192, "c5.2xlarge": 0.384, "m5.large": 0.107,
+        "m5.xlarge": 0.214, "m5.2xlarge": 0.428, "t3.medium": 0.0456}
+
+
+def test_settings_cannot_change_once_validated() -> None:
+    s = settings()
+    with pytest.raises(ValidationError, match="frozen"):
+        s.workers = WorkerPoolSettings(max=3)  # type: ignore[misc]
+
+
+def test_the_published_runtime_settings_use_the_config_keys() -> None:
+    published = json.loads(settings().runtime().to_json())
+    assert published["workers"]["instanceType"] == "c5.large"
+    assert published["quotas"]["groups"]["admins"]["userMaxMemoryGb"] == 64
+    assert "instance_type" not in published["workers"]
+
+
+@pytest.mark.parametrize("bundle", [
+    "trusted",  # a word other than "system"
+    "-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE\n-----END PUBLIC KEY-----\n",
+])
+def test_a_ca_bundle_is_system_or_certificates_and_nothing_else(bundle: str) -> None:
+    assert "must be the CA certificate in PEM" in rejected(ldapCaBundle=bundle)
+
+
+def test_system_trust_read_from_a_stack_file_reaches_hosts_as_empty(tmp_path: Path) -> None:
+    """The value is parsed from YAML, not the literal in the code."""
+    document = {"config": {f"dask-platform:{k}": v for k, v in REQUIRED.items()}}
+    path = tmp_path / "Pulumi.t.yaml"
+    path.write_text(yaml.safe_dump(document))
+    assert load_stack_file(str(path)).runtime().ldap_ca_bundle == ""
+
+
+def test_both_subnet_lists_without_a_vpc_name_the_private_one_first() -> None:
+    message = rejected(privateSubnetIds=ADOPT["privateSubnetIds"],
+                       publicSubnetIds=ADOPT["publicSubnetIds"])
+    assert "dask-platform:privateSubnetIds is set but dask-platform:vpcId is not" in message
+
+
+def test_more_than_two_subnets_are_fine() -> None:
+    three = ["subnet-0123abc1", "subnet-0123abc2", "subnet-0123abc3"]
+    assert len(settings(vpcId="vpc-0123abcd", privateSubnetIds=three,
+                        publicSubnetIds=three).private_subnet_ids) == 3
+
+
+def test_terminate_headroom_at_low_fractions() -> None:
+    """1 - 0.45 of a 0.15 GB worker is 0.0825 GB: too little, and said so."""
+    clusters = ClusterSettings(worker_memory_gb=0.15, worker_memory_target=0.1,
+                               worker_memory_spill=0.2, worker_memory_pause=0.3,
+                               worker_memory_terminate=0.45)
+    (problem,) = terminate_headroom_problems(clusters)
+    assert "(0.45) leaves 0.0825 GB of a 0.15 GB worker" in problem
+
+
+@pytest.mark.parametrize("scheduler_cores, scheduler_memory_gb, slots", [
+    (0.4, 0.5, 10),  # 4 cores / 0.4: exactly 10, though 4 // 0.4 rounds down to 9
+    (0.05, 0.1, 75),  # 7.5 GB / 0.1: exactly 75, though 7.5 // 0.1 rounds down to 74
+])
+def test_scheduler_slots_are_not_lost_to_float_rounding(scheduler_cores: float,
+                                                        scheduler_memory_gb: float,
+                                                        slots: int) -> None:
+    clusters = ClusterSettings(scheduler_cores=scheduler_cores,
+                               scheduler_memory_gb=scheduler_memory_gb)
+    assert scheduler_slots(HostSettings(instance_type="c5.xlarge"), clusters) == slots
+
+
+def test_scheduler_limits_may_equal_the_reservation_or_the_host() -> None:
+    s = settings(clusters={"schedulerCpuLimit": 0.25, "schedulerMemoryLimitGb": 31.5})
+    assert (s.clusters.scheduler_cpu_limit, s.clusters.scheduler_memory_limit_gb) == (0.25, 31.5)
+    s = settings(clusters={"schedulerCpuLimit": 8, "schedulerMemoryLimitGb": 0.5})
+    assert (s.clusters.scheduler_cpu_limit, s.clusters.scheduler_memory_limit_gb) == (8, 0.5)
+    assert ("dask-platform:clusters.schedulerCpuLimit (8.5) must be at least "
+            "dask-platform:clusters.schedulerCores (0.25) and at most what a m5.2xlarge "
+            "scheduler host offers (8)") in rejected(clusters={"schedulerCpuLimit": 8.5})
+
+
+def test_every_problem_is_named_including_one_after_a_cross_field_check() -> None:
+    message = rejected(workers={"min": -1}, clusters={"workerMemoryPause": 0.65},
+                       timeouts={"drainSeconds": 0})
+    for key in ("dask-platform:workers.min:", "dask-platform:clusters.workerMemory*:",
+                "dask-platform:timeouts.drainSeconds:"):
+        assert key in message
+
+
+def test_a_wrong_type_is_described_not_called_unknown() -> None:
+    message = rejected(clusters={"schedulerWorkStealing": "maybe"})
+    assert ("dask-platform:clusters.schedulerWorkStealing: Input should be a valid boolean"
+            in message)
+
+
+def test_config_keys_are_namespaced_and_dotted() -> None:
+    assert config_key("quotas", "groups", "admins") == "dask-platform:quotas.groups.admins"
