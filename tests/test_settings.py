@@ -797,20 +797,24 @@ def _group(values: dict[str, Any]) -> GroupQuota:
     return GroupQuota.model_validate({**QUOTA, **values})
 
 
+_gateway, _workers = GatewayHostSettings.model_validate, WorkerPoolSettings.model_validate
+_quotas, _clusters = QuotaSettings.model_validate, ClusterSettings.model_validate
+_timeouts = TimeoutSettings.model_validate
+
 # Each setting's documented range: the values at its edges are accepted, the first value
 # past one edge is refused with pydantic's words for the bound.
 BOUNDS = [
-    (GatewayHostSettings.model_validate, "stateVolumeGib", (1, 1024), 0, "greater than or equal to 1"),
-    (GatewayHostSettings.model_validate, "stateVolumeGib", (1024,), 1025, "less than or equal to 1024"),
-    (WorkerPoolSettings.model_validate, "min", (0, 100), 101, "less than or equal to 100"),
-    (WorkerPoolSettings.model_validate, "max", (1, 100), 0, "greater than or equal to 1"),
-    (WorkerPoolSettings.model_validate, "max", (100,), 101, "less than or equal to 100"),
-    (WorkerPoolSettings.model_validate, "scaleOutCpu", (0.5, 99.5), 0, "greater than 0"),
-    (WorkerPoolSettings.model_validate, "scaleInCpu", (0.5, 99.5), 0, "greater than 0"),
-    (WorkerPoolSettings.model_validate, "scaleInCpu", (99.5,), 100, "less than 100"),
-    (WorkerPoolSettings.model_validate, "cooldownSeconds", (60, 3600), 3601, "less than or equal to 3600"),
-    (WorkerPoolSettings.model_validate, "warmPoolMin", (0, 100), -1, "greater than or equal to 0"),
-    (WorkerPoolSettings.model_validate, "warmPoolMin", (100,), 101, "less than or equal to 100"),
+    (_gateway, "stateVolumeGib", (1, 1024), 0, "greater than or equal to 1"),
+    (_gateway, "stateVolumeGib", (1024,), 1025, "less than or equal to 1024"),
+    (_workers, "min", (0, 100), 101, "less than or equal to 100"),
+    (_workers, "max", (1, 100), 0, "greater than or equal to 1"),
+    (_workers, "max", (100,), 101, "less than or equal to 100"),
+    (_workers, "scaleOutCpu", (0.5, 99.5), 0, "greater than 0"),
+    (_workers, "scaleInCpu", (0.5, 99.5), 0, "greater than 0"),
+    (_workers, "scaleInCpu", (99.5,), 100, "less than 100"),
+    (_workers, "cooldownSeconds", (60, 3600), 3601, "less than or equal to 3600"),
+    (_workers, "warmPoolMin", (0, 100), -1, "greater than or equal to 0"),
+    (_workers, "warmPoolMin", (100,), 101, "less than or equal to 100"),
     (_group, "priority", (1, 100), 0, "greater than or equal to 1"),
     (_group, "priority", (100,), 101, "less than or equal to 100"),
     (_group, "clusterMaxCores", (0.5,), 0, "greater than 0"),
@@ -822,40 +826,41 @@ BOUNDS = [
     (_group, "notebookCores", (0.1,), 0, "greater than 0"),
     (_group, "notebookMemoryGb", (0.1,), 0, "greater than 0"),
     (_group, "monthlyBudgetUsd", (0.5,), 0, "greater than 0"),
-    (QuotaSettings.model_validate, "idleTimeoutMinutes", (1,), 0, "greater than or equal to 1"),
-    (QuotaSettings.model_validate, "notebookIdleMinutes", (0.5, 10080), 0, "greater than 0"),
-    (QuotaSettings.model_validate, "notebookIdleMinutes", (10080,), 10081, "less than or equal to 10080"),
-    (QuotaSettings.model_validate, "maxPendingPerUser", (1, 50), 0, "greater than or equal to 1"),
-    (ClusterSettings.model_validate, "schedulerCores", (0.05,), 0, "greater than 0"),
-    (ClusterSettings.model_validate, "schedulerCpuLimit", (0.05,), 0, "greater than 0"),
-    (ClusterSettings.model_validate, "schedulerMemoryGb", (0.05,), 0, "greater than 0"),
-    (ClusterSettings.model_validate, "schedulerMemoryLimitGb", (0.5,), 0, "greater than 0"),
-    (ClusterSettings.model_validate, "workerCores", (0.1,), 0, "greater than 0"),
-    (ClusterSettings.model_validate, "workerMemoryGb", (0.1,), 0, "greater than 0"),
-    (ClusterSettings.model_validate, "nodeReservedMemoryGb", (0,), -0.5, "greater than or equal to 0"),
-    (ClusterSettings.model_validate, "workerMemoryTarget", (0.05,), 0, "greater than 0"),
-    (ClusterSettings.model_validate, "workerMemorySpill", (0.65,), 1, "less than 1"),
-    (ClusterSettings.model_validate, "workerMemoryPause", (0.85,), 1, "less than 1"),
-    (ClusterSettings.model_validate, "workerMemoryTerminate", (0.95,), 1, "less than 1"),
-    (ClusterSettings.model_validate, "nodeSpillDiskGb", (0.5, 22), 0, "greater than 0"),
-    (ClusterSettings.model_validate, "schedulerAllowedFailures", (0,), -1, "greater than or equal to 0"),
-    (ClusterSettings.model_validate, "schedulerWorkerSaturation", (0.5,), 0, "greater than 0"),
-    (TimeoutSettings.model_validate, "clusterStartSeconds", (0.5,), 0, "greater than 0"),
-    (TimeoutSettings.model_validate, "workerStartSeconds", (0.5,), 0, "greater than 0"),
-    (TimeoutSettings.model_validate, "agentRequestSeconds", (0.5,), 0, "greater than 0"),
-    (TimeoutSettings.model_validate, "stopGraceSeconds", (0,), -0.5, "greater than or equal to 0"),
-    (TimeoutSettings.model_validate, "ldapCacheSeconds", (0,), -0.5, "greater than or equal to 0"),
-    (TimeoutSettings.model_validate, "orphanGraceSeconds", (0, 86400), -0.5, "greater than or equal to 0"),
-    (TimeoutSettings.model_validate, "orphanGraceSeconds", (86400,), 86401, "less than or equal to 86400"),
-    (TimeoutSettings.model_validate, "drainSeconds", (0.5, 604800), 0, "greater than 0"),
-    (TimeoutSettings.model_validate, "drainSeconds", (604800,), 604801, "less than or equal to 604800"),
+    (_quotas, "idleTimeoutMinutes", (1,), 0, "greater than or equal to 1"),
+    (_quotas, "notebookIdleMinutes", (0.5, 10080), 0, "greater than 0"),
+    (_quotas, "notebookIdleMinutes", (10080,), 10081, "less than or equal to 10080"),
+    (_quotas, "maxPendingPerUser", (1, 50), 0, "greater than or equal to 1"),
+    (_clusters, "schedulerCores", (0.05,), 0, "greater than 0"),
+    (_clusters, "schedulerCpuLimit", (0.05,), 0, "greater than 0"),
+    (_clusters, "schedulerMemoryGb", (0.05,), 0, "greater than 0"),
+    (_clusters, "schedulerMemoryLimitGb", (0.5,), 0, "greater than 0"),
+    (_clusters, "workerCores", (0.1,), 0, "greater than 0"),
+    (_clusters, "workerMemoryGb", (0.1,), 0, "greater than 0"),
+    (_clusters, "nodeReservedMemoryGb", (0,), -0.5, "greater than or equal to 0"),
+    (_clusters, "workerMemoryTarget", (0.05,), 0, "greater than 0"),
+    (_clusters, "workerMemorySpill", (0.65,), 1, "less than 1"),
+    (_clusters, "workerMemoryPause", (0.85,), 1, "less than 1"),
+    (_clusters, "workerMemoryTerminate", (0.95,), 1, "less than 1"),
+    (_clusters, "nodeSpillDiskGb", (0.5, 22), 0, "greater than 0"),
+    (_clusters, "schedulerAllowedFailures", (0,), -1, "greater than or equal to 0"),
+    (_clusters, "schedulerWorkerSaturation", (0.5,), 0, "greater than 0"),
+    (_timeouts, "clusterStartSeconds", (0.5,), 0, "greater than 0"),
+    (_timeouts, "workerStartSeconds", (0.5,), 0, "greater than 0"),
+    (_timeouts, "agentRequestSeconds", (0.5,), 0, "greater than 0"),
+    (_timeouts, "stopGraceSeconds", (0,), -0.5, "greater than or equal to 0"),
+    (_timeouts, "ldapCacheSeconds", (0,), -0.5, "greater than or equal to 0"),
+    (_timeouts, "orphanGraceSeconds", (0, 86400), -0.5, "greater than or equal to 0"),
+    (_timeouts, "orphanGraceSeconds", (86400,), 86401, "less than or equal to 86400"),
+    (_timeouts, "drainSeconds", (0.5, 604800), 0, "greater than 0"),
+    (_timeouts, "drainSeconds", (604800,), 604801, "less than or equal to 604800"),
 ]
 
 
 @pytest.mark.parametrize("model, key, accepted, refused, bound", BOUNDS,
                          ids=[f"{row[1]}-{row[3]}" for row in BOUNDS])
-def test_each_setting_takes_the_edges_of_its_range(model: Callable[[dict], Any], key: str, accepted: tuple,
-                                                   refused: float, bound: str) -> None:
+def test_each_setting_takes_the_edges_of_its_range(model: Callable[[dict], Any], key: str,
+                                                   accepted: tuple, refused: float,
+                                                   bound: str) -> None:
     for value in accepted:
         assert model({key: value}).model_dump(by_alias=True)[key] == value
     with pytest.raises(ValidationError) as caught:

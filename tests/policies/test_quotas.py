@@ -148,7 +148,8 @@ def test_limits_are_inclusive() -> None:
     assert run("quota-idle-timeout", SSM_PARAMETER, parameter(quotas__idleTimeoutMinutes=120)) == []
     assert run("quota-idle-timeout", SSM_PARAMETER, parameter(quotas__idleTimeoutMinutes=60),
                config={"maxIdleTimeoutMinutes": 60}) == []
-    assert run("quota-pending-per-user", SSM_PARAMETER, parameter(quotas__maxPendingPerUser=50)) == []
+    assert run("quota-pending-per-user", SSM_PARAMETER,
+               parameter(quotas__maxPendingPerUser=50)) == []
     assert run("quota-pending-per-user", SSM_PARAMETER, parameter(quotas__maxPendingPerUser=20),
                config={"maxPendingPerUser": 20}) == []
 
