@@ -76,13 +76,6 @@ def test_with_a_version_only_nodes_on_that_version_are_candidates() -> None:
     assert best_fit(nodes, "worker", 1, 1.5, version="2.0") is None
 
 
-def test_node_room_is_a_value() -> None:
-    room = NodeRoom("n", "worker", 1, 1)
-    assert room == NodeRoom("n", "worker", 1, 1) and room.version == ""
-    with pytest.raises(AttributeError):
-        room.free_cores = 2  # type: ignore[misc]
-
-
 def test_queue_serves_priority_then_arrival() -> None:
     queue = PendingQueue(max_pending_per_user=5)
     queue.push("analyst-1", "ann", priority=1, cores=1, memory_gb=1)

@@ -112,6 +112,8 @@ def test_option_bounds_are_inclusive() -> None:
         "worker_cores": 2.0, "worker_memory": 0.1}
     with pytest.raises(ValueError, match="worker_cores: must be a number from 0.1 to 2, got 0.09"):
         options.parse_options({"worker_cores": 0.09})
+    with pytest.raises(ValueError, match="worker_memory: must be a number from 0.1 to 4, got 0.09"):
+        options.parse_options({"worker_memory": 0.09})
 
 
 def test_an_unbounded_number_names_infinite_bounds() -> None:
@@ -125,6 +127,7 @@ def test_a_worker_exactly_a_nodes_size_fits_and_a_larger_one_is_refused() -> Non
     node = (2.0, 3.5)  # a c5.large after the node reserve
     check_fits_a_node(2, 3.5, node, "c5.large")
     check_fits_a_node(0.1 + 0.2, 3.5, (0.3, 3.5), "c5.large")  # float sums still fit
+    check_fits_a_node(2, 0.1 + 0.2, (2, 0.3), "c5.large")
     for cores, memory in ((2.1, 1), (1, 3.6)):
         with pytest.raises(ValueError) as refused:
             check_fits_a_node(cores, memory, node, "c5.large")
