@@ -64,6 +64,13 @@ def rejected(**changes: Any) -> str:
     return str(caught.value)
 
 
+def from_stack_file(folder: Path, document: dict) -> PlatformSettings:
+    """Settings read back from ``document`` written as a stack file."""
+    path = folder / "Pulumi.t.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return load_stack_file(str(path))
+
+
 def quota(**changes: Any) -> GroupQuota:
     values = {
         "priority": 1,
@@ -144,9 +151,7 @@ def test_stack_file_reads_nested_cluster_values(tmp_path: Path) -> None:
                 "schedulerWorkerSaturation": 1.5}
     document = {"config": {**{f"dask-platform:{k}": v for k, v in REQUIRED.items()},
                            "dask-platform:clusters": clusters}}
-    path = tmp_path / "Pulumi.t.yaml"
-    path.write_text(yaml.safe_dump(document))
-    loaded = load_stack_file(str(path)).clusters.model_dump(by_alias=True)
+    loaded = from_stack_file(tmp_path, document).clusters.model_dump(by_alias=True)
     assert {key: loaded[key] for key in clusters} == clusters
 
 
@@ -158,9 +163,7 @@ def test_stack_file_leaves_secure_values_out(tmp_path: Path) -> None:
             "dask-platform:ldapBindPassword": {"secure": "AAAbase64"},
         }
     }
-    path = tmp_path / "Pulumi.t.yaml"
-    path.write_text(yaml.safe_dump(document))
-    assert load_stack_file(str(path)).ldap_bind_password is None
+    assert from_stack_file(tmp_path, document).ldap_bind_password is None
 
 
 def test_strip_namespace_keeps_only_ours() -> None:
@@ -611,9 +614,7 @@ def test_a_stack_file_with_nested_values_in_every_section_is_read_whole(tmp_path
     document = {"config": {**{f"dask-platform:{k}": v for k, v in {**REQUIRED,
                                                                    **nested}.items()},
                            "dask-platform:vpcCidr": "10.8.0.0/20"}}
-    path = tmp_path / "Pulumi.t.yaml"
-    path.write_text(yaml.safe_dump(document))
-    loaded = load_stack_file(str(path))
+    loaded = from_stack_file(tmp_path, document)
     dumped = loaded.model_dump(by_alias=True)
     for section, values in nested.items():
         for key, value in values.items():
@@ -939,9 +940,7 @@ def test_a_ca_bundle_is_system_or_certificates_and_nothing_else(bundle: str) -> 
 def test_system_trust_read_from_a_stack_file_reaches_hosts_as_empty(tmp_path: Path) -> None:
     """The value is parsed from YAML, not the literal in the code."""
     document = {"config": {f"dask-platform:{k}": v for k, v in REQUIRED.items()}}
-    path = tmp_path / "Pulumi.t.yaml"
-    path.write_text(yaml.safe_dump(document))
-    assert load_stack_file(str(path)).runtime().ldap_ca_bundle == ""
+    assert from_stack_file(tmp_path, document).runtime().ldap_ca_bundle == ""
 
 
 def test_both_subnet_lists_without_a_vpc_name_the_private_one_first() -> None:
