@@ -69,11 +69,21 @@ def test_room_left_is_compared_exactly_not_in_request_sized_steps() -> None:
 def test_with_a_version_only_nodes_on_that_version_are_candidates() -> None:
     nodes = [NodeRoom("old", "worker", 1, 1.5, version="1.0"),
              NodeRoom("new", "worker", 4, 16, version="1.1"),
-             NodeRoom("newer", "worker", 4, 16, version="1.2")]
+             NodeRoom("newer", "worker", 2, 4, version="1.2")]
     assert best_fit(nodes, "worker", 1, 1.5) == "old"  # no version: the fullest
     assert best_fit(nodes, "worker", 1, 1.5, version="1.1") == "new"
     assert best_fit(nodes, "worker", 1, 1.5, version="1.0") == "old"
     assert best_fit(nodes, "worker", 1, 1.5, version="2.0") is None
+    reported = "".join(["1.", "1"])  # as read from an agent's report, not a literal
+    assert best_fit(nodes, "worker", 1, 1.5, version=reported) == "new"
+
+
+def test_roles_read_from_agents_match_and_no_other_role_is_a_candidate() -> None:
+    worker = "".join(["work", "er"])  # as read from an agent's report, not a literal
+    nodes = [NodeRoom("w", worker, 4, 8)]
+    assert best_fit(nodes, "worker", 1, 1) == "w"
+    assert best_fit(nodes, "scheduler", 1, 1) is None
+    assert best_fit([NodeRoom("s", "scheduler", 4, 8)], "worker", 1, 1) is None
 
 
 def test_queue_serves_priority_then_arrival() -> None:
