@@ -171,13 +171,13 @@ def test_a_user_may_reach_exactly_the_group_totals() -> None:
 
 
 def test_memory_refusal_names_the_memory_total_when_cores_are_left() -> None:
-    ledger = UserLedger()
-    ledger.hold("w1", "ann", 1, 3 * GIB, max_cores=4, max_memory_bytes=4 * GIB)
+    ledger, limit = UserLedger(), int(4.5 * GIB)
+    ledger.hold("w1", "ann", 1, int(3.25 * GIB), max_cores=4, max_memory_bytes=limit)
     with pytest.raises(UserQuotaExceeded) as refused:
-        ledger.hold("w2", "ann", 1, 1.5 * GIB, max_cores=4, max_memory_bytes=4 * GIB)
+        ledger.hold("w2", "ann", 1, int(1.5 * GIB), max_cores=4, max_memory_bytes=limit)
     assert str(refused.value) == (
-        "user ann holds 3 GB of worker memory across their clusters; one more worker (1.5 GB) "
-        "would exceed the group total of 4 GB (quotas.groups.<group>.userMaxMemoryGb)")
+        "user ann holds 3.25 GB of worker memory across their clusters; one more worker "
+        "(1.5 GB) would exceed the group total of 4.5 GB (quotas.groups.<group>.userMaxMemoryGb)")
     assert not ledger.holding("w2") and ledger.holding("w1")
 
 
@@ -200,3 +200,5 @@ def test_unlimited_totals_and_repeated_holds() -> None:
     ledger.release("w0")
     ledger.release("never-held")
     assert ledger.usage("ann") == (16, 128 * GIB)
+    logged_in = "".join(["an", "n"])  # a name from a login, not the same string object
+    assert ledger.usage(logged_in) == (16, 128 * GIB)
