@@ -133,7 +133,11 @@ def test_terminate_without_headroom_fails() -> None:
 
 def test_only_the_runtime_settings_parameter_is_read() -> None:
     good = parameter(quotas__idleTimeoutMinutes=500)
-    assert run("quota-idle-timeout", "aws:s3/bucketV2:BucketV2", good) == []
+    for other in ("aws:s3/bucketV2:BucketV2", "aws:ssm/document:Document",
+                  "aws:ssm/patchBaseline:PatchBaseline"):  # sorting before and after it
+        assert run("quota-idle-timeout", other, good) == [], other
+    from_engine = "".join(SSM_PARAMETER.partition("/"))  # not the constant's own object
+    assert run("quota-idle-timeout", from_engine, good) != []
     assert run("quota-idle-timeout", SSM_PARAMETER, {"value": 5}) == []
     assert run("quota-idle-timeout", SSM_PARAMETER, {"value": "[1, 2]"}) == []
     document = json.loads(good["value"])
@@ -145,6 +149,9 @@ def test_only_the_runtime_settings_parameter_is_read() -> None:
 
 
 def test_limits_are_inclusive() -> None:
+    assert run("quota-idle-timeout", SSM_PARAMETER, parameter(quotas__idleTimeoutMinutes=90)) == []
+    assert run("quota-pending-per-user", SSM_PARAMETER,
+               parameter(quotas__maxPendingPerUser=30)) == []
     assert run("quota-idle-timeout", SSM_PARAMETER, parameter(quotas__idleTimeoutMinutes=120)) == []
     assert run("quota-idle-timeout", SSM_PARAMETER, parameter(quotas__idleTimeoutMinutes=60),
                config={"maxIdleTimeoutMinutes": 60}) == []
