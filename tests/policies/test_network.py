@@ -179,6 +179,9 @@ def test_every_bad_rule_of_a_group_is_reported_in_order() -> None:
     ("17", 443.0, 443.0, "port 443 (udp)"),
     ("tcp", 80.0, 443.0, "ports 80-443 (tcp)"),
     ("tcp", 443.0, 444.0, "ports 443-444 (tcp)"),
+    ("tcp", 444.0, 443.0, "ports 444-443 (tcp)"),  # reversed: shown as declared
+    ("tcp", 22.0, 22.0, "port 22 (tcp)"),
+    ("132", 443.0, 443.0, "port 443 (132)"),  # SCTP
     ("-1", 0.0, 0.0, "all ports (all)"),
 ])
 def test_the_alb_is_public_only_on_single_tcp_ports(protocol: str, low: float, high: float,
@@ -274,9 +277,61 @@ def test_all_protocols_from_a_group_rule_names_its_cidrs() -> None:
                        cidrBlocks=["10.0.0.0/8"])) == []
 
 
-def test_resources_that_are_not_ingress_are_ignored() -> None:
-    bucket = "aws:s3/bucketV2:BucketV2"
-    props = {"ingress": [{"protocol": "-1", "cidrBlocks": ["0.0.0.0/0"]}]}
+INGRESS_SHAPED = {"type": "ingress", "ingress": [{"protocol": "-1", "cidrBlocks": ["0.0.0.0/0"]}],
+                  "protocol": "-1", "ipProtocol": "-1", "fromPort": 22.0, "toPort": 22.0,
+                  "cidrBlocks": ["0.0.0.0/0"], "cidrIpv4": "0.0.0.0/0"}
+
+
+@pytest.mark.parametrize("resource_type", [
+    "aws:ec2/instance:Instance", "aws:lb/listener:Listener", "aws:s3/bucketV2:BucketV2",
+    "aws:wafv2/webAcl:WebAcl"])  # types sorting before, between and after the three
+def test_resources_that_are_not_ingress_are_ignored(resource_type: str) -> None:
     for rule in ("security-group-ingress-ports", "no-admin-ports", "public-ingress-only-alb",
                  "no-all-protocols-from-cidr"):
-        assert run(rule, bucket, props) == []
+        assert run(rule, resource_type, INGRESS_SHAPED) == []
+
+
+def test_types_and_kinds_as_the_engine_sends_them_are_recognised() -> None:
+    """Strings built at run time, not the constants' own objects."""
+    def fresh(text: str) -> str:
+        return "".join(text.partition(":"))
+    bad = {"protocol": "tcp", "fromPort": 22.0, "toPort": 22.0, "cidrBlocks": ["10.0.0.0/8"]}
+    assert run("no-admin-ports", fresh(SECURITY_GROUP), {"ingress": [bad]}) != []
+    assert run("no-admin-ports", fresh(SECURITY_GROUP_RULE),
+               {**bad, "type": "".join(["in", "gress"])}) != []
+    assert run("no-admin-ports", fresh(INGRESS_RULE),
+               {"ipProtocol": "tcp", "fromPort": 22.0, "toPort": 22.0,
+                "cidrIpv4": "10.0.0.0/8"}) != []
+
+
+def test_a_rule_admitting_its_own_group_names_a_security_group() -> None:
+    props = sg_rule(protocol="tcp", fromPort=8787.0, toPort=8787.0, self=True)
+    [message] = run("security-group-ingress-ports", SECURITY_GROUP_RULE, props)
+    assert message.startswith("opens port 8787 from a security group, which is not")
+
+
+def test_allowed_ports_sent_as_floats_are_shown_as_whole_ports() -> None:
+    props = inline(protocol="tcp", fromPort=22.0, toPort=22.0, self=True)
+    config = {"allowedPorts": [443.0, 8000.0], "allowedPortRanges": [[9000.0, 9199.0]]}
+    [message] = run("security-group-ingress-ports", SECURITY_GROUP, props, config=config)
+    assert message.endswith("allowed: 443, 8000, 9000-9199 (DESIGN.md, Ports)")
+
+
+def test_a_configured_extra_protocol_is_checked_on_its_ports() -> None:
+    config = {"allowedProtocols": ["tcp", "132"]}
+    sctp = inline(protocol="132", fromPort=8000.0, toPort=8000.0, self=True)
+    assert run("security-group-ingress-ports", SECURITY_GROUP, sctp, config=config) == []
+    assert run("no-admin-ports", SECURITY_GROUP, inline(protocol="132", fromPort=22.0,
+                                                         toPort=22.0, self=True)) == []
+    assert run("no-all-protocols-from-cidr", SECURITY_GROUP,
+               inline(protocol="132", fromPort=22.0, toPort=22.0,
+                      cidrBlocks=["10.0.0.0/8"])) == []
+
+
+@pytest.mark.parametrize("ranges, allowed", [([[0, 65535]], True), ([[1, 65535]], False),
+                                             ([[0, 65534]], False)])
+def test_allowing_every_protocol_needs_every_port(ranges: list, allowed: bool) -> None:
+    config = {"allowedProtocols": ["all"], "allowedPorts": [], "allowedPortRanges": ranges}
+    props = inline(protocol="-1", fromPort=0.0, toPort=0.0, self=True)
+    assert (run("security-group-ingress-ports", SECURITY_GROUP, props, config=config) == []
+            ) is allowed
