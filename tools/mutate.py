@@ -21,7 +21,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,29 +116,35 @@ def baseline_seconds(tree: Path, tests: tuple[str, ...]) -> float:
 
 
 def annotation_spans(source: str) -> list[tuple[tuple[int, int], tuple[int, int]]]:
-    """(start, end) positions of every function signature's and module-level variable's
-    annotation: nothing evaluates these under postponed annotations."""
+    """(start, end) positions of the annotations nothing evaluates under postponed
+    annotations: function signatures', module-level and local variables'."""
     tree = ast.parse(source)
     annotations = [n.annotation for n in tree.body if isinstance(n, ast.AnnAssign)]
     for node in ast.walk(tree):
         if isinstance(node, ast.arg) and node.annotation:
             annotations.append(node.annotation)
-        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.returns:
-            annotations.append(node.returns)
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            annotations += [node.returns] if node.returns else []
+            annotations += [n.annotation for n in ast.walk(node) if isinstance(n, ast.AnnAssign)]
     return [((a.lineno, a.col_offset), (a.end_lineno or a.lineno, a.end_col_offset or 0))
             for a in annotations]
 
 
-def skip_annotations(db: WorkDB, module: Path) -> None:
-    """Mark mutants inside never-evaluated annotations as skipped (equivalent)."""
+def in_annotation(module: Path) -> Callable[[tuple[int, int]], bool]:
+    """Whether a mutant's start lies in a never-evaluated annotation of ``module``."""
     source = module.read_text(encoding="utf-8")
     if "from __future__ import annotations" not in source:
-        return
+        return lambda position: False
     spans = annotation_spans(source)
+    return lambda position: any(start <= tuple(position) < end for start, end in spans)
+
+
+def skip_annotations(db: WorkDB, module: Path) -> None:
+    """Mark mutants inside never-evaluated annotations as skipped (equivalent)."""
+    inside = in_annotation(module)
     for item in list(db.pending_work_items):
         (mutation,) = item.mutations
-        position = tuple(mutation.start_pos)
-        if any(start <= position < end for start, end in spans):
+        if inside(mutation.start_pos):
             db.set_result(item.job_id, WorkResult(worker_outcome=WorkerOutcome.SKIPPED,
                                                   output=SKIPPED_ANNOTATION))
 
@@ -149,12 +155,14 @@ def mutated_line(diff: str) -> str:
     return added[0] if added else "(line removed)"
 
 
-def tally(db: WorkDB) -> Tally:
+def tally(db: WorkDB, inside: Callable[[tuple[int, int]], bool]) -> Tally:
+    """Counts of the session's results; mutants in annotations count as skipped even
+    where an older rule ran them."""
     killed = incompetent = annotations = 0
     survived: list[tuple[int, str, str]] = []
     for item, result in db.completed_work_items:
         (mutation,) = item.mutations
-        if result.worker_outcome == WorkerOutcome.SKIPPED:
+        if result.worker_outcome == WorkerOutcome.SKIPPED or inside(mutation.start_pos):
             annotations += 1
         elif result.test_outcome == TestOutcome.SURVIVED:
             survived.append((mutation.start_pos[0], mutation.operator_name.removeprefix("core/"),
@@ -206,7 +214,7 @@ def _progress(worker: subprocess.Popen, db_file: Path) -> Iterator[int]:
 
 def report(module: str, session: Path) -> Tally:
     with use_db(str(session / "session.sqlite"), WorkDB.Mode.open) as db:
-        counts = tally(db)
+        counts = tally(db, in_annotation(session / "tree" / module))
     print(f"{module}: {counts.total} mutants, {counts.annotations} skipped (annotations), "
           f"{counts.killed} killed, {len(counts.survived)} survived, "
           f"{counts.incompetent} incompetent: kill rate {counts.score:.1f} %")

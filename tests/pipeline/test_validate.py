@@ -46,7 +46,8 @@ def test_times_with_an_offset_are_converted_to_utc() -> None:
 
 @pytest.mark.parametrize(("event_time", "kept"), [
     ("2010-01-01 00:00:00", True), ("2009-12-31 23:59:59", False),
-    ("2099-12-31 23:59:59", True), ("2100-01-01 00:00:00", False), ("", False)])
+    ("2099-12-31 23:59:59", True), ("2100-01-01 00:00:00", False),
+    ("2150-06-01 00:00:00", False), ("", False)])
 def test_event_times_outside_2010_to_2100_are_quarantined(event_time: str, kept: bool) -> None:
     result = validate(chunk({**GOOD, "event_time": event_time}), "installs", "f")
     assert (len(result.events), len(result.quarantine)) == ((1, 0) if kept else (0, 1))
@@ -111,3 +112,25 @@ def test_a_header_seen_twice_keeps_the_first_and_the_second_goes_to_extra() -> N
     events = validate(RawChunk(frame, 1), "installs", "f").events
     assert events["event_name"].iat[0] == "first"
     assert events["extra"].iat[0] == '{"Event Name":"second"}'
+
+
+def test_event_ids_do_not_depend_on_the_rows_position() -> None:
+    other = {**GOOD, "appsflyer_id": "1700000000000-2"}
+    alone = validate(chunk(GOOD), "installs", "a").events
+    second = validate(chunk(other, GOOD, first_row=100), "installs", "b").events
+    assert second["event_id"].iat[1] == alone["event_id"].iat[0]
+    assert second["event_id"].iat[0] != alone["event_id"].iat[0]
+
+
+def test_event_ids_are_lowercase_hex_over_every_byte_value() -> None:
+    """Two thousand ids hold every byte value, 0xff included, in their hex."""
+    rows = [{**GOOD, "appsflyer_id": f"1700000000000-{n}"} for n in range(2000)]
+    ids = validate(chunk(*rows), "installs", "f").events["event_id"]
+    assert ids.str.fullmatch("[0-9a-f]{32}").all() and ids.nunique() == 2000
+    assert any("ff" in {i[k:k + 2] for k in range(0, 32, 2)} for i in ids)
+
+
+def test_quarantined_rows_keep_their_text_unescaped() -> None:
+    raw = {**GOOD, "city": "Zürich", "app_id": ""}
+    (kept,) = validate(chunk(raw), "installs", "f").quarantine["raw"]
+    assert json.loads(kept) == raw and "Zürich" in kept
