@@ -282,9 +282,8 @@ INGRESS_SHAPED = {"type": "ingress", "ingress": [{"protocol": "-1", "cidrBlocks"
                   "cidrBlocks": ["0.0.0.0/0"], "cidrIpv4": "0.0.0.0/0"}
 
 
-@pytest.mark.parametrize("resource_type", [
-    "aws:ec2/instance:Instance", "aws:lb/listener:Listener", "aws:s3/bucketV2:BucketV2",
-    "aws:wafv2/webAcl:WebAcl"])  # types sorting before, between and after the three
+@pytest.mark.parametrize("resource_type", ["aws:ec2/instance:Instance",
+                                           "aws:s3/bucketV2:BucketV2"])
 def test_resources_that_are_not_ingress_are_ignored(resource_type: str) -> None:
     for rule in ("security-group-ingress-ports", "no-admin-ports", "public-ingress-only-alb",
                  "no-all-protocols-from-cidr"):
@@ -315,6 +314,13 @@ def test_allowed_ports_sent_as_floats_are_shown_as_whole_ports() -> None:
     config = {"allowedPorts": [443.0, 8000.0], "allowedPortRanges": [[9000.0, 9199.0]]}
     [message] = run("security-group-ingress-ports", SECURITY_GROUP, props, config=config)
     assert message.endswith("allowed: 443, 8000, 9000-9199 (DESIGN.md, Ports)")
+
+
+def test_a_reversed_configured_range_is_shown_as_written() -> None:
+    props = inline(protocol="tcp", fromPort=9100.0, toPort=9100.0, self=True)
+    config = {"allowedPorts": [], "allowedPortRanges": [[9199, 9000]]}
+    [message] = run("security-group-ingress-ports", SECURITY_GROUP, props, config=config)
+    assert message.endswith("allowed: 9199-9000 (DESIGN.md, Ports)")
 
 
 def test_a_configured_extra_protocol_is_checked_on_its_ports() -> None:
