@@ -13,6 +13,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "local": ("daskplatform.local", "the whole platform on this machine"),
     "agent": ("daskplatform.node.agent", "the node agent of a scheduler/worker host"),
     "gateway": ("daskplatform.gateway.server", "dask-gateway-server with the pool backend"),
+    "gateway-proxy": ("daskplatform.gateway.proxy",
+                      "the gateway's proxy as a service of its own (gateway host)"),
     "pipeline": ("daskplatform.appsflyer.cli", "the AppsFlyer event pipeline"),
     "status": ("daskplatform.status_cli", "your clusters, what waits and why"),
     "usage": ("daskplatform.usage_cli", "core-hours and cost per user, group or cluster"),

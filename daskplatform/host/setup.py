@@ -11,7 +11,8 @@ the user data stub has installed the runtime, in order, each safe to run again:
 4. guard: on hosts that run users' code (scheduler, worker), nftables rules that keep
    users' uids away from instance metadata and the node agent (user_guard.py);
 5. services: the role's units written and started (systemd), or run in the foreground
-   where there is no systemd (``--foreground``: the rehearsal);
+   where there is no systemd (``--foreground``: the rehearsal); the gateway host runs
+   its proxy as a unit of its own, so gateway restarts keep clients' connections;
 6. ready: each service answers its health check;
 7. lifecycle: a worker completes the worker group's launch hook, so the group (and a
    ``pulumi up`` waiting for capacity) counts it only once it serves.
@@ -50,6 +51,7 @@ from daskplatform.host.units import (
     Unit,
     agent_unit,
     gateway_unit,
+    proxy_unit,
     setup_unit,
 )
 from daskplatform.host.upgrade import INSTALL_MODE_ENV
@@ -136,8 +138,9 @@ def is_mounted(mount_point: str, mountinfo: str) -> bool:
 
 def units_for(role: str, settings_source: str, region: str,
               settings: RuntimeSettings) -> list[Unit]:
-    if role == "gateway":
-        return [gateway_unit(settings_source, region, settings.ports)]
+    if role == "gateway":  # the proxy first: the gateway's start is checked through it
+        return [proxy_unit(settings.ports), gateway_unit(settings_source, region,
+                                                         settings.ports)]
     return [agent_unit(role, settings_source, region, settings.ports)]
 
 

@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from daskplatform.settings import PortSettings
+from daskplatform.settings import SERVICE_PREFIX, PortSettings
 
 RUNTIME_ROOT = "/opt/dask-platform"
 VENVS = f"{RUNTIME_ROOT}/venvs"
@@ -45,6 +45,12 @@ SYSTEMD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 HOMES = "/srv/homes"
 """Users' homes on every host: the shared file system (EFS)."""
 GATEWAY_UNIT = "dask-platform.service"
+PROXY_UNIT = "dask-platform-proxy.service"
+"""The gateway's proxy (scheduler TLS and the gateway's HTTP on 8786), apart from the
+gateway so that a gateway restart keeps clients' connections (gateway/proxy.py)."""
+GATEWAY_API_ADDRESS = "127.0.0.1:8785"
+"""The gateway's private API on the gateway host, where its proxy finds it (loopback
+only: no security group is involved)."""
 AGENT_UNIT = "dask-platform-agent.service"
 SETUP_UNIT = "dask-platform-setup.service"
 """host-setup again at every later boot (a node started from the warm pool completes
@@ -74,13 +80,15 @@ class Unit:
     processes_scope: bool = False
     """Its Dask processes live in a delegated scope of their own, which the service makes
     (``confine.PROCESSES_SCOPE``); foreground mode delegates a v1 group instead."""
+    wants: tuple[str, ...] = ()
+    """Units started with it and before it; they keep running when it restarts."""
 
     def render(self) -> str:
         """The unit file systemd reads."""
         lines = ["[Unit]", f"Description={self.description}",
-                 "Wants=network-online.target",
-                 "After=network-online.target remote-fs.target", "", "[Service]",
-                 "Type=simple"]
+                 " ".join(["Wants=network-online.target", *self.wants]),
+                 " ".join(["After=network-online.target remote-fs.target", *self.wants]),
+                 "", "[Service]", "Type=simple"]
         if self.user:
             lines += [f"User={self.user}", f"Group={self.user}"]
         lines += [f"Environment={shlex.quote(f'{k}={v}')}"
@@ -113,15 +121,38 @@ def setup_unit(host_setup_argv: list[str], boot_log: str) -> str:
         "[Install]", "WantedBy=multi-user.target", ""])
 
 
+def proxy_unit(ports: PortSettings) -> Unit:
+    """The gateway's proxy on the host's interfaces (8786: scheduler TLS for clients,
+    and the gateway's API for schedulers, notebooks and the hub), routing to the gateway
+    on GATEWAY_API_ADDRESS. Unprivileged in all but its uid: it reads its token from the
+    gateway's state directory."""
+    return Unit(
+        name=PROXY_UNIT,
+        description="dask-platform gateway proxy: clients' scheduler connections, kept "
+                    "across gateway restarts",
+        exec_start=(PROGRAM, "gateway-proxy", "--address", f"0.0.0.0:{ports.gateway_tls}",
+                    "--gateway-address", GATEWAY_API_ADDRESS),
+        environment={},
+        state_directory="dask-platform",
+        state_directory_mode="0700",
+        # Through the proxy to the gateway: answers once both serve.
+        health_url=f"http://127.0.0.1:{ports.gateway_tls}{SERVICE_PREFIX}/api/health",
+        extra=(("CapabilityBoundingSet", ""), ("NoNewPrivileges", "yes"),
+               ("ProtectSystem", "strict"), ("PrivateTmp", "yes")),
+    )
+
+
 def gateway_unit(settings_source: str, region: str, ports: PortSettings) -> Unit:
-    """JupyterHub in front on the ALB's port, the gateway's scheduler proxy and API on
-    its own, and the hub's API for notebook servers, all on the host's interfaces
+    """JupyterHub in front on the ALB's port, the gateway's private API on
+    GATEWAY_API_ADDRESS behind its proxy (its own unit, which the gateway's restarts
+    leave running), and the hub's API for notebook servers, all on the host's interfaces
     (security groups decide who reaches them); schedulers and notebooks are told the
     host's private address from instance metadata."""
     return Unit(
         name=GATEWAY_UNIT,
         description="dask-platform gateway (JupyterHub + dask-gateway-server)",
         exec_start=(PROGRAM, "gateway", "--hub", "--settings", settings_source,
+                    "--address", GATEWAY_API_ADDRESS, "--external-proxy",
                     "--proxy-address", f"0.0.0.0:{ports.gateway_http}",
                     "--proxy-tcp-address", f"0.0.0.0:{ports.gateway_tls}",
                     "--hub-api-port", str(ports.hub_api),
@@ -134,6 +165,7 @@ def gateway_unit(settings_source: str, region: str, ports: PortSettings) -> Unit
         stop_timeout_seconds=120,
         health_url=f"http://127.0.0.1:{ports.gateway_http}/hub/health",
         extra=(("Delegate", "yes"),),
+        wants=(PROXY_UNIT,),
     )
 
 

@@ -173,7 +173,7 @@ def test_agent_hosts_run_the_agent_bounded_and_keep_dask_on_restart(
 
 
 def test_the_gateway_unit_stops_its_children_with_it(dev: StackRun) -> None:
-    (unit,) = host_units(user_data(dev, "gateway-lt"), published_settings(dev))
+    _, unit = host_units(user_data(dev, "gateway-lt"), published_settings(dev))
     found = directives(unit.render())
     assert found["KillMode"] == ["control-group"] and found["TimeoutStopSec"] == ["120"]
     assert found["StateDirectory"] == ["dask-platform"] and "User" not in found
@@ -183,6 +183,24 @@ def test_the_gateway_unit_stops_its_children_with_it(dev: StackRun) -> None:
                                                           "--run-as-users"]
     assert " --hub-api-port 8081 " in f" {shlex.join(argv)} "  # notebooks call the hub
     assert unit.health_url == "http://127.0.0.1:8000/hub/health"
+    # Its proxy is a unit of its own, so the gateway's restarts keep clients connected.
+    assert " --address 127.0.0.1:8785 --external-proxy " in f" {shlex.join(argv)} "
+    assert found["Wants"] == ["network-online.target dask-platform-proxy.service"]
+
+
+def test_the_gateway_hosts_proxy_outlives_gateway_restarts(dev: StackRun) -> None:
+    """Clients' scheduler connections (8786) go through a unit the gateway's restarts and
+    upgrades leave running; it finds the gateway's private API on a fixed loopback port."""
+    proxy, unit = host_units(user_data(dev, "gateway-lt"), published_settings(dev))
+    found = directives(proxy.render())
+    assert proxy.name == "dask-platform-proxy.service" != unit.name
+    assert shlex.split(found["ExecStart"][0]) == [
+        "/opt/dask-platform/venv/bin/dask-platform", "gateway-proxy",
+        "--address", "0.0.0.0:8786", "--gateway-address", "127.0.0.1:8785"]
+    assert found["StateDirectory"] == ["dask-platform"]  # its token is the gateway's
+    assert found["CapabilityBoundingSet"] == [""] and found["NoNewPrivileges"] == ["yes"]
+    assert found["Restart"] == ["always"] and found["Wants"] == ["network-online.target"]
+    assert proxy.health_url == "http://127.0.0.1:8786/services/dask-gateway/api/health"
 
 
 def test_dev_and_hosts_pin_the_same_uv() -> None:
