@@ -248,11 +248,13 @@ class LocalPlatform:
             + (", behind JupyterHub as on the gateway host) ..." if self.args.hub else ") ..."))
         # The settings name slapd, so the gateway picks the LDAP authenticator itself.
         nodes = [NodeSpec(shape.node_id, shape.role, url) for shape, url in self.agents]
+        address = f"127.0.0.1:{free_port()}"
+        self._start_proxy(address)
         argv = [
             sys.executable, "-m", "daskplatform.cli", "gateway",
             *(["--run-as-users"] if self.run_as_users else []),
             "--settings", f"ssm://{SETTINGS_PARAMETER}",
-            "--address", f"127.0.0.1:{free_port()}",
+            "--address", address, "--external-proxy",
             *self._http_args(),
             "--agent-token-file", str(self.state / "agent-token"),
             "--db-url", "sqlite://",  # in memory: clusters stop with the gateway
@@ -269,6 +271,15 @@ class LocalPlatform:
             say(f"local:   JupyterLab: open http://127.0.0.1:{self.args.hub_port}/ and log "
                 "in as a demo user (engineer1 / engineer1-demo): your server starts on a "
                 "worker node; in a notebook, Gateway() needs no arguments")
+
+    def _start_proxy(self, gateway_address: str) -> None:
+        """The gateway's proxy as a process of its own on --port, as on the gateway host
+        (its unit), so a gateway restart keeps clients' connections; stopped last."""
+        self.children.start("gateway-proxy", [
+            sys.executable, "-m", "daskplatform.cli", "gateway-proxy",
+            "--address", f"127.0.0.1:{self.args.port}", "--gateway-address", gateway_address,
+            "--temp-dir", str(self.state / "gateway")], self.env)
+        self.stack.callback(self.children.stop, "gateway-proxy")
 
     def _http_args(self) -> list[str]:
         """The gateway's HTTP on --port; with --hub, JupyterHub in front of it on
