@@ -18,6 +18,7 @@ import threading
 import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -28,6 +29,7 @@ from moto.server import ThreadedMotoServer
 from daskplatform.network_plan import subnet_cidrs
 from daskplatform.rehearsal.plan import AWS_PORT, Plan
 from daskplatform.rehearsal.topology import AWS_ADDRESS, IMDS_ADDRESS, Host
+from daskplatform.runtime_version import archive_key
 from daskplatform.settings import BUCKET_KINDS, RuntimeSettings
 from daskplatform.stack_names import host_tags
 
@@ -129,6 +131,23 @@ class Seeder:
                 LifecycleTransition="autoscaling:EC2_INSTANCE_LAUNCHING", DefaultResult="ABANDON")
         say(f"aws: worker group {settings.worker_asg_name}: {len(workers)} in service "
             f"(min {low}, max {high} in the stack)")
+
+
+def publish_runtime(plan: Plan, archive: Path, version: str) -> dict[str, Any]:
+    """What ``pulumi up`` does with a new runtime version (components/storage.py,
+    components/stack.py): its archive under its own key in the artifacts bucket, and
+    its version as the settings parameter's runtimeVersion, the rest unchanged."""
+    seeder = Seeder(plan)
+    s3, ssm = seeder.client("s3"), seeder.client("ssm")
+    key = archive_key(version)
+    s3.put_object(Bucket=plan.bucket("artifacts"), Key=key, Body=archive.read_bytes(),
+                  ContentType="application/zip", ServerSideEncryption="AES256")
+    name = plan.names.settings_parameter
+    published = RuntimeSettings.from_json(ssm.get_parameter(Name=name)["Parameter"]["Value"])
+    ssm.put_parameter(Name=name, Type="String", Overwrite=True, Value=published.model_copy(
+        update={"runtime_version": version}).to_json())
+    return {"ok": True, "archive": f"s3://{plan.bucket('artifacts')}/{key}",
+            "runtime_version": version, "was": published.runtime_version}
 
 
 class MetadataService:

@@ -19,15 +19,23 @@ one JSON line: ``{"ok": ..., ...}``.
 - ``stop NAME`` (from ``dp-client``): the cluster stops.
 - ``aws`` (from ``dp-gateway``, which may call AWS): which worker hosts the gateway
   protects from scale-in, and which pool metrics it has put, as AWS holds them.
+- ``publish ARCHIVE VERSION`` (in ``dp-aws``): a new runtime version published as
+  ``pulumi up`` publishes it (``aws_host.publish_runtime``).
+- ``versions`` (from ``dp-user``, as admin1 through the ALB): the runtime version each
+  host reports to the gateway's status API, and the roll-out's report.
+
+The computation that spans a roll-out is a step of its own (``computation.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import re
 import sys
 import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -43,7 +51,7 @@ WORKERS = 4
 ROWS = 400_000
 
 
-def _urls(plan: Plan) -> tuple[str, str, str]:
+def urls(plan: Plan) -> tuple[str, str, str]:
     """(the ALB's HTTPS URL, the gateway API behind it, the scheduler proxy address)."""
     ports = RuntimeSettings.from_json(plan.runtime_settings).ports
     alb = f"https://{plan.topology.host('alb').address}"
@@ -65,7 +73,7 @@ async def _login(http: aiohttp.ClientSession, alb: str, username: str,
 
 
 async def web(plan: Plan) -> dict[str, Any]:
-    alb, _, _ = _urls(plan)
+    alb, _, _ = urls(plan)
     plain = alb.replace("https://", "http://")
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{plain}/hub/login", allow_redirects=False) as response:
@@ -91,7 +99,7 @@ def compute(plan: Plan) -> dict[str, Any]:
     import pandas as pd
     from dask_gateway import BasicAuth, Gateway
 
-    _, api, proxy = _urls(plan)
+    _, api, proxy = urls(plan)
     worker_hosts = {h.address for h in plan.topology.workers}
     with Gateway(api, proxy_address=proxy,
                  auth=BasicAuth("engineer1", PASSWORDS["engineer1"])) as gateway:
@@ -115,7 +123,7 @@ def compute(plan: Plan) -> dict[str, Any]:
 async def dashboard(plan: Plan, name: str) -> dict[str, Any]:
     """The dashboard through the ALB: 401 without a login, 403 for another user, the
     page for its owner by password and by a JupyterHub login (OAuth, in a browser)."""
-    alb, api, _ = _urls(plan)
+    alb, api, _ = urls(plan)
     url = f"{api}/clusters/{name}/status"
     seen = {}
     for who in (None, "analyst1", "engineer1"):
@@ -166,7 +174,7 @@ print(json.dumps({"notebook": notebook, "task": client.submit(from_a_task).resul
 async def notebook(plan: Plan) -> dict[str, Any]:
     from daskplatform import notebook_client
 
-    alb, api, _ = _urls(plan)
+    alb, api, _ = urls(plan)
     ports = RuntimeSettings.from_json(plan.runtime_settings).ports
     user, password = "engineer1", PASSWORDS["engineer1"]
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
@@ -212,7 +220,7 @@ async def _clusters_after_stop(api: str, user: str, password: str, cluster: str,
 def resume(plan: Plan, name: str) -> dict[str, Any]:
     from dask_gateway import BasicAuth, Gateway
 
-    _, api, proxy = _urls(plan)
+    _, api, proxy = urls(plan)
     with Gateway(api, proxy_address=proxy,
                  auth=BasicAuth("engineer1", PASSWORDS["engineer1"])) as gateway:
         listed = [c.name for c in gateway.list_clusters()]
@@ -231,7 +239,7 @@ def resume(plan: Plan, name: str) -> dict[str, Any]:
 def stop(plan: Plan, name: str) -> dict[str, Any]:
     from dask_gateway import BasicAuth, Gateway
 
-    _, api, proxy = _urls(plan)
+    _, api, proxy = urls(plan)
     with Gateway(api, proxy_address=proxy,
                  auth=BasicAuth("engineer1", PASSWORDS["engineer1"])) as gateway:
         gateway.stop_cluster(name)
@@ -263,6 +271,19 @@ def aws(plan: Plan) -> dict[str, Any]:
                                        "Value": settings.worker_asg_name} in m["Dimensions"])}
 
 
+def versions(plan: Plan) -> dict[str, Any]:
+    from daskplatform.status_cli import fetch
+
+    _, api, _ = urls(plan)
+    auth = "Basic " + base64.b64encode(f"admin1:{PASSWORDS['admin1']}".encode()).decode()
+    runtime = fetch(api, auth)["runtime"]
+    rollout = fetch(api, auth, path="/api/v1/rollout")
+    return {"ok": True, "gateway": runtime["gateway"], "mixed": runtime["mixed"],
+            "nodes": {n["node_id"]: [n["role"], n["version"]] for n in runtime["node_list"]},
+            "rollout": {k: rollout.get(k) for k in ("version", "done", "started_at",
+                                                    "finished_at", "counts", "gateway")}}
+
+
 def main(argv: list[str] | None = None) -> int:
     step, plan_path, *rest = argv if argv is not None else sys.argv[1:]
     plan = Plan.load(plan_path)
@@ -281,6 +302,12 @@ def main(argv: list[str] | None = None) -> int:
             result = stop(plan, rest[0])
         elif step == "aws":
             result = aws(plan)
+        elif step == "publish":
+            from daskplatform.rehearsal.aws_host import publish_runtime
+
+            result = publish_runtime(plan, Path(rest[0]), rest[1])
+        elif step == "versions":
+            result = versions(plan)
         else:
             raise SystemExit(f"unknown step {step!r}")
     except Exception as exc:  # reported to the orchestrator, which prints it
