@@ -48,15 +48,45 @@ def _say(found: dict[str, Any]) -> None:
     print(json.dumps(found), flush=True)
 
 
-def run(plan: Plan) -> dict[str, Any]:
-    from dask_gateway import BasicAuth, Gateway
-    from distributed import wait
-
+def compute_until(client: Any, finish: threading.Event,
+                  label: dict[str, Any]) -> dict[str, Any]:
+    """Waves of tasks over every worker until ``finish``; what the run left unchanged.
+    ``label`` goes into the line it prints once computing and into what it returns."""
     def chunk_sum(index: int) -> int:  # defined here: it travels to workers by value
         import time
 
         time.sleep(TASK_SECONDS)  # work that takes a while, so waves span the roll-out
         return sum(k * k for k in range(index * CHUNK, (index + 1) * CHUNK))
+
+    stream = client.scheduler_comm.comm
+    before = _pids(client)
+    _say({**label, "ok": True, "started": True, "pids": before})
+    futures: list[Any] = []
+    began = time.monotonic()
+    done_at = [began]
+    workers = len(before) - 1
+    while not finish.is_set():
+        wave = client.map(chunk_sum, range(len(futures), len(futures) + 2 * workers))
+        client.gather(wave)  # the results stay on the workers too
+        futures += wave
+        done_at.append(time.monotonic())
+    total = client.submit(sum, futures).result(timeout=300)
+    after = _pids(client)
+    clients = [event["action"] for _, event in client.get_events(client.id)
+               if event["action"] in ("add-client", "remove-client")]
+    right = total == expected_total(len(futures))
+    same_stream = client.scheduler_comm.comm is stream and not stream.closed()
+    return {**label, "tasks": len(futures), "seconds": round(done_at[-1] - began, 1),
+            "right_result": right,
+            "longest_wave_gap_seconds": round(max(
+                (b - a for a, b in zip(done_at, done_at[1:])), default=0), 1),
+            "same_pids": after == before, "pids_after": after,
+            "client_events": clients, "same_stream": same_stream,
+            "ok": right and after == before and clients == ["add-client"] and same_stream}
+
+
+def run(plan: Plan) -> dict[str, Any]:
+    from dask_gateway import BasicAuth, Gateway
 
     finish = threading.Event()
     threading.Thread(target=lambda: (sys.stdin.readline(), finish.set()), daemon=True).start()
@@ -68,36 +98,9 @@ def run(plan: Plan) -> dict[str, Any]:
             cluster.scale(WORKERS)
             with cluster.get_client(set_as_default=False) as client:
                 client.wait_for_workers(WORKERS, timeout=240)
-                stream = client.scheduler_comm.comm
-                before = _pids(client)
-                _say({"ok": True, "started": True, "cluster": cluster.name, "pids": before})
-                futures: list[Any] = []
-                began = time.monotonic()
-                done_at = [began]
-                while not finish.is_set():
-                    wave = client.map(chunk_sum, range(len(futures),
-                                                       len(futures) + 2 * WORKERS))
-                    wait(wave, timeout=300)
-                    futures += wave
-                    done_at.append(time.monotonic())
-                total = client.submit(sum, futures).result(timeout=300)
-                after = _pids(client)
-                clients = [event["action"] for _, event in client.get_events(client.id)
-                           if event["action"] in ("add-client", "remove-client")]
-                right = total == expected_total(len(futures))
-                same_stream = client.scheduler_comm.comm is stream and not stream.closed()
-                found = {
-                    "cluster": cluster.name, "tasks": len(futures),
-                    "seconds": round(done_at[-1] - began, 1), "right_result": right,
-                    "longest_wave_gap_seconds": round(max(
-                        b - a for a, b in zip(done_at, done_at[1:])), 1),
-                    "same_pids": after == before, "pids_after": after,
-                    "client_events": clients, "same_stream": same_stream,
-                    "ok": right and after == before and clients == ["add-client"]
-                    and same_stream}
+                return compute_until(client, finish, {"cluster": cluster.name})
         finally:
             cluster.shutdown()
-    return found
 
 
 def main(argv: list[str] | None = None) -> int:

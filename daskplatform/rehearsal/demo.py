@@ -325,8 +325,11 @@ def roll_out(rehearsal: Rehearsal, outcome: Outcome) -> None:
     gateway_after = time.monotonic() - began
     during = _step(rehearsal, "user", "versions")
     assert held.stdin is not None
-    held.stdin.write("finish\n")
-    held.stdin.flush()
+    try:
+        held.stdin.write("finish\n")
+        held.stdin.flush()
+    except BrokenPipeError:  # it ended early: its last line says why
+        pass
     computed = _json_line(held, 600)
     held.wait(120)
     say(f"demo: the user finished ({computed.get('tasks')} tasks) and stopped {name}; "
