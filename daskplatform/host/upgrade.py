@@ -139,19 +139,32 @@ def upgrade(version: str) -> str:
     return f"runtime {version} installed in {target}; {VENV} points at it"
 
 
+def upgrade_argv(version: str) -> list[str]:
+    return [sys.executable, "-m", "daskplatform.cli", "host-upgrade", "--version", version]
+
+
+def installed_version() -> str:
+    try:
+        return VERSION_FILE.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return ""
+
+
 async def upgrade_in_background(version: str) -> tuple[bool, str]:
     """``host-upgrade`` as a child process (the caller keeps serving meanwhile):
-    (succeeded, its last words)."""
+    (succeeded, its last words). Success is what the host records once it ends (the
+    version current in VERSION_FILE), not its exit status: the node agent is a child
+    subreaper whose reaper may collect the child first, and asyncio then reports 255."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "daskplatform.cli", "host-upgrade", "--version", version,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        *upgrade_argv(version), stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT)
     try:
         out, _ = await asyncio.wait_for(process.communicate(), UPGRADE_TIMEOUT + 60)
     except TimeoutError:
         process.kill()
         return False, f"host-upgrade {version} took longer than {UPGRADE_TIMEOUT:g}s"
     text = out.decode(errors="replace").strip()
-    return process.returncode == 0, text[-2000:]
+    return installed_version() == version, text[-2000:]
 
 
 def main(argv: list[str] | None = None) -> int:

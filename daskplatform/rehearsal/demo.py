@@ -356,13 +356,14 @@ def roll_out(rehearsal: Rehearsal, outcome: Outcome) -> None:
     rollout = after.get("rollout") or {}
     nodes = after.get("nodes") or {}
     disks = _disk_versions(rehearsal)
-    took = ((rollout.get("finished_at") or 0) - (rollout.get("started_at") or 0))
+    took = (f"{rollout['finished_at'] - rollout['started_at']:.0f}s"
+            if rollout.get("finished_at") and rollout.get("started_at") else "unfinished")
     outcome.record(
         f"roll-out done: every host reports {version}",
         last == 0 and rollout.get("done") is True and after.get("gateway") == version
         and len(nodes) == 1 + len(rehearsal.topology.workers)
         and all(v == version for _, v in nodes.values())
         and set(disks.values()) == {version},
-        f"roll-out time {took:.0f}s (gateway upgraded at {gateway_after:.0f}s, nodes the "
+        f"roll-out time {took} (gateway upgraded at {gateway_after:.0f}s, nodes the "
         f"user held upgraded once it stopped); gateway {after.get('gateway')}, nodes "
         f"{json.dumps(nodes)}, on disk {json.dumps(disks)}")
