@@ -283,7 +283,7 @@ def _hub_tokens(hub: str, token: str, name: str) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="dask-platform users", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="dask-platform users", description=__doc__.split("\n\n")[0])
     p.add_argument("command", choices=("add", "remove", "list"))
     p.add_argument("name", nargs="?")
     p.add_argument("--group", help="platform group (add)")
