@@ -33,10 +33,14 @@ def user_data(
     homes_access_point_id: pulumi.Input[str],
     log_group_name: str,
     metrics_namespace: str,
+    audit_bucket: pulumi.Input[str] = "",
+    alert_topic_arn: pulumi.Input[str] = "",
 ) -> pulumi.Output[str]:
-    """The rendered stub for ``role`` once the ids it names are known."""
+    """The rendered stub for ``role`` once the ids it names are known (the gateway's also
+    names the audit bucket and the alert topic)."""
     return pulumi.Output.all(
-        region, artifacts_bucket, file_system_id, shared_access_point_id, homes_access_point_id
+        region, artifacts_bucket, file_system_id, shared_access_point_id, homes_access_point_id,
+        audit_bucket, alert_topic_arn,
     ).apply(
         lambda v: HostBootstrap(
             role=role,
@@ -49,5 +53,7 @@ def user_data(
             homes_access_point_id=v[4],
             log_group_name=log_group_name,
             metrics_namespace=metrics_namespace,
+            audit_bucket=v[5],
+            alert_topic_arn=v[6],
         ).render()
     )

@@ -8,8 +8,9 @@ The gateway may also read the LDAP secret, read and put the agent-token secret (
 generates the token on its first start), describe the Auto Scaling groups and
 instances (worker nodes, and the scheduler host by its tags), set scale-in protection
 on the worker group only, and act as root on EFS (it creates and chowns each user's
-home under the homes access point). Scheduler and worker hosts may read the agent
-token and no other secret. Workers run the AppsFlyer pipeline, each bucket as far as
+home under the homes access point), write daily usage reports and archived homes in
+the audit bucket, and publish budget alerts to the alert topic. Scheduler and worker
+hosts may read the agent token and no other secret. Workers run the AppsFlyer pipeline, each bucket as far as
 it needs: read raw drops, read and write processed data, and in audit only the
 pipeline's quarantine/ and manifests/ prefixes; and a worker completes its own launch
 hook in the worker group once it has booted.
@@ -25,6 +26,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components.aws_context import AwsContext
+from daskplatform.audit_bucket import GATEWAY_PREFIXES
 from daskplatform.settings import PlatformSettings
 
 HOST_ROLES = ("gateway", "scheduler", "worker")
@@ -60,6 +62,7 @@ class IdentityInputs:
     file_system_arn: pulumi.Input[str]
     bucket_arns: Mapping[str, pulumi.Input[str]]
     """Bucket ARN by kind (raw, processed, audit, artifacts)."""
+    alert_topic_arn: pulumi.Input[str]
 
 
 class Identity(pulumi.ComponentResource):
@@ -291,5 +294,18 @@ def _gateway_statements(
             "Effect": "Allow",
             "Action": "autoscaling:SetInstanceProtection",
             "Resource": worker_asg_arn,
+        },
+        {
+            "Sid": "UsageReportsAndHomeArchives",
+            "Effect": "Allow",
+            "Action": ["s3:GetObject", "s3:PutObject"],
+            "Resource": [pulumi.Output.concat(inputs.bucket_arns["audit"], "/", prefix, "/*")
+                         for prefix in GATEWAY_PREFIXES],
+        },
+        {
+            "Sid": "PublishBudgetAlerts",
+            "Effect": "Allow",
+            "Action": "sns:Publish",
+            "Resource": inputs.alert_topic_arn,
         },
     ]

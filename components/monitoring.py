@@ -38,6 +38,7 @@ class Monitoring(pulumi.ComponentResource):
         name: str,
         *,
         dashboard_name: str,
+        topic_name: str,
         alert_emails: Sequence[str],
         region: pulumi.Input[str],
         log_group_prefix: str,
@@ -61,7 +62,8 @@ class Monitoring(pulumi.ComponentResource):
             )
             for role in HOST_ROLES
         }
-        self.topic = aws.sns.Topic(f"{name}-alerts", tags=tags, opts=child)
+        # Named, so the gateway host knows its ARN before the topic exists (no cycle).
+        self.topic = aws.sns.Topic(f"{name}-alerts", name=topic_name, tags=tags, opts=child)
         for index, email in enumerate(alert_emails):
             aws.sns.TopicSubscription(
                 f"{name}-alerts-email-{index}",

@@ -48,6 +48,8 @@ def build(settings: PlatformSettings) -> None:
                                         **names.runtime_names())
     tags = common_tags(settings)
     context = AwsContext.lookup()
+    # Named up front: the gateway's policy and user data need it before Monitoring exists.
+    alert_topic_arn = context.arn("sns", names.alert_topic)
 
     network = Network("network", settings, context, tags)
     groups = SecurityGroups("security", settings, network.vpc_id, tags)
@@ -67,6 +69,7 @@ def build(settings: PlatformSettings) -> None:
             artifacts_bucket_arn=storage.buckets["artifacts"].arn,
             file_system_arn=storage.file_system.arn,
             bucket_arns={kind: bucket.arn for kind, bucket in storage.buckets.items()},
+            alert_topic_arn=alert_topic_arn,
         ),
         tags,
     )
@@ -92,6 +95,8 @@ def build(settings: PlatformSettings) -> None:
                 homes_access_point_id=storage.homes_access_point.id,
                 log_group_name=names.log_group(role),
                 metrics_namespace=metrics_namespace,
+                **({"audit_bucket": storage.buckets["audit"].bucket,
+                    "alert_topic_arn": alert_topic_arn} if role == "gateway" else {}),
             ),
         }
 
@@ -130,6 +135,7 @@ def build(settings: PlatformSettings) -> None:
     monitoring = Monitoring(
         "monitoring",
         dashboard_name=names.prefix,
+        topic_name=names.alert_topic,
         alert_emails=settings.alert_emails,
         region=context.region,
         log_group_prefix=log_group_prefix,

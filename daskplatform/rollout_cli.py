@@ -101,7 +101,7 @@ def follow(gateway: str, auth: str, timeout: float, wait_stuck: bool = False) ->
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="dask-platform rollout",
-                                description=__doc__.split("\n")[0])
+                                description=__doc__.split("\n\n")[0])
     p.add_argument("--gateway", default=os.environ.get(ADDRESS_ENV, "http://127.0.0.1:8000"),
                    help=f"the gateway's URL (default ${ADDRESS_ENV}, else %(default)s)")
     p.add_argument("--user", help=f"an admin's login (password from ${PASSWORD_ENV})")

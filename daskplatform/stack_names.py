@@ -47,6 +47,11 @@ class StackNames:
         return f"DaskPlatform/{self.stack}"
 
     @property
+    def alert_topic(self) -> str:
+        """The alert topic: alarms, budget alerts (the gateway publishes to it by ARN)."""
+        return f"{self.prefix}-alerts"
+
+    @property
     def worker_asg(self) -> str:
         return f"{self.prefix}-workers"
 

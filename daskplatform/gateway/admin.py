@@ -53,6 +53,8 @@ def parse_since(text: str) -> float:
 def _admin(request: web.Request) -> Any:
     user = request["user"]
     if not user.admin:
+        trail().record("admin.refused", user.name, method=request.method,
+                       path=request.path)
         raise web.HTTPForbidden(reason=f"user {user.name} is not an admin: this is for "
                                        "members of the admins platform group")
     return user

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -64,6 +65,7 @@ ROLES = ("gateway", "scheduler", "worker")
 ETC = Path("/etc/dask-platform")
 CA_FILE = ETC / "ldap-ca.pem"
 FSTAB = Path("/etc/fstab")
+OPERATOR_PROFILE = Path("/etc/profile.d/dask-platform.sh")
 MOUNT_POINTS = {"shared": "/srv/shared", "homes": HOMES}
 """EFS access point -> where every host mounts it."""
 STATE_DEVICE = "/dev/sdf"
@@ -136,12 +138,21 @@ def is_mounted(mount_point: str, mountinfo: str) -> bool:
     return any(line.split()[4:5] == [escaped] for line in mountinfo.splitlines())
 
 
-def units_for(role: str, settings_source: str, region: str,
-              settings: RuntimeSettings) -> list[Unit]:
-    if role == "gateway":  # the proxy first: the gateway's start is checked through it
-        return [proxy_unit(settings.ports), gateway_unit(settings_source, region,
-                                                         settings.ports)]
-    return [agent_unit(role, settings_source, region, settings.ports)]
+def units_for(args: argparse.Namespace, settings: RuntimeSettings) -> list[Unit]:
+    if args.role == "gateway":  # the proxy first: the gateway's start is checked through it
+        return [proxy_unit(settings.ports),
+                gateway_unit(args.settings, args.region, settings.ports,
+                             args.audit_bucket, args.alert_topic_arn)]
+    return [agent_unit(args.role, args.settings, args.region, settings.ports)]
+
+
+def operator_profile(args: argparse.Namespace) -> str:
+    """The environment of an admin's shell on the gateway host (Session Manager), so
+    ``dask-platform users|admin|usage`` find this stack without flags."""
+    values = {"DASK_PLATFORM_SETTINGS": args.settings, "AWS_DEFAULT_REGION": args.region,
+              "DASK_PLATFORM_AUDIT_BUCKET": args.audit_bucket}
+    return "".join(f"export {key}={shlex.quote(value)}\n"
+                   for key, value in values.items() if value)
 
 
 # ---------------------------------------------------------------------- steps
@@ -159,7 +170,9 @@ class HostSetup:
             self.mount_state_volume()
         self.install_ca()
         self.guard_user_traffic()
-        return units_for(self.args.role, self.args.settings, self.args.region, self.settings)
+        if self.args.role == "gateway":
+            self.write_operator_profile()
+        return units_for(self.args, self.settings)
 
     def read_settings(self) -> RuntimeSettings:
         settings = retry(f"settings: cannot read {self.args.settings} (is the parameter "
@@ -227,6 +240,10 @@ class HostSetup:
         CA_FILE.chmod(0o644)
         say(f"ca: FreeIPA's CA in {CA_FILE}")
 
+    def write_operator_profile(self) -> None:
+        OPERATOR_PROFILE.write_text(operator_profile(self.args))
+        OPERATOR_PROFILE.chmod(0o644)
+        say(f"operators: admin shells get this stack's settings from {OPERATOR_PROFILE}")
 
     def guard_user_traffic(self) -> None:
         assert self.settings is not None
@@ -320,6 +337,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--file-system", required=True, help="EFS file system id")
     p.add_argument("--shared-access-point", required=True)
     p.add_argument("--homes-access-point", required=True)
+    p.add_argument("--audit-bucket", default="",
+                   help="the gateway's: usage reports and archived homes (default: none)")
+    p.add_argument("--alert-topic-arn", default="",
+                   help="the gateway's: SNS topic for budget alerts (default: none)")
     p.add_argument("--foreground", action="store_true",
                    help="no systemd: run the role's services as children until SIGTERM "
                         "(the rehearsal)")

@@ -38,6 +38,8 @@ VENV = f"{RUNTIME_ROOT}/venv"
 PROGRAM = f"{VENV}/bin/dask-platform"
 LOG_FILE = "/var/log/dask-platform.log"
 """Every service's output; the CloudWatch agent ships it from the first boot step."""
+AUDIT_LOG = "/var/log/dask-platform-audit.log"
+"""The gateway's audit trail (JSON lines), shipped to the gateway's log group."""
 UNIT_DIR = "/etc/systemd/system"
 STATE_ROOT = "/var/lib"
 SYSTEMD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -142,12 +144,15 @@ def proxy_unit(ports: PortSettings) -> Unit:
     )
 
 
-def gateway_unit(settings_source: str, region: str, ports: PortSettings) -> Unit:
+def gateway_unit(settings_source: str, region: str, ports: PortSettings,
+                 audit_bucket: str = "", alert_topic_arn: str = "") -> Unit:
     """JupyterHub in front on the ALB's port, the gateway's private API on
     GATEWAY_API_ADDRESS behind its proxy (its own unit, which the gateway's restarts
     leave running), and the hub's API for notebook servers, all on the host's interfaces
     (security groups decide who reaches them); schedulers and notebooks are told the
-    host's private address from instance metadata."""
+    host's private address from instance metadata. The audit trail goes to its own file
+    (shipped to CloudWatch); usage reports and budget alerts go to the stack's audit
+    bucket and alert topic."""
     return Unit(
         name=GATEWAY_UNIT,
         description="dask-platform gateway (JupyterHub + dask-gateway-server)",
@@ -156,12 +161,15 @@ def gateway_unit(settings_source: str, region: str, ports: PortSettings) -> Unit
                     "--proxy-address", f"0.0.0.0:{ports.gateway_http}",
                     "--proxy-tcp-address", f"0.0.0.0:{ports.gateway_tls}",
                     "--hub-api-port", str(ports.hub_api),
-                    "--advertise-host", "imds", "--run-as-users"),
+                    "--advertise-host", "imds", "--run-as-users", "--audit-log", AUDIT_LOG,
+                    *(("--audit-bucket", audit_bucket) if audit_bucket else ()),
+                    *(("--alert-topic-arn", alert_topic_arn) if alert_topic_arn else ())),
         environment={"AWS_DEFAULT_REGION": region},
         state_directory="dask-platform",
         state_directory_mode="0700",
-        # JupyterHub, its proxy and the gateway stop with it; the gateway stops in-memory
-        # clusters first, which can take a while.
+        # JupyterHub (and its http proxy) and the gateway stop with it, not the gateway's
+        # proxy (a unit of its own); the gateway stops in-memory clusters first, which can
+        # take a while.
         stop_timeout_seconds=120,
         health_url=f"http://127.0.0.1:{ports.gateway_http}/hub/health",
         extra=(("Delegate", "yes"),),

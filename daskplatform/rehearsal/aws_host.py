@@ -86,6 +86,8 @@ class Seeder:
         for kind in BUCKET_KINDS:
             s3.create_bucket(Bucket=plan.bucket(kind),
                              CreateBucketConfiguration={"LocationConstraint": plan.region})
+        topic = self.client("sns").create_topic(Name=names.alert_topic)["TopicArn"]
+        assert topic == plan.alert_topic_arn, (topic, plan.alert_topic_arn)
         instances = self._instances()
         self._worker_group(settings, [i for i in instances.values() if i.host.role == "worker"])
         return instances

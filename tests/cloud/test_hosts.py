@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from components.bootstrap import runtime_package
-from daskplatform.host.units import LOG_FILE
+from daskplatform.host.units import AUDIT_LOG, LOG_FILE
 from daskplatform.host.userdata import BOOT_FAILURES_METRIC, UV_VERSION
 from daskplatform.runtime_version import source_version
 from daskplatform.settings import RuntimeSettings
@@ -90,10 +90,13 @@ def test_user_data_is_a_small_stub_that_hands_over_to_host_setup(dev: StackRun,
     role = TEMPLATES[template]
     efs = one(dev, "FileSystem", "storage-efs").id
     shared, homes = (one(dev, "AccessPoint", f"storage-efs-{n}").id for n in ("shared", "homes"))
+    # The gateway alone writes usage reports and archived homes, and sends budget alerts.
+    gateway_only = ["--audit-bucket", one(dev, "Bucket", "storage-audit").outputs["bucket"],
+                    "--alert-topic-arn", one(dev, "Topic", "monitoring-alerts").outputs["arn"]]
     assert host_setup_argv(text) == [
         "--role", role, "--settings", "ssm:///dask-platform/dev/runtime-settings",
         "--region", "eu-west-1", "--file-system", efs, "--shared-access-point", shared,
-        "--homes-access-point", homes]
+        "--homes-access-point", homes, *(gateway_only if role == "gateway" else [])]
     artifacts = one(dev, "Bucket", "storage-artifacts").outputs["bucket"]
     version = published_settings(dev).runtime_version
     assert version == source_version()
@@ -131,7 +134,8 @@ def test_the_stub_ships_its_log_first_and_retries_every_network_step(
     collected = cloudwatch["logs"]["logs_collected"]["files"]["collect_list"]
     group = one(dev, "LogGroup", f"monitoring-{TEMPLATES[template]}-logs").inputs["name"]
     assert {c["file_path"] for c in collected} == {
-        "/var/log/dask-platform-boot.log", "/var/log/cloud-init-output.log", LOG_FILE}
+        "/var/log/dask-platform-boot.log", "/var/log/cloud-init-output.log", LOG_FILE,
+        AUDIT_LOG}
     assert {c["log_group_name"] for c in collected} == {group}
 
 
@@ -179,8 +183,11 @@ def test_the_gateway_unit_stops_its_children_with_it(dev: StackRun) -> None:
     assert found["StateDirectory"] == ["dask-platform"] and "User" not in found
     assert found["StandardOutput"] == [f"append:{LOG_FILE}"]
     argv = shlex.split(found["ExecStart"][0])
-    assert argv[1:3] == ["gateway", "--hub"] and argv[-3:] == ["--advertise-host", "imds",
-                                                          "--run-as-users"]
+    audit = one(dev, "Bucket", "storage-audit").outputs["bucket"]
+    topic = one(dev, "Topic", "monitoring-alerts").outputs["arn"]
+    assert argv[1:3] == ["gateway", "--hub"] and argv[-9:] == [
+        "--advertise-host", "imds", "--run-as-users", "--audit-log", AUDIT_LOG,
+        "--audit-bucket", audit, "--alert-topic-arn", topic]
     assert " --hub-api-port 8081 " in f" {shlex.join(argv)} "  # notebooks call the hub
     assert unit.health_url == "http://127.0.0.1:8000/hub/health"
     # Its proxy is a unit of its own, so the gateway's restarts keep clients connected.

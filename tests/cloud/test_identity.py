@@ -173,11 +173,27 @@ def test_workers_reach_each_bucket_only_as_far_as_the_pipeline_needs(dev: StackR
     }
     listing = statements(dev, "worker")["PipelineListAudit"]
     assert listing["Condition"] == {"StringLike": {"s3:prefix": ["quarantine*", "manifests*"]}}
-    # Nothing writes raw drops, and the other hosts read only the runtime archive.
+    # Nothing writes raw drops; the scheduler host reads only the runtime archive.
     assert not [g for g in grants if g[1].startswith(arn["raw"]) and g[0] != "s3:GetObject"
                 and g[0] != "s3:ListBucket"]
-    for role in ("gateway", "scheduler"):
-        assert s3_grants(dev, role) == {("s3:GetObject", f"{arn['artifacts']}/runtime/*")}
+    assert s3_grants(dev, "scheduler") == {("s3:GetObject", f"{arn['artifacts']}/runtime/*")}
+
+
+def test_the_gateway_writes_usage_reports_and_archived_homes_and_alerts_one_topic(
+        dev: StackRun) -> None:
+    """Daily usage reports (usage/daily/...) and offboarded homes (home-archives/...) in the
+    audit bucket and nowhere else; budget alerts to the stack's own topic."""
+    arn = {kind: one(dev, "Bucket", f"storage-{kind}").outputs["arn"]
+           for kind in ("audit", "artifacts")}
+    assert s3_grants(dev, "gateway") == {
+        ("s3:GetObject", f"{arn['artifacts']}/runtime/*"),
+        *((action, f"{arn['audit']}/{prefix}/*") for action in ("s3:GetObject", "s3:PutObject")
+          for prefix in ("usage", "home-archives"))}
+    publish = statements(dev, "gateway")["PublishBudgetAlerts"]
+    assert publish["Action"] == "sns:Publish"
+    assert publish["Resource"] == one(dev, "Topic", "monitoring-alerts").outputs["arn"]
+    assert not any(a.startswith("sns:") for role in ("scheduler", "worker")
+                   for a in all_actions(dev, role))
 
 
 def test_a_worker_completes_only_its_own_groups_launch_hook(dev: StackRun) -> None:

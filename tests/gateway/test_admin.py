@@ -32,6 +32,9 @@ def test_every_admin_route_refuses_non_admins_with_why(pool: Pool) -> None:
         status, answer = pool.api(method, path, "ann", {} if method == "POST" else None)
         assert status == 403, (method, path, status)
         assert "ann is not an admin" in answer["error"]
+    refused = {(e["user"], e["method"], e["path"]) for e in _audit(pool)
+               if e["event"] == "admin.refused"}
+    assert refused == {("ann", method, path) for method, path in ROUTES}
 
 
 def test_admins_list_stop_see_the_queue_and_drain_nodes(pool: Pool) -> None:
