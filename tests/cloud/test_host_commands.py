@@ -39,10 +39,9 @@ def host_argv(run: StackRun, template: str, subcommand: str) -> list[str]:
     the host this template boots."""
     settings = RuntimeSettings.from_json(
         one(run, "Parameter", "gateway-settings").inputs["value"])
-    (unit,) = host_units(user_data(run, template), settings)
-    _, found, *argv = unit.exec_start
-    assert found == subcommand
-    return argv
+    (unit,) = [u for u in host_units(user_data(run, template), settings)
+               if u.exec_start[1] == subcommand]
+    return list(unit.exec_start[2:])
 
 
 @pytest.fixture
@@ -91,6 +90,12 @@ def test_the_gateway_command_resolves_to_this_stacks_wiring(
     assert backend.db_url == f"sqlite:///{tmp_path / 'gateway.sqlite'}"
     # A restarted gateway keeps the token the agents already hold.
     assert gateway_config_from_argv(argv).PoolBackend.agent_token == stored
+    # Its proxy is the proxy unit, which finds it on its fixed private address and shares
+    # its token through the state directory.
+    assert config.Proxy.externally_managed is True
+    proxy = host_argv(dev, "gateway-lt", "gateway-proxy")
+    assert proxy[proxy.index("--gateway-address") + 1] == config.DaskGateway.address
+    assert config.Proxy.api_token == (tmp_path / "proxy-token").read_text().strip()
 
 
 @pytest.mark.parametrize("template, role", [("scheduler-lt", "scheduler"),
