@@ -2,8 +2,9 @@
 tests: a raw client that sends what client libraries refuse to (non-UTF-8 header bytes,
 broken bodies), and hypothesis strategies for hostile bodies, headers and path parts.
 
-Calls carry placeholders (``{cluster}`` in a path, ``{basic}`` in a header value) that
-``resolve`` fills from the running servers, so seed examples can be written as data.
+Calls carry placeholders (``{cluster}`` in a path, ``{basic}`` in a header value,
+``{version}`` in a body) that ``resolve`` fills from the running servers, so seed
+examples and valid generated values can be written as data.
 """
 
 from __future__ import annotations
@@ -52,15 +53,19 @@ class Answer:
 
 
 def resolve(call: Call, values: dict[str, str]) -> Call:
-    """``call`` with each ``{name}`` placeholder of its path and headers filled in."""
-    path, headers = call.path, []
+    """``call`` with each ``{name}`` placeholder of its path, headers and body filled in
+    (a value is put in a body as is: placeholders there stand inside JSON strings)."""
+    path, headers, body = call.path, [], call.body
     for name, value in values.items():
+        placeholder = b"{" + name.encode() + b"}"
         path = path.replace("{" + name + "}", quote(value, safe=""))
+        if body is not None:
+            body = body.replace(placeholder, value.encode())
     for header, raw in call.headers:
         for name, value in values.items():
             raw = raw.replace(b"{" + name.encode() + b"}", value.encode())
         headers.append((header, raw))
-    return replace(call, path=path, headers=tuple(headers))
+    return replace(call, path=path, headers=tuple(headers), body=body)
 
 
 def send(base_url: str, call: Call, timeout: float = 60) -> Answer:
