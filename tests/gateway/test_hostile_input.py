@@ -18,6 +18,7 @@ import pytest
 from dask_gateway import BasicAuth, Gateway
 from hypothesis import strategies as st
 
+from daskplatform.audit import AUDIT_LOG_ENV
 from daskplatform.gateway.server import LDAP_AUTHENTICATOR
 from daskplatform.identity.slapd import Slapd
 from tests.gateway.conftest import Pool, new_pool, small_settings, wait_for
@@ -128,6 +129,40 @@ WHY = [
 ]
 """Every case of issue 14's "Why" for the gateway, with the answer it now gets."""
 
+ADMIN_IN_NO_SUCH_CHARSET = (("Authorization", b"{admin}"),
+                            ("Content-Type", b"application/json; charset=nope"))
+CHARSET = 'Content-Type: charset must be utf-8, got "nope"'
+VERSION = "version: must be 12 hex digits"
+FOUND_ON_ADDED_ROUTES = [
+    *[pytest.param(Call(route, path, ADMIN_IN_NO_SUCH_CHARSET, body), 400, CHARSET,
+                   id=f"{route}-charset")
+      for route, path, body in [
+          ("POST /api/v1/rollout", "/api/v1/rollout", b"{}"),
+          ("POST /api/v1/notebook", "/api/v1/notebook", b'{"env": {}}'),
+          ("POST /api/v1/admin/audit", "/api/v1/admin/audit",
+           b'{"event": "user.added", "user": "analyst1"}')]],
+    pytest.param(Call("POST /api/v1/rollout", "/api/v1/rollout", AS_ADMIN,
+                      b'{"version": "latest"}'), 422, f'{VERSION} (a runtimeVersion the '
+                 "stack publishes), or null for the settings' runtimeVersion, got \"latest\"",
+                 id="rollout-not-a-version"),
+    pytest.param(Call("POST /api/v1/rollout", "/api/v1/rollout", AS_ADMIN,
+                      b'{"version": "0123456789ab", "force": true}'), 422,
+                 "force: unknown field; allowed: version", id="rollout-unknown-field"),
+    pytest.param(Call("POST /api/v1/admin/audit", "/api/v1/admin/audit", AS_ADMIN,
+                      b'{"event": "user.added", "user": "analyst1", "note": "\\udc80"}'), 422,
+                 'note: must be text without NUL characters or lone surrogates, got "\\udc80"',
+                 id="audit-lone-surrogate"),
+    pytest.param(Call("POST /api/v1/admin/audit", "/api/v1/admin/audit", AS_ADMIN,
+                      b'{"event": "user.added", "user": "analyst1", "cost": NaN}'), 422,
+                 "cost: must be text, a finite number, true or false, got NaN",
+                 id="audit-nan"),
+]
+"""Found on the routes added since issue 14. An unknown charset was a 500; a roll-out to
+"latest" (or "", or with a mistyped field) started, asked every node for a version none
+can install and left every worker node drained for good, a roll-out never to end, which
+no later one could replace; a lone surrogate in an audit field was a 500 (the trail could
+not write it), NaN went into the trail as is."""
+
 
 @dataclass(frozen=True)
 class State:
@@ -226,7 +261,8 @@ def platform(slapd: Slapd, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     settings_ = small_settings().model_copy(update={
         "ldap_url": slapd.ldaps_url, "ldap_base_dn": slapd.base_dn,
         "ldap_bind_dn": slapd.bind_dn})
-    pool = new_pool(directory, settings_)
+    # The gateway writes an audit trail, as on a host: what it writes is checked too.
+    pool = new_pool(directory, settings_, env={AUDIT_LOG_ENV: str(directory / "audit.jsonl")})
     try:
         name = secrets.token_hex(3)  # agents name cgroups after their node ids
         nodes = (f"hostile-sched-{name}", f"hostile-work-{name}")
@@ -255,7 +291,7 @@ def platform(slapd: Slapd, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         pool.close()
 
 
-@pytest.mark.parametrize(("call", "status", "message"), WHY)
+@pytest.mark.parametrize(("call", "status", "message"), WHY + FOUND_ON_ADDED_ROUTES)
 def test_each_case_found_by_hand_gets_a_clear_4xx_and_changes_nothing(
         platform: Platform, call: Call, status: int, message: str) -> None:
     assert_refused(platform, call, status, message)
@@ -383,7 +419,8 @@ GATEWAY_CALLS = st.one_of(
 
 def test_generated_hostile_input_never_gets_a_5xx_and_the_platform_still_serves(
         platform: Platform) -> None:
-    fuzz(platform, GATEWAY_CALLS, EXAMPLES, [case.values[0] for case in WHY], ROUTES)
+    fuzz(platform, GATEWAY_CALLS, EXAMPLES,
+         [case.values[0] for case in WHY + FOUND_ON_ADDED_ROUTES], ROUTES)
 
     assert platform.send(Call("GET /api/health", "/api/health")).status == 200
     assert platform.clusters()[platform.cluster] == "RUNNING"
