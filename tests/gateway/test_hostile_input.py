@@ -158,10 +158,10 @@ FOUND_ON_ADDED_ROUTES = [
                  id="audit-nan"),
 ]
 """Found on the routes added since issue 14. An unknown charset was a 500; a roll-out to
-"latest" (or "", or with a mistyped field) started, asked every node for a version none
-can install and left every worker node drained for good, a roll-out never to end, which
-no later one could replace; a lone surrogate in an audit field was a 500 (the trail could
-not write it), NaN went into the trail as is."""
+"latest" (or "") started, asked every node for a version none can install and left every
+worker node drained for good, a roll-out never to end, which no later one could replace
+(and a mistyped field was ignored: a roll-out to the published version); a lone surrogate
+and NaN in audit fields went into the trail as they came (NaN is no JSON)."""
 
 
 @dataclass(frozen=True)

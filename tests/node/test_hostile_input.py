@@ -93,6 +93,16 @@ FOUND_READING = [
 ]
 """Cases found while reading the agent: a 500 each before."""
 
+UPGRADE_CASES = [
+    pytest.param(Call(UPGRADE, "/v1/upgrade", AS_GATEWAY,
+                      b'{"version": "0123456789ab", "force": true}'), 400,
+                 "force: unknown field; allowed: version", id="upgrade-unknown-field"),
+    pytest.param(Call(UPGRADE, "/v1/upgrade", AS_GATEWAY, b'{"version": "latest"}'), 400,
+                 'version: must be 12 hex digits (a runtimeVersion the stack publishes), '
+                 'got "latest"', id="upgrade-not-a-version"),
+]
+"""An upgrade took a mistyped field for none and started installing."""
+
 
 @dataclass
 class Node:
@@ -158,7 +168,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
         agent.close()
 
 
-@pytest.mark.parametrize(("call", "status", "message"), WHY + FOUND_READING)
+@pytest.mark.parametrize(("call", "status", "message"), WHY + FOUND_READING + UPGRADE_CASES)
 def test_each_case_found_by_hand_gets_a_clear_4xx_and_changes_nothing(
         node: Node, call: Call, status: int, message: str) -> None:
     assert_refused(node, call, status, message)
@@ -198,7 +208,7 @@ _spawn_fields = {
 NO_SUCH_VERSION = "0123456789ab"
 """A well-formed version no artifacts bucket holds: its install fails (this machine was
 not installed by user data) and the agent keeps serving; one install at a time."""
-_upgrade_fields = {"version": st.sampled_from(["{version}", NO_SUCH_VERSION])}
+_upgrade_fields = {"version": either(st.just("{version}"), st.just(NO_SUCH_VERSION))}
 
 
 def _calls(route: str, paths: st.SearchStrategy[str],
