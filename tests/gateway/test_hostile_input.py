@@ -79,7 +79,7 @@ backend's (backend.py), notebooks, admin and usage (admin.py) and dashboards (an
 GET and POST here). Not here: ``/oauth_callback``, which exists only with a hub login."""
 
 EXAMPLES = 3200
-"""Generated calls over all routes (about 100 a route): some 2 minutes on 2 cores."""
+"""Generated calls over all routes (about 100 a route): some 65 s on 2 cores."""
 
 AS_USER = (("Authorization", b"{basic}"), ("Content-Type", b"application/json"))
 AS_ADMIN = (("Authorization", b"{admin}"), ("Content-Type", b"application/json"))
