@@ -35,7 +35,7 @@ from traitlets import Dict, Float, Integer, List, Tuple, Unicode, default
 from daskplatform.audit import trail
 from daskplatform.gateway.accounting import Accounting, BudgetExceeded
 from daskplatform.gateway.admin import AdminRoutes
-from daskplatform.gateway.api_input import validate_requests
+from daskplatform.gateway.api_input import StartRollout, checked_body, validate_requests
 from daskplatform.gateway.dask_config import dask_env, max_spill_config
 from daskplatform.gateway.dashboards import Dashboards, HubLogin
 from daskplatform.gateway.directory import NodeSpec, asg_worker_nodes, tagged_scheduler_nodes
@@ -1245,15 +1245,7 @@ class PoolBackend(DBBackendBase):
         if not request["user"].admin:
             return web.json_response({"error": "only members of the admins group may roll "
                                                "out a runtime version"}, status=403)
-        try:
-            body = await request.json() if request.body_exists else {}
-        except ValueError:
-            body = None
-        if not isinstance(body, dict) or not isinstance(body.get("version", ""), str):
-            return web.json_response({"error": 'expected {"version": "<12 hex digits>"} or '
-                                               "no body (the published runtimeVersion)"},
-                                     status=400)
-        version = body.get("version")
+        version = (await checked_body(request, StartRollout, StartRollout())).version
         problem = None
         if self._rollout_path is None:
             problem = "this gateway keeps no state directory, so it cannot roll out"

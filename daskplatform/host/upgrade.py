@@ -29,6 +29,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from daskplatform.aws import aws_client
 from daskplatform.host.units import RUNTIME_ROOT, VENV, VENVS
 from daskplatform.runtime_version import VERSION_FILE, archive_key, content_version
@@ -41,12 +43,22 @@ INSTALL_MODE_ENV = "DASK_PLATFORM_INSTALL"
 installing packages is what is not repeated); otherwise ``uv sync`` as the stub does."""
 KEEP_VERSIONS = 3
 VERSION_PATTERN = re.compile(r"^[0-9a-f]{12}$")
+VERSION_RULE = "12 hex digits (a runtimeVersion the stack publishes)"
 UPGRADE_TIMEOUT = 900.0
 """Seconds an install may take (uv from a cold cache, over the NAT)."""
 
 
 class UpgradeFailed(RuntimeError):
     """What went wrong, and that the host still runs its current version."""
+
+
+class UpgradeRequest(BaseModel):
+    """The body of a node agent's ``POST /v1/upgrade``: the version only, so a request
+    with a mistyped field is refused rather than taken for another."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: str = Field(pattern=VERSION_PATTERN.pattern, description=VERSION_RULE)
 
 
 def check_version(version: str) -> str:
