@@ -14,6 +14,11 @@ one JSON line: ``{"ok": ..., ...}``.
   the ALB; in it, ``Gateway()`` with no arguments starts a cluster, and neither the
   notebook nor a task of the cluster reaches instance metadata or a node agent; when the
   hub stops the server, the cluster stops too.
+- ``data`` (from ``dp-client``): a task in an analyst's cluster, under the analyst's
+  uid on a worker host, uses AWS with no keys of its own: the credentials its node's AWS
+  config fetches from the gateway (the group's data role, through STS) read processed
+  data and are refused on raw (the engineers' data) and on writing processed; instance
+  metadata and the node agent stay out of reach.
 - ``resume NAME`` (from ``dp-client``, after the gateway host was replaced): the
   cluster is still listed, reachable and computing; a new cluster starts.
 - ``stop NAME`` (from ``dp-client``): the cluster stops.
@@ -34,7 +39,7 @@ from urllib.parse import urlparse
 import aiohttp
 
 from daskplatform.identity.slapd import DEMO_USERS
-from daskplatform.rehearsal.plan import Plan
+from daskplatform.rehearsal.plan import SAMPLE_KEY, Plan
 from daskplatform.settings import SERVICE_PREFIX, RuntimeSettings
 
 PASSWORDS = {u.username: u.password for u in DEMO_USERS}
@@ -209,6 +214,60 @@ async def _clusters_after_stop(api: str, user: str, password: str, cluster: str,
             await asyncio.sleep(2)
 
 
+DATA_USER, DATA_UID = "analyst1", 10002
+
+
+def from_an_analysts_task(raw: str, processed: str, agent_port: int) -> dict[str, Any]:
+    """Runs in the analyst's worker: boto3 as user code calls it, no keys, no endpoint."""
+    import os
+    import socket
+
+    import boto3
+    from botocore.exceptions import ClientError
+    from distributed import get_worker
+
+    def reach(host: str, port: int) -> str:
+        try:
+            socket.create_connection((host, port), timeout=3).close()
+            return "open"
+        except OSError as exc:
+            return type(exc).__name__
+
+    s3 = boto3.client("s3")
+    tries = {"read processed": lambda: s3.get_object(Bucket=processed, Key=SAMPLE_KEY),
+             "read raw": lambda: s3.get_object(Bucket=raw, Key=SAMPLE_KEY),
+             "write processed": lambda: s3.put_object(Bucket=processed, Key="rehearsal",
+                                                      Body=b"x")}
+    seen: dict[str, Any] = {"uid": os.getuid(), "imds": reach("169.254.169.254", 80),
+                            "agent": reach(get_worker().ip, agent_port)}
+    for name, attempt in tries.items():
+        try:
+            attempt()
+            seen[name] = "ok"
+        except ClientError as exc:
+            seen[name] = exc.response["Error"]["Code"]
+    return seen
+
+
+def data(plan: Plan) -> dict[str, Any]:
+    from dask_gateway import BasicAuth, Gateway
+
+    _, api, proxy = _urls(plan)
+    ports = RuntimeSettings.from_json(plan.runtime_settings).ports
+    with Gateway(api, proxy_address=proxy,
+                 auth=BasicAuth(DATA_USER, PASSWORDS[DATA_USER])) as gateway, \
+            gateway.new_cluster() as cluster:
+        cluster.scale(1)
+        with cluster.get_client(set_as_default=False) as client:
+            client.wait_for_workers(1, timeout=240)
+            seen = client.submit(from_an_analysts_task, plan.bucket("raw"),
+                                 plan.bucket("processed"), ports.node_agent,
+                                 pure=False).result(timeout=120)
+    return {"ok": seen["read processed"] == "ok" and seen["read raw"] == "AccessDenied"
+            and seen["write processed"] == "AccessDenied" and seen["uid"] == DATA_UID
+            and seen["imds"] != "open" and seen["agent"] != "open", "from_task": seen}
+
+
 def resume(plan: Plan, name: str) -> dict[str, Any]:
     from dask_gateway import BasicAuth, Gateway
 
@@ -275,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
             result = asyncio.run(dashboard(plan, rest[0]))
         elif step == "notebook":
             result = asyncio.run(notebook(plan))
+        elif step == "data":
+            result = data(plan)
         elif step == "resume":
             result = resume(plan, rest[0])
         elif step == "stop":
