@@ -12,8 +12,9 @@ one JSON line: ``{"ok": ..., ...}``.
   its owner only (401 anonymous, 403 another user; password or JupyterHub login).
 - ``notebook`` (from ``dp-user``): a user's JupyterLab server on a worker node through
   the ALB; in it, ``Gateway()`` with no arguments starts a cluster, and neither the
-  notebook nor a task of the cluster reaches instance metadata or a node agent; when the
-  hub stops the server, the cluster stops too.
+  notebook nor a task of the cluster reaches instance metadata or a node agent; the
+  notebook lists processed data with its group's vended credentials; when the hub stops
+  the server, the cluster stops too.
 - ``data`` (from ``dp-client``): a task in an analyst's cluster, under the analyst's
   uid on a worker host, uses AWS with no keys of its own: the credentials its node's AWS
   config fetches from the gateway (the group's data role, through STS) read processed
@@ -157,6 +158,9 @@ def from_a_task():
     return fences(get_worker().ip)
 
 notebook = fences(os.environ["JUPYTERHUB_SERVICE_URL"].split("//")[1].split(":")[0])
+import boto3  # no keys: the node's AWS config asks the gateway with the notebook's token
+notebook["processed_keys"] = boto3.client("s3").list_objects_v2(
+    Bucket="PROCESSED_BUCKET")["KeyCount"]
 gateway = Gateway()
 cluster = gateway.new_cluster(shutdown_on_close=False)
 cluster.scale(1)
@@ -186,14 +190,16 @@ async def notebook(plan: Plan) -> dict[str, Any]:
             ready_after = time.monotonic() - started
             printed = await notebook_client.run_code(
                 http, f"{alb}/user/{user}", token,
-                IN_THE_NOTEBOOK.replace("AGENT_PORT", str(ports.node_agent)))
+                IN_THE_NOTEBOOK.replace("AGENT_PORT", str(ports.node_agent))
+                .replace("PROCESSED_BUCKET", plan.bucket("processed")))
             seen = json.loads(printed.strip().splitlines()[-1])
         finally:
             await notebook_client.stop_server(http, alb, user, token)
     left = await _clusters_after_stop(api, user, password, seen["cluster"])
     fenced = all(seen[where]["imds"] != "open" and seen[where]["agent"] != "open"
                  and seen[where]["uid"] == 10001 for where in ("notebook", "task"))
-    return {"ok": fenced and seen["sum"] == 5050 and seen["cluster"] not in left,
+    return {"ok": fenced and seen["sum"] == 5050 and seen["cluster"] not in left
+            and seen["notebook"]["processed_keys"] >= 1,
             "server": urlparse(server.get("url") or "").path, "ready_seconds":
             round(ready_after, 1), "from_notebook": seen["notebook"],
             "from_task": seen["task"], "cluster_stopped_with_notebook":
