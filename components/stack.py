@@ -12,6 +12,7 @@ import pulumi
 
 from components.aws_context import AwsContext
 from components.bootstrap import user_data
+from components.data_roles import DataRoles
 from components.gateway_host import GatewayHost
 from components.identity import Identity, IdentityInputs
 from components.load_balancer import LoadBalancer
@@ -72,6 +73,14 @@ def build(settings: PlatformSettings) -> None:
             alert_topic_arn=alert_topic_arn,
         ),
         tags,
+    )
+    DataRoles(
+        "data",
+        settings.data_access,
+        role_names=names.data_roles(),
+        bucket_arns={kind: bucket.arn for kind, bucket in storage.buckets.items()},
+        gateway_role=identity.roles["gateway"],
+        tags=tags,
     )
     # A host boots only once it can reach AWS and its file systems, and the runtime it
     # installs is uploaded.

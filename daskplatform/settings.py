@@ -17,7 +17,7 @@ import ipaddress
 import re
 from collections.abc import Mapping
 from itertools import pairwise
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
@@ -238,6 +238,72 @@ class QuotaSettings(_Model):
         return sorted({g for n, q in self.groups.items() for g in (q.ldap_groups or (n,))})
 
 
+# --------------------------------------------------------------------------- data access
+
+DATA_BUCKET_KINDS = ("raw", "processed")
+"""The buckets user code may be granted through its group's data role. ``audit`` is
+written only by the platform (quarantine, manifests, access logs, reports) and
+``artifacts`` holds the runtime: no group gets either."""
+DataLevel = Literal["readwrite", "read", "none"]
+"""``readwrite``: list, get, put and delete objects; ``read``: list and get; ``none``: the
+bucket is refused."""
+MAX_DATA_SESSION_MINUTES = 60
+"""The gateway assumes data roles with its own role's session (the instance profile), and
+AWS caps such chained sessions at one hour whatever a role's maximum says."""
+
+
+class DataAccess(_Model):
+    """What one platform group's data role may do in each data bucket."""
+
+    raw: DataLevel
+    processed: DataLevel
+
+    @model_validator(mode="before")
+    @classmethod
+    def _only_data_buckets(cls, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            platform = sorted(set(value) & (set(BUCKET_KINDS) - set(DATA_BUCKET_KINDS)))
+            if platform:
+                raise ValueError(
+                    f"{', '.join(platform)}: no group gets access to the platform's own "
+                    f"buckets (audit is written only through the platform); allowed keys: "
+                    f"{', '.join(DATA_BUCKET_KINDS)}")
+        return value
+
+
+DEFAULT_DATA_ACCESS: dict[str, dict[str, str]] = {
+    "admins": {"raw": "readwrite", "processed": "readwrite"},
+    "data_engineers": {"raw": "readwrite", "processed": "readwrite"},
+    "data_analysts": {"raw": "none", "processed": "read"},
+}
+"""From the brief: engineers read and write raw drops and processed data, analysts read
+processed data only, admins as engineers."""
+
+
+class DataAccessSettings(_Model):
+    """Short-lived AWS credentials for user code, one IAM role per platform group."""
+
+    groups: dict[str, DataAccess] = Field(
+        default_factory=lambda: {k: DataAccess(**v) for k, v in DEFAULT_DATA_ACCESS.items()})
+    session_minutes: int = Field(60, ge=15, le=MAX_DATA_SESSION_MINUTES)
+    """How long one set of vended credentials lasts; boto3 and s3fs fetch the next set by
+    themselves before it ends (``credential_process``). 15 is AWS's minimum; 60 the
+    most a role session started from the gateway's own may last."""
+
+    @field_validator("groups")
+    @classmethod
+    def _every_group(cls, groups: dict[str, DataAccess]) -> dict[str, DataAccess]:
+        unknown = sorted(set(groups) - set(PLATFORM_GROUPS))
+        missing = [g for g in PLATFORM_GROUPS if g not in groups]
+        if unknown or missing:
+            raise ValueError(
+                (f"unknown group(s) {', '.join(unknown)}; " if unknown else "")
+                + (f"missing group(s) {', '.join(missing)}; " if missing else "")
+                + f"give each of {', '.join(PLATFORM_GROUPS)} its access, e.g. "
+                "{raw: none, processed: read}")
+        return groups
+
+
 # --------------------------------------------------------------------------- clusters
 
 
@@ -425,6 +491,7 @@ class RuntimeSettings(_Model):
     scheduler: SchedulerHostSettings = Field(default_factory=SchedulerHostSettings)
     workers: WorkerPoolSettings = Field(default_factory=WorkerPoolSettings)
     costs: CostSettings = Field(default_factory=CostSettings)
+    data_access: DataAccessSettings = Field(default_factory=DataAccessSettings)
     ldap_url: str = ""
     ldap_base_dn: str = ""
     ldap_bind_dn: str = ""
@@ -451,6 +518,9 @@ class RuntimeSettings(_Model):
     agent_token_secret_id: str = ""
     """Secrets Manager name of the node agents' bearer token: the gateway fills it on
     first start, the agents wait for it. Empty locally, where a token file is used."""
+    data_roles: dict[str, str] = Field(default_factory=dict)
+    """Platform group -> the name of its data role (``dataAccess``), which the gateway
+    assumes for the group's members. Empty: the gateway vends no data credentials."""
     runtime_version: str = ""
     """The runtime version the stack last uploaded (``daskplatform.runtime_version``),
     what ``dask-platform rollout`` brings every host to. Empty locally."""
@@ -548,6 +618,7 @@ class PlatformSettings(_Model):
     ports: PortSettings = Field(default_factory=PortSettings)
     timeouts: TimeoutSettings = Field(default_factory=TimeoutSettings)
     costs: CostSettings = Field(default_factory=CostSettings)
+    data_access: DataAccessSettings = Field(default_factory=DataAccessSettings)
     expected_concurrent_users: int = Field(30, ge=1, le=1000)
     """People using the platform at the same time (the team's size, 20-30): the scheduler
     host must hold a cluster for each at once (checked, docs/capacity.md)."""
@@ -638,12 +709,13 @@ class PlatformSettings(_Model):
         VPNs) or reserved addresses."""
         return not any(ipaddress.ip_network(c).is_global for c in self.allowed_cidrs)
 
-    def runtime(self, ldap_bind_password_secret_id: str = "", **names: str) -> RuntimeSettings:
+    def runtime(self, ldap_bind_password_secret_id: str = "",
+                **names: str | dict[str, str]) -> RuntimeSettings:
         """The host-facing part of the settings (no secrets).
 
         ``names`` are the RuntimeSettings fields only the stack knows (``stack_name``,
-        ``worker_asg_name``, ``agent_token_secret_id``, ``metrics_namespace``); left
-        out, they keep their local defaults.
+        ``worker_asg_name``, ``agent_token_secret_id``, ``metrics_namespace``,
+        ``data_roles``); left out, they keep their local defaults.
         """
         return RuntimeSettings(
             quotas=self.quotas,
@@ -653,6 +725,7 @@ class PlatformSettings(_Model):
             scheduler=self.scheduler,
             workers=self.workers,
             costs=self.costs,
+            data_access=self.data_access,
             ldap_url=self.ldap_url,
             ldap_base_dn=self.ldap_base_dn,
             ldap_bind_dn=self.ldap_bind_dn,

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from daskplatform.settings import ROLE_TAG
+from daskplatform.settings import PLATFORM_GROUPS, ROLE_TAG
 
 WORKER_BOOT_HOOK = "dask-platform-boot"
 """The worker group's launch lifecycle hook (completed by ``host-setup``)."""
@@ -55,12 +55,21 @@ class StackNames:
     def worker_asg(self) -> str:
         return f"{self.prefix}-workers"
 
-    def runtime_names(self) -> dict[str, str]:
+    def data_role(self, group: str) -> str:
+        """The IAM role whose credentials ``group``'s members get (at most 64 characters:
+        the project and stack names leave room for the longest group)."""
+        return f"{self.prefix}-data-{group.replace('_', '-')}"
+
+    def data_roles(self) -> dict[str, str]:
+        return {group: self.data_role(group) for group in PLATFORM_GROUPS}
+
+    def runtime_names(self) -> dict[str, str | dict[str, str]]:
         """The RuntimeSettings fields only the stack knows (``PlatformSettings.runtime``)."""
         return {"stack_name": self.stack, "worker_asg_name": self.worker_asg,
                 "worker_boot_hook": WORKER_BOOT_HOOK,
                 "agent_token_secret_id": self.agent_token_secret,
-                "metrics_namespace": self.metrics_namespace}
+                "metrics_namespace": self.metrics_namespace,
+                "data_roles": self.data_roles()}
 
 
 def host_tags(tags: Mapping[str, str], role: str) -> dict[str, str]:

@@ -36,6 +36,7 @@ from daskplatform.audit import trail
 from daskplatform.gateway.accounting import Accounting, BudgetExceeded
 from daskplatform.gateway.admin import AdminRoutes
 from daskplatform.gateway.api_input import StartRollout, checked_body, validate_requests
+from daskplatform.gateway.credentials import CredentialRoutes
 from daskplatform.gateway.dask_config import dask_env, max_spill_config
 from daskplatform.gateway.dashboards import Dashboards, HubLogin
 from daskplatform.gateway.directory import NodeSpec, asg_worker_nodes, tagged_scheduler_nodes
@@ -260,6 +261,11 @@ class PoolBackend(DBBackendBase):
         (no reports).""", config=True)
     alert_topic_arn = Unicode("", help="""SNS topic for budget alerts. Default: "" (logged
         only).""", config=True)
+    data_roles = Dict(help="""Platform group -> the IAM role (name) the gateway assumes for
+        its members' data credentials (credentials.py). Default: {} (none vended);
+        gateway_config sets the settings' dataRoles.""", config=True)
+    data_session_seconds = Integer(3600, min=900, max=3600, help="""How long vended data
+        credentials last (default 3600, dataAccess.sessionMinutes).""", config=True)
     settings_source = Unicode("", help="""Where the settings come from (ssm://...): a
         roll-out re-reads runtimeVersion there. Default: "" (a roll-out must name its
         version).""", config=True)
@@ -282,6 +288,7 @@ class PoolBackend(DBBackendBase):
             *self._dashboards.routes(),
             *NotebookRoutes(self).routes(),
             *AdminRoutes(self).routes(),
+            *CredentialRoutes(self).routes(),
             web.get("/api/v1/rollout", api_handler(self._rollout_route,
                                                    user_authenticated=True)),
             web.post("/api/v1/rollout", api_handler(self._start_rollout_route,

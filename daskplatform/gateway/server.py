@@ -169,6 +169,8 @@ def gateway_config(
     backend.audit_bucket = audit_bucket
     backend.alert_topic_arn = alert_topic_arn
     backend.settings_source = settings_source
+    backend.data_roles = dict(settings.data_roles)
+    backend.data_session_seconds = settings.data_access.session_minutes * 60
 
     cluster = c.PoolClusterConfig
     cluster.scheduler_cores = settings.clusters.scheduler_cores

@@ -26,11 +26,12 @@ from moto.autoscaling.responses import AutoScalingResponse
 from moto.core.responses import EmptyResult
 from moto.server import ThreadedMotoServer
 
+from daskplatform.aws_standin import create_data_roles, enforce_vended_credentials
 from daskplatform.network_plan import subnet_cidrs
-from daskplatform.rehearsal.plan import AWS_PORT, Plan
+from daskplatform.rehearsal.plan import AWS_PORT, SAMPLE_KEY, Plan
 from daskplatform.rehearsal.topology import AWS_ADDRESS, IMDS_ADDRESS, Host
 from daskplatform.runtime_version import archive_key
-from daskplatform.settings import BUCKET_KINDS, RuntimeSettings
+from daskplatform.settings import BUCKET_KINDS, DATA_BUCKET_KINDS, RuntimeSettings
 from daskplatform.stack_names import host_tags
 
 AMI = "ami-12c6146b"
@@ -38,7 +39,9 @@ AMI = "ami-12c6146b"
 ROLE_NAME = {"gateway": "dask-platform-rehearsal-gateway",
              "scheduler": "dask-platform-rehearsal-scheduler",
              "worker": "dask-platform-rehearsal-worker"}
-"""The instance role each host's metadata names (moto accepts any credentials)."""
+"""The instance role each host's metadata names (moto serves the platform's own
+credentials unchecked; only those its STS vends are checked, aws_standin.py); the
+data roles trust the gateway's."""
 LIFECYCLE_LINE = "aws: CompleteLifecycleAction"
 """Logged for every completed launch hook (moto lacks the call; see below)."""
 
@@ -88,6 +91,12 @@ class Seeder:
                              CreateBucketConfiguration={"LocationConstraint": plan.region})
         topic = self.client("sns").create_topic(Name=names.alert_topic)["TopicArn"]
         assert topic == plan.alert_topic_arn, (topic, plan.alert_topic_arn)
+        for kind in DATA_BUCKET_KINDS:  # what the data step reads (scenario.py)
+            s3.put_object(Bucket=plan.bucket(kind), Key=SAMPLE_KEY, Body=f"{kind} rows".encode())
+        account = self.client("sts").get_caller_identity()["Account"]
+        gateway_role = f"arn:aws:iam::{account}:role/{ROLE_NAME['gateway']}"
+        create_data_roles(self.client("iam"), settings,
+                          {kind: plan.bucket(kind) for kind in BUCKET_KINDS}, gateway_role)
         instances = self._instances()
         self._worker_group(settings, [i for i in instances.values() if i.host.role == "worker"])
         return instances
@@ -239,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     plan = Plan.load((argv or sys.argv[1:])[0])
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     AutoScalingResponse.complete_lifecycle_action = _complete_lifecycle_action  # type: ignore[attr-defined]
+    enforce_vended_credentials()
     moto = ThreadedMotoServer(ip_address=AWS_ADDRESS, port=AWS_PORT, verbose=False)
     moto.start()
     instances = Seeder(plan).seed()

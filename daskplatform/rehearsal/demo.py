@@ -194,6 +194,10 @@ def run(rehearsal: Rehearsal) -> Outcome:
                           lambda found: found.get("protected") == [], 60)
         outcome.record("gateway -> AWS: the notebook's worker host released once it stopped",
                        released.get("protected") == [], json.dumps(released))
+        data = _step(rehearsal, "client", "data")
+        outcome.record("an analyst's task -> gateway -> STS: the group's short-lived "
+                       "credentials read processed data, are refused on raw and on "
+                       "writing; no IMDS or agent", data["ok"], json.dumps(data))
         lose_gateway_database(rehearsal, outcome)
         roll_out(rehearsal, outcome)
     launch_hooks(rehearsal, outcome)

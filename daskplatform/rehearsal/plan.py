@@ -25,6 +25,8 @@ STACK = "rehearsal"
 FILE_SYSTEM_ID = "fs-0123456789abcdef0"
 """EFS is not rehearsed (a shared directory stands in); its ids appear in user data."""
 ACCESS_POINTS = {"shared": "fsap-0aaaaaaaaaaaaaaa1", "homes": "fsap-0bbbbbbbbbbbbbbb2"}
+SAMPLE_KEY = "events/day=1/part-0.txt"
+"""An object ``dp-aws`` seeds in the raw and processed buckets, for the data step."""
 AWS_PORT = 443
 MOTO_ACCOUNT = "123456789012"
 """moto's default account: the ARNs it makes."""
