@@ -33,6 +33,7 @@ from dask_gateway_server.traitlets import MemoryLimit
 from traitlets import Dict, Float, Integer, List, Tuple, Unicode, default
 
 from daskplatform.audit import trail
+from daskplatform.aws import stand_in_env
 from daskplatform.gateway.accounting import Accounting, BudgetExceeded
 from daskplatform.gateway.admin import AdminRoutes
 from daskplatform.gateway.api_input import validate_requests
@@ -415,8 +416,9 @@ class PoolBackend(DBBackendBase):
 
     def get_env(self, cluster: Cluster) -> dict[str, str]:
         """dask-gateway's variables and the platform's Dask config, for schedulers and
-        workers alike (both env builders start from this)."""
-        return {**super().get_env(cluster), **dask_env(self.dask_config)}
+        workers alike (both env builders start from this), and where AWS is a stand-in,
+        how to reach it (the pipeline reads and writes S3 from workers)."""
+        return {**super().get_env(cluster), **dask_env(self.dask_config), **stand_in_env()}
 
     def get_worker_env(self, cluster: Cluster) -> dict[str, str]:
         """Plus the worker's spill cap: its share, by memory, of its node's spill disk."""
