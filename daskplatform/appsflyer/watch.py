@@ -144,18 +144,19 @@ class Watcher:
     def handle(self, drops: list[Drop]) -> Outcome:
         """One run over the drops' scopes; deletes what is done, keeps and alerts on the
         rest."""
-        outcome = Outcome()
+        # S3's test event, or keys outside the prefix: nothing to run for them.
+        outcome = Outcome(done=[d for d in drops if not d.keys])
+        drops = [d for d in drops if d.keys]
         scopes = sorted({scope_of(k) for d in drops for k in d.keys})
-        if not scopes:  # S3's test event, or keys outside the prefix: nothing to run
-            self._delete(drops)
-            outcome.done = drops
+        if not scopes:
+            self._delete(outcome.done)
             return outcome
         urls = [f"s3://{self.places.raw_bucket}/{s}" for s in scopes]
         try:
             with self._kept_invisible(drops):
                 manifest = self.runner(urls)
         except Exception as exc:  # whatever failed, the drop waits for its retry
-            outcome.kept, outcome.problem = drops, f"{type(exc).__name__}: {exc}"
+            outcome.kept, outcome.problem = list(drops), f"{type(exc).__name__}: {exc}"
         else:
             failed = [i["url"] for i in manifest.get("inputs", []) if i["status"] == "failed"]
             for drop in drops:
@@ -228,10 +229,10 @@ class Watcher:
     def _alert(self, outcome: Outcome, scopes: list[str]) -> None:
         attempt = max(d.receives for d in outcome.kept)
         last = attempt >= self.pipeline.max_receives
-        what = ("this was the last attempt: the notifications move to the dead-letter "
+        what = ("This was the last attempt: the notifications move to the dead-letter "
                 "queue; fix the input, then run `dask-platform pipeline run` or redrive "
                 "the dead-letter queue" if last else
-                f"it is retried in {self.pipeline.retry_seconds} s (attempt {attempt} of "
+                f"It is retried in {self.pipeline.retry_seconds} s (attempt {attempt} of "
                 f"{self.pipeline.max_receives})")
         message = (f"The AppsFlyer pipeline failed on {len(scopes)} new drop(s) in "
                    f"{self.places.input_url} ({', '.join(scopes[:5])}"

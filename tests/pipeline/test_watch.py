@@ -204,5 +204,5 @@ def test_a_run_that_cannot_start_alerts_and_keeps_the_drop(stand: Stand, pool: P
     outcome = watcher.handle(watcher.receive(wait=2))
     assert outcome.kept and outcome.problem
     (alert,) = stand.alerts()
-    assert "appsflyer/id1_installs_x.csv" in alert and "retried in 2 s" in alert
+    assert "appsflyer/id1_installs_x.csv" in alert and "It is retried in 2 s" in alert
     assert _waiting(stand.queue_url) == 1
