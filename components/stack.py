@@ -109,7 +109,12 @@ def build(settings: PlatformSettings) -> None:
                 log_group_name=names.log_group(role),
                 metrics_namespace=metrics_namespace,
                 **({"audit_bucket": storage.buckets["audit"].bucket,
-                    "alert_topic_arn": alert_topic_arn} if role == "gateway" else {}),
+                    "alert_topic_arn": alert_topic_arn,
+                    "drop_queue_url": drops.queue.url,
+                    "raw_bucket": storage.buckets["raw"].bucket,
+                    "processed_bucket": storage.buckets["processed"].bucket,
+                    "pipeline_password_secret": names.pipeline_password_secret}
+                   if role == "gateway" else {}),
             ),
         }
 

@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from daskplatform.settings import PortSettings
+from daskplatform.settings import SERVICE_PREFIX, PortSettings
 
 RUNTIME_ROOT = "/opt/dask-platform"
 VENVS = f"{RUNTIME_ROOT}/venvs"
@@ -48,6 +48,8 @@ HOMES = "/srv/homes"
 """Users' homes on every host: the shared file system (EFS)."""
 GATEWAY_UNIT = "dask-platform.service"
 AGENT_UNIT = "dask-platform-agent.service"
+PIPELINE_UNIT = "dask-platform-pipeline.service"
+"""The AppsFlyer pipeline watcher on the gateway host (``dask-platform pipeline watch``)."""
 SETUP_UNIT = "dask-platform-setup.service"
 """host-setup again at every later boot (a node started from the warm pool completes
 its launch hook this way; the user data ran only on the first boot)."""
@@ -141,6 +143,44 @@ def gateway_unit(settings_source: str, region: str, ports: PortSettings,
         stop_timeout_seconds=120,
         health_url=f"http://127.0.0.1:{ports.gateway_http}/hub/health",
         extra=(("Delegate", "yes"),),
+    )
+
+
+@dataclass(frozen=True)
+class PipelineWatch:
+    """What the gateway host's pipeline watcher names: the stack's queue, buckets and the
+    service account's password secret."""
+
+    queue_url: str
+    raw_bucket: str
+    processed_bucket: str
+    audit_bucket: str
+    password_secret: str
+    alert_topic_arn: str = ""
+
+
+def pipeline_unit(settings_source: str, region: str, ports: PortSettings,
+                  watch: PipelineWatch) -> Unit:
+    """New drops processed on a gateway cluster as the service account, through the
+    gateway on this host (its API behind the hub, its scheduler proxy); runs as the
+    gateway does, its access being the host role's (docs/monitoring.md)."""
+    return Unit(
+        name=PIPELINE_UNIT,
+        description="dask-platform AppsFlyer pipeline watcher (new raw drops)",
+        exec_start=(PROGRAM, "pipeline", "watch", "--settings", settings_source,
+                    "--queue-url", watch.queue_url, "--raw-bucket", watch.raw_bucket,
+                    "--processed-bucket", watch.processed_bucket,
+                    "--audit-bucket", watch.audit_bucket,
+                    "--gateway-url", f"http://127.0.0.1:{ports.gateway_http}{SERVICE_PREFIX}",
+                    "--proxy-address", f"gateway://127.0.0.1:{ports.gateway_tls}",
+                    "--password-secret", watch.password_secret,
+                    *(("--alert-topic-arn", watch.alert_topic_arn)
+                      if watch.alert_topic_arn else ())),
+        environment={"AWS_DEFAULT_REGION": region},
+        state_directory="dask-platform-pipeline",
+        state_directory_mode="0700",
+        restart_seconds=30,  # a gateway still starting: try again in a while
+        extra=(("NoNewPrivileges", "yes"), ("ProtectSystem", "full"), ("PrivateTmp", "yes")),
     )
 
 

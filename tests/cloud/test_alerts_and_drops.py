@@ -153,3 +153,32 @@ def test_the_watcher_may_only_consume_its_queue(dev: StackRun) -> None:
     secret = one(dev, "Secret", "identity-pipeline-password")
     assert secret.inputs["name"] == "dask-platform/dev/pipeline-password"
     assert secret.id not in {v.inputs["secretId"] for v in of_short_type(dev, "SecretVersion")}
+
+
+def test_the_gateway_host_runs_the_watcher_on_this_stacks_queue_and_buckets(
+        dev: StackRun) -> None:
+    import shlex
+
+    from tests.cloud.host_units import directives, host_units
+    from tests.cloud.test_hosts import published_settings, user_data
+
+    units = {u.name: u for u in host_units(user_data(dev, "gateway-lt"),
+                                           published_settings(dev))}
+    watcher = directives(units["dask-platform-pipeline.service"].render())
+    argv = shlex.split(watcher["ExecStart"][0])
+    assert argv[1:3] == ["pipeline", "watch"]
+    options = dict(zip(argv[3::2], argv[4::2]))
+
+    def bucket(kind: str) -> str:
+        return one(dev, "Bucket", f"storage-{kind}").outputs["bucket"]
+
+    assert options == {
+        "--settings": "ssm:///dask-platform/dev/runtime-settings",
+        "--queue-url": one(dev, "Queue", "drops-queue").outputs["url"],
+        "--raw-bucket": bucket("raw"), "--processed-bucket": bucket("processed"),
+        "--audit-bucket": bucket("audit"),
+        "--gateway-url": "http://127.0.0.1:8000/services/dask-gateway",
+        "--proxy-address": "gateway://127.0.0.1:8786",
+        "--password-secret": "dask-platform/dev/pipeline-password",
+        "--alert-topic-arn": one(dev, "Topic", "monitoring-alerts").outputs["arn"],
+    }

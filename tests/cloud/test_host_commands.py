@@ -41,7 +41,8 @@ def host_argv(run: StackRun, template: str, subcommand: str) -> list[str]:
     the host this template boots."""
     settings = RuntimeSettings.from_json(
         one(run, "Parameter", "gateway-settings").inputs["value"])
-    (unit,) = host_units(user_data(run, template), settings)
+    (unit,) = [u for u in host_units(user_data(run, template), settings)
+               if u.exec_start[1] == subcommand]
     _, found, *argv = unit.exec_start
     assert found == subcommand
     return argv
