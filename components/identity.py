@@ -9,7 +9,9 @@ generates the token on its first start), describe the Auto Scaling groups and
 instances (worker nodes, and the scheduler host by its tags), set scale-in protection
 on the worker group only, and act as root on EFS (it creates and chowns each user's
 home under the homes access point), write daily usage reports and archived homes in
-the audit bucket, and publish budget alerts to the alert topic. Scheduler and worker
+the audit bucket, and publish budget alerts to the alert topic. Its pipeline watcher may
+receive, delete and postpone messages of the drop queue only, and read the pipeline
+service account's password (a secret created empty, filled out of band). Scheduler and worker
 hosts may read the agent token and no other secret. Workers run the AppsFlyer pipeline, each bucket as far as
 it needs: read raw drops, read and write processed data, and in audit only the
 pipeline's quarantine/ and manifests/ prefixes; and a worker completes its own launch
@@ -63,6 +65,9 @@ class IdentityInputs:
     bucket_arns: Mapping[str, pulumi.Input[str]]
     """Bucket ARN by kind (raw, processed, audit, artifacts)."""
     alert_topic_arn: pulumi.Input[str]
+    drop_queue_name: str
+    """S3 notifications of new raw drops; the gateway host's pipeline watcher consumes it."""
+    pipeline_password_secret_name: str
 
 
 class Identity(pulumi.ComponentResource):
@@ -70,6 +75,7 @@ class Identity(pulumi.ComponentResource):
     roles: dict[str, aws.iam.Role]
     ldap_secret: aws.secretsmanager.Secret
     agent_token_secret: aws.secretsmanager.Secret
+    pipeline_password_secret: aws.secretsmanager.Secret
 
     def __init__(
         self,
@@ -108,6 +114,14 @@ class Identity(pulumi.ComponentResource):
             opts=child,
             description="Bearer token of the node agents; the gateway fills it",
         )
+        self.pipeline_password_secret = aws.secretsmanager.Secret(
+            f"{name}-pipeline-password",
+            name=inputs.pipeline_password_secret_name,
+            recovery_window_in_days=7,
+            tags=tags,
+            opts=child,
+            description="Directory password of the pipeline watcher's service account",
+        )
         self.roles, self.instance_profiles = {}, {}
         for role in HOST_ROLES:
             iam_role = aws.iam.Role(
@@ -127,6 +141,8 @@ class Identity(pulumi.ComponentResource):
             if role == "gateway":
                 statements += _gateway_statements(
                     context, inputs, self.ldap_secret.arn, self.agent_token_secret.arn)
+                statements += _watcher_statements(
+                    context, inputs, self.pipeline_password_secret.arn)
             else:
                 statements.append(
                     {
@@ -307,5 +323,26 @@ def _gateway_statements(
             "Effect": "Allow",
             "Action": "sns:Publish",
             "Resource": inputs.alert_topic_arn,
+        },
+    ]
+
+
+def _watcher_statements(context: AwsContext, inputs: IdentityInputs,
+                        password_secret_arn: pulumi.Output[str]) -> list[dict]:
+    """The pipeline watcher (``dask-platform pipeline watch``): its queue's messages and
+    its login; the pipeline's own bucket access is the workers' (it runs on a cluster)."""
+    return [
+        {
+            "Sid": "ConsumeDropQueue",
+            "Effect": "Allow",
+            "Action": ["sqs:ReceiveMessage", "sqs:DeleteMessage",
+                       "sqs:ChangeMessageVisibility"],
+            "Resource": context.arn("sqs", inputs.drop_queue_name),
+        },
+        {
+            "Sid": "ReadPipelinePassword",
+            "Effect": "Allow",
+            "Action": "secretsmanager:GetSecretValue",
+            "Resource": password_secret_arn,
         },
     ]

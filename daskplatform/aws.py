@@ -25,3 +25,17 @@ def aws_client(service: str, *, region: str | None = None,
         endpoint_url=endpoint_url or os.environ.get(ENDPOINT_ENV) or None,
         config=_RETRIES,
     )
+
+
+STAND_IN_KEYS = (ENDPOINT_ENV, "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID",
+                 "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
+
+
+def stand_in_env() -> dict[str, str]:
+    """What a Dask process needs to reach an AWS stand-in (moto: local mode, tests, the
+    rehearsal), taken from this process when ``ENDPOINT_ENV`` names one; nothing when
+    talking to AWS itself, so no credential ever travels into a user's process (there,
+    they come from the hosts' roles)."""
+    if not os.environ.get(ENDPOINT_ENV):
+        return {}
+    return {key: os.environ[key] for key in STAND_IN_KEYS if key in os.environ}

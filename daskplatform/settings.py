@@ -453,6 +453,117 @@ class TimeoutSettings(_Model):
     node as stuck (with whose clusters hold it); it never stops user work."""
 
 
+# --------------------------------------------------------------------------- monitoring
+
+_WEBHOOK_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
+
+
+class Webhook(_Model):
+    """An HTTPS endpoint subscribed to the alert topic; SNS posts each alert to it as a
+    JSON notification, after the endpoint confirms the subscription (docs/monitoring.md:
+    PagerDuty's CloudWatch integration URL does both; a Slack incoming webhook does
+    neither and needs a translating endpoint, or AWS Chatbot)."""
+
+    name: str
+    """Names the subscription resource: lowercase letters, digits and dashes."""
+    url: str
+    """``https://...``; SNS refuses anything else for the https protocol, and an alert
+    must not travel in clear text."""
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        if not _WEBHOOK_NAME.match(value):
+            raise ValueError(f"{value!r} must be 1-40 lowercase letters, digits or dashes "
+                             "(e.g. pagerduty, slack-relay)")
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _valid_url(cls, value: str) -> str:
+        return check_https_url(value)
+
+
+def check_https_url(value: str) -> str:
+    """An absolute https:// URL with a host and no spaces."""
+    if not re.match(r"^https://[^/\s?#]+(/\S*)?$", value):
+        shown = value if len(value) <= 60 else value[:57] + "..."
+        raise ValueError(f"{shown!r} is not an https:// URL; webhooks must be https "
+                         "(e.g. https://events.pagerduty.com/integration/<key>/enqueue)")
+    return value
+
+
+class MonitoringSettings(_Model):
+    """Alarm thresholds (each alarm notifies the alert topic) and webhooks on that topic."""
+
+    worker_cpu_percent: float = Field(85, gt=0, le=100)
+    """Worker pool average CPU above this for 10 minutes raises an alarm."""
+    queued_tasks: int = Field(50, ge=1)
+    """Tasks waiting for a worker on all schedulers together above this for 5 minutes."""
+    cluster_start_p90_seconds: float = Field(120, gt=0, le=3600)
+    """The 90th percentile of cluster start latency (request to first worker running)
+    above this over 15 minutes: clusters should start in seconds on the warm pool; a
+    minute or two means the pool is scaling out from cold."""
+    worker_memory_percent: float = Field(85, gt=0, le=100)
+    """Workers' average memory use, as a percentage of their limits, above this for 10
+    minutes: they spill and pause (clusters.workerMemorySpill/Pause) and soon restart."""
+    efs_burst_credit_gib: float = Field(512, gt=0, le=2150)
+    """EFS burst credits below this many GiB raise an alarm before throughput falls to the
+    baseline (a new file system starts with 2.1 TiB)."""
+    webhooks: tuple[Webhook, ...] = ()
+    """HTTPS endpoints (PagerDuty, a Slack relay) subscribed to the alert topic."""
+
+    @field_validator("webhooks")
+    @classmethod
+    def _distinct_names(cls, hooks: tuple[Webhook, ...]) -> tuple[Webhook, ...]:
+        names = [hook.name for hook in hooks]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"webhook name(s) {', '.join(repeated)} used more than once; "
+                             "give each webhook its own name")
+        return hooks
+
+
+# --------------------------------------------------------------------------- pipeline
+
+_ACCOUNT_NAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
+
+
+class PipelineSettings(_Model):
+    """The AppsFlyer pipeline watcher (``dask-platform pipeline watch``, docs/monitoring.md):
+    S3 notifications of new raw drops, processed on a gateway cluster."""
+
+    raw_prefix: str = "appsflyer/"
+    """Where AppsFlyer drops land in the raw bucket; only objects below it notify."""
+    service_user: str = "svc-pipeline"
+    """The directory account the watcher logs in to the gateway as; a member of a
+    platform group (data_engineers by default), so its clusters have that group's quota
+    and its usage shows under its own name."""
+    workers: int = Field(2, ge=1, le=20)
+    """Workers of the watcher's cluster (default size from ``clusters``)."""
+    max_receives: int = Field(3, ge=1, le=1000)
+    """Failed runs of a drop before its notification moves to the dead-letter queue."""
+    retry_seconds: int = Field(600, ge=30, le=43200)
+    """A failed drop's wait before its retry (the queue's visibility timeout; the watcher
+    keeps extending it while a run lasts)."""
+
+    @field_validator("raw_prefix")
+    @classmethod
+    def _valid_prefix(cls, value: str) -> str:
+        if not re.match(r"^[A-Za-z0-9!_.*'()=-][A-Za-z0-9!_.*'()=/-]*/$", value):
+            raise ValueError(f"{value!r} must be a key prefix ending in / with no leading "
+                             "/ (e.g. appsflyer/)")
+        return value
+
+    @field_validator("service_user")
+    @classmethod
+    def _valid_user(cls, value: str) -> str:
+        if not _ACCOUNT_NAME.match(value):
+            raise ValueError(f"{value!r} is not a directory login name (lowercase letters, "
+                             "digits, _ . -; e.g. svc-pipeline)")
+        return value
+
+
 # --------------------------------------------------------------------------- certificates
 
 MAX_CA_BUNDLE_CHARS = 6000
@@ -492,6 +603,7 @@ class RuntimeSettings(_Model):
     workers: WorkerPoolSettings = Field(default_factory=WorkerPoolSettings)
     costs: CostSettings = Field(default_factory=CostSettings)
     data_access: DataAccessSettings = Field(default_factory=DataAccessSettings)
+    pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
     ldap_url: str = ""
     ldap_base_dn: str = ""
     ldap_bind_dn: str = ""
@@ -561,6 +673,17 @@ WORKER_UNMANAGED_METRIC = "WorkerUnmanagedBytes"
 """The rest of each worker's process memory: interpreter, running tasks, leaks."""
 WORKER_SPILLED_METRIC = "WorkerSpilledBytes"
 """Task results each worker has spilled to disk."""
+WORKER_MEMORY_PERCENT_METRIC = "WorkerMemoryUsedPercent"
+"""Each worker's process memory (managed + unmanaged) as a percentage of its limit: one
+sample per worker, so Average is the pool and Maximum the fullest worker; above
+``monitoring.workerMemoryPercent`` (Average) raises an alarm."""
+POOL_MEMORY_RESERVED_METRIC = "PoolMemoryReservedPercent"
+"""Memory the gateway has placed on worker nodes (workers, notebooks) as a percentage of
+what they offer: how full the pool is, beside CPU."""
+CLUSTER_START_METRIC = "ClusterStartLatencySeconds"
+"""Seconds from a cluster request to its first worker running, one value per cluster
+(raw values, so CloudWatch has percentiles); published without dimensions (the alarm
+watches its p90) and per ``Group``."""
 
 # --------------------------------------------------------------------------- host tags
 
@@ -619,6 +742,8 @@ class PlatformSettings(_Model):
     timeouts: TimeoutSettings = Field(default_factory=TimeoutSettings)
     costs: CostSettings = Field(default_factory=CostSettings)
     data_access: DataAccessSettings = Field(default_factory=DataAccessSettings)
+    monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
+    pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
     expected_concurrent_users: int = Field(30, ge=1, le=1000)
     """People using the platform at the same time (the team's size, 20-30): the scheduler
     host must hold a cluster for each at once (checked, docs/capacity.md)."""
@@ -726,6 +851,7 @@ class PlatformSettings(_Model):
             workers=self.workers,
             costs=self.costs,
             data_access=self.data_access,
+            pipeline=self.pipeline,
             ldap_url=self.ldap_url,
             ldap_base_dn=self.ldap_base_dn,
             ldap_bind_dn=self.ldap_bind_dn,

@@ -52,6 +52,21 @@ class StackNames:
         return f"{self.prefix}-alerts"
 
     @property
+    def drop_queue(self) -> str:
+        """S3 notifications of new AppsFlyer drops (the pipeline watcher consumes it)."""
+        return f"{self.prefix}-raw-drops"
+
+    @property
+    def drop_dead_letters(self) -> str:
+        """Drop notifications whose runs failed ``pipeline.maxReceives`` times."""
+        return f"{self.prefix}-raw-drops-dead-letters"
+
+    @property
+    def pipeline_password_secret(self) -> str:
+        """The pipeline service account's directory password (filled out of band)."""
+        return f"{self.project}/{self.stack}/pipeline-password"
+
+    @property
     def worker_asg(self) -> str:
         return f"{self.prefix}-workers"
 

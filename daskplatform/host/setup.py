@@ -49,9 +49,11 @@ from daskplatform.host.units import (
     SETUP_UNIT,
     UNIT_DIR,
     ForegroundService,
+    PipelineWatch,
     Unit,
     agent_unit,
     gateway_unit,
+    pipeline_unit,
     proxy_unit,
     setup_unit,
 )
@@ -140,9 +142,14 @@ def is_mounted(mount_point: str, mountinfo: str) -> bool:
 
 def units_for(args: argparse.Namespace, settings: RuntimeSettings) -> list[Unit]:
     if args.role == "gateway":  # the proxy first: the gateway's start is checked through it
-        return [proxy_unit(settings.ports),
-                gateway_unit(args.settings, args.region, settings.ports,
-                             args.audit_bucket, args.alert_topic_arn)]
+        units = [proxy_unit(settings.ports),
+                 gateway_unit(args.settings, args.region, settings.ports,
+                              args.audit_bucket, args.alert_topic_arn)]
+        if args.drop_queue_url:
+            units.append(pipeline_unit(args.settings, args.region, settings.ports, PipelineWatch(
+                args.drop_queue_url, args.raw_bucket, args.processed_bucket,
+                args.audit_bucket, args.pipeline_password_secret, args.alert_topic_arn)))
+        return units
     return [agent_unit(args.role, args.settings, args.region, settings.ports)]
 
 
@@ -282,6 +289,8 @@ def wait_ready(units: list[Unit], tick: Callable[[], bool], timeout: float) -> N
     foreground supervisor restarts what exited) and returns False to give up."""
     deadline = time.monotonic() + timeout
     for unit in units:
+        if not unit.health_url:  # nothing to ask (the pipeline watcher)
+            continue
         while not _answers(unit.health_url):
             if not tick():
                 raise SetupFailed(f"ready: stopped while waiting for {unit.name}")
@@ -341,6 +350,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="the gateway's: usage reports and archived homes (default: none)")
     p.add_argument("--alert-topic-arn", default="",
                    help="the gateway's: SNS topic for budget alerts (default: none)")
+    p.add_argument("--drop-queue-url", default="",
+                   help="the gateway's: run the pipeline watcher on this queue (default: none)")
+    p.add_argument("--raw-bucket", default="", help="the pipeline watcher's input bucket")
+    p.add_argument("--processed-bucket", default="", help="the pipeline watcher's output")
+    p.add_argument("--pipeline-password-secret", default="",
+                   help="Secrets Manager id of the pipeline service account's password")
     p.add_argument("--foreground", action="store_true",
                    help="no systemd: run the role's services as children until SIGTERM "
                         "(the rehearsal)")

@@ -54,6 +54,8 @@ GATEWAY_API_ADDRESS = "127.0.0.1:8785"
 """The gateway's private API on the gateway host, where its proxy finds it (loopback
 only: no security group is involved)."""
 AGENT_UNIT = "dask-platform-agent.service"
+PIPELINE_UNIT = "dask-platform-pipeline.service"
+"""The AppsFlyer pipeline watcher on the gateway host (``dask-platform pipeline watch``)."""
 SETUP_UNIT = "dask-platform-setup.service"
 """host-setup again at every later boot (a node started from the warm pool completes
 its launch hook this way; the user data ran only on the first boot)."""
@@ -174,6 +176,44 @@ def gateway_unit(settings_source: str, region: str, ports: PortSettings,
         health_url=f"http://127.0.0.1:{ports.gateway_http}/hub/health",
         extra=(("Delegate", "yes"),),
         wants=(PROXY_UNIT,),
+    )
+
+
+@dataclass(frozen=True)
+class PipelineWatch:
+    """What the gateway host's pipeline watcher names: the stack's queue, buckets and the
+    service account's password secret."""
+
+    queue_url: str
+    raw_bucket: str
+    processed_bucket: str
+    audit_bucket: str
+    password_secret: str
+    alert_topic_arn: str = ""
+
+
+def pipeline_unit(settings_source: str, region: str, ports: PortSettings,
+                  watch: PipelineWatch) -> Unit:
+    """New drops processed on a gateway cluster as the service account, through the
+    gateway on this host (its API behind the hub, its scheduler proxy); runs as the
+    gateway does, its access being the host role's (docs/monitoring.md)."""
+    return Unit(
+        name=PIPELINE_UNIT,
+        description="dask-platform AppsFlyer pipeline watcher (new raw drops)",
+        exec_start=(PROGRAM, "pipeline", "watch", "--settings", settings_source,
+                    "--queue-url", watch.queue_url, "--raw-bucket", watch.raw_bucket,
+                    "--processed-bucket", watch.processed_bucket,
+                    "--audit-bucket", watch.audit_bucket,
+                    "--gateway-url", f"http://127.0.0.1:{ports.gateway_http}{SERVICE_PREFIX}",
+                    "--proxy-address", f"gateway://127.0.0.1:{ports.gateway_tls}",
+                    "--password-secret", watch.password_secret,
+                    *(("--alert-topic-arn", watch.alert_topic_arn)
+                      if watch.alert_topic_arn else ())),
+        environment={"AWS_DEFAULT_REGION": region},
+        state_directory="dask-platform-pipeline",
+        state_directory_mode="0700",
+        restart_seconds=30,  # a gateway still starting: try again in a while
+        extra=(("NoNewPrivileges", "yes"), ("ProtectSystem", "full"), ("PrivateTmp", "yes")),
     )
 
 

@@ -109,6 +109,11 @@ class HostBootstrap:
     """The gateway's: daily usage reports and archived homes."""
     alert_topic_arn: str = ""
     """The gateway's: budget alerts."""
+    drop_queue_url: str = ""
+    """The gateway's: the pipeline watcher's queue, with the buckets and secret below."""
+    raw_bucket: str = ""
+    processed_bucket: str = ""
+    pipeline_password_secret: str = ""
 
     @property
     def settings_source(self) -> str:
@@ -131,7 +136,10 @@ class HostBootstrap:
                 "--shared-access-point", self.shared_access_point_id,
                 "--homes-access-point", self.homes_access_point_id,
                 *(["--audit-bucket", self.audit_bucket] if self.audit_bucket else []),
-                *(["--alert-topic-arn", self.alert_topic_arn] if self.alert_topic_arn else [])]
+                *(["--alert-topic-arn", self.alert_topic_arn] if self.alert_topic_arn else []),
+                *(["--drop-queue-url", self.drop_queue_url, "--raw-bucket", self.raw_bucket,
+                   "--processed-bucket", self.processed_bucket, "--pipeline-password-secret",
+                   self.pipeline_password_secret] if self.drop_queue_url else [])]
 
     def cloudwatch_config(self) -> str:
         """The boot log, cloud-init's and the services' log, one stream per file."""

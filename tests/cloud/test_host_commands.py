@@ -12,7 +12,7 @@ from traitlets.config import Config
 
 from daskplatform.aws import aws_client
 from daskplatform.gateway.hub_host import advertise_address, gateway_child_argv
-from daskplatform.gateway.metrics import CloudWatchPublisher, PoolFigures
+from daskplatform.gateway.metrics import CloudWatchPublisher, PoolFigures, WorkerMemory
 from daskplatform.gateway.server import LDAP_AUTHENTICATOR, STATIC_AUTHENTICATOR, gateway_argv
 from daskplatform.gateway.server import _parser as server_parser
 from daskplatform.gateway.server import config_from_argv as gateway_config_from_argv
@@ -22,8 +22,10 @@ from daskplatform.settings import (
     ACTIVE_CLUSTERS_METRIC,
     ACTIVE_WORKERS_METRIC,
     BACKLOG_NODES_METRIC,
+    CLUSTER_START_METRIC,
     IDLE_NODES_METRIC,
     QUEUED_TASKS_METRIC,
+    WORKER_MEMORY_PERCENT_METRIC,
     RuntimeSettings,
 )
 from daskplatform.state_dir import STATE_DIRECTORY_ENV
@@ -162,10 +164,14 @@ async def test_the_gateway_publishes_every_metric_the_alarms_watch(
                if w[0] != BOOT_FAILURES_METRIC}
     assert {name for name, _ in watched} == {BACKLOG_NODES_METRIC, IDLE_NODES_METRIC,
                                              ACTIVE_CLUSTERS_METRIC,
-                                             ACTIVE_WORKERS_METRIC, QUEUED_TASKS_METRIC}
+                                             ACTIVE_WORKERS_METRIC, QUEUED_TASKS_METRIC,
+                                             CLUSTER_START_METRIC,
+                                             WORKER_MEMORY_PERCENT_METRIC}
     publisher = CloudWatchPublisher(backend.metrics_namespace, backend.asg_name)
-    await publisher.publish(PoolFigures(active_clusters=1, active_workers=0,
-                                        pending_workers=0, queued_tasks=0))
+    await publisher.publish(PoolFigures(
+        active_clusters=1, active_workers=1, pending_workers=0, queued_tasks=0,
+        workers=(WorkerMemory("c1", "w1", managed=1, unmanaged=1, limit=4),),
+        start_latencies=(("data_analysts", 4.5),)))
     listed = aws_client("cloudwatch").list_metrics(
         Namespace=backend.metrics_namespace)["Metrics"]
     assert watched <= {(m["MetricName"], frozenset((d["Name"], d["Value"])

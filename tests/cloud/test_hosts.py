@@ -92,7 +92,13 @@ def test_user_data_is_a_small_stub_that_hands_over_to_host_setup(dev: StackRun,
     shared, homes = (one(dev, "AccessPoint", f"storage-efs-{n}").id for n in ("shared", "homes"))
     # The gateway alone writes usage reports and archived homes, and sends budget alerts.
     gateway_only = ["--audit-bucket", one(dev, "Bucket", "storage-audit").outputs["bucket"],
-                    "--alert-topic-arn", one(dev, "Topic", "monitoring-alerts").outputs["arn"]]
+                    "--alert-topic-arn", one(dev, "Topic", "monitoring-alerts").outputs["arn"],
+                    # ... and runs the pipeline watcher (tests/cloud/test_alerts_and_drops.py)
+                    "--drop-queue-url", one(dev, "Queue", "drops-queue").outputs["url"],
+                    "--raw-bucket", one(dev, "Bucket", "storage-raw").outputs["bucket"],
+                    "--processed-bucket",
+                    one(dev, "Bucket", "storage-processed").outputs["bucket"],
+                    "--pipeline-password-secret", "dask-platform/dev/pipeline-password"]
     assert host_setup_argv(text) == [
         "--role", role, "--settings", "ssm:///dask-platform/dev/runtime-settings",
         "--region", "eu-west-1", "--file-system", efs, "--shared-access-point", shared,
@@ -177,7 +183,7 @@ def test_agent_hosts_run_the_agent_bounded_and_keep_dask_on_restart(
 
 
 def test_the_gateway_unit_stops_its_children_with_it(dev: StackRun) -> None:
-    _, unit = host_units(user_data(dev, "gateway-lt"), published_settings(dev))
+    _proxy, unit, _watcher = host_units(user_data(dev, "gateway-lt"), published_settings(dev))
     found = directives(unit.render())
     assert found["KillMode"] == ["control-group"] and found["TimeoutStopSec"] == ["120"]
     assert found["StateDirectory"] == ["dask-platform"] and "User" not in found

@@ -40,10 +40,12 @@ def test_each_role_reaches_only_its_secrets_with_only_the_actions_it_needs(
 ) -> None:
     ldap = one(dev, "Secret", "identity-ldap-bind-password").outputs["arn"]
     token = one(dev, "Secret", "identity-agent-token").outputs["arn"]
-    assert ldap != token
+    pipeline = one(dev, "Secret", "identity-pipeline-password").outputs["arn"]
+    assert len({ldap, token, pipeline}) == 3
     assert secret_grants(dev, "gateway") == {
         (("secretsmanager:GetSecretValue",), ldap),
         (("secretsmanager:GetSecretValue", "secretsmanager:PutSecretValue"), token),
+        (("secretsmanager:GetSecretValue",), pipeline),  # the pipeline watcher's login
     }
     for role in ("scheduler", "worker"):
         assert secret_grants(dev, role) == {(("secretsmanager:GetSecretValue",), token)}

@@ -52,6 +52,7 @@ def test_every_resource_sits_in_a_component_and_taggable_ones_carry_the_common_t
             "GatewayHost",
             "LoadBalancer",
             "Monitoring",
+            "DropQueue",
         )
     }
     for resource in dev.resources:

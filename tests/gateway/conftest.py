@@ -43,6 +43,7 @@ USERS = {
     "ann": ["data_analysts"],
     "bob": ["data_analysts"],
     "zed": ["contractors"],
+    "svc-pipeline": ["data_engineers"],  # the pipeline watcher's service account
 }
 
 WORKER = (0.5, 0.25)
