@@ -1,6 +1,6 @@
 """DataRoles: one IAM role per platform group, whose short-lived credentials the gateway
-vends to that group's members (``GET /api/v1/credentials``), and the gateway role's
-right to assume exactly these roles.
+vends to that group's members (``GET /api/v1/credentials``), one for the pipeline's
+service account, and the gateway role's right to assume exactly these roles.
 
 Each role trusts only the gateway host's role; its permissions follow the group's
 ``dataAccess`` levels, bucket by bucket (``daskplatform/data_access.py``, the same
@@ -18,7 +18,7 @@ from collections.abc import Mapping
 import pulumi
 import pulumi_aws as aws
 
-from daskplatform.data_access import gateway_policy, role_policy, trust_policy
+from daskplatform.data_access import gateway_policy, policy_for, trust_policy
 from daskplatform.settings import MAX_DATA_SESSION_MINUTES, DataAccessSettings, SettingsError
 
 MAX_ROLE_NAME = 64
@@ -48,25 +48,25 @@ class DataRoles(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         arns = pulumi.Output.all(**bucket_arns)
         self.roles = {}
-        for group, role_name in role_names.items():
+        for key, role_name in role_names.items():
             role = aws.iam.Role(
-                f"{name}-{group}",
+                f"{name}-{key}",
                 name=role_name,
                 assume_role_policy=gateway_role.arn.apply(
                     lambda arn: json.dumps(trust_policy(arn))),
                 max_session_duration=MAX_DATA_SESSION_MINUTES * 60,
-                description=f"dask-platform data access of {group} (vended by the gateway)",
-                tags={**tags, "platform-group": group},
+                description=f"dask-platform data access of {key} (vended by the gateway)",
+                tags={**tags, "data-role": key},
                 opts=child,
             )
             aws.iam.RolePolicy(
-                f"{name}-{group}-policy",
+                f"{name}-{key}-policy",
                 role=role.id,
-                policy=arns.apply(lambda known, g=group: json.dumps(
-                    role_policy(access.groups[g], known))),
+                policy=arns.apply(lambda known, k=key: json.dumps(
+                    policy_for(k, access, known))),
                 opts=child,
             )
-            self.roles[group] = role
+            self.roles[key] = role
         aws.iam.RolePolicy(
             f"{name}-gateway-assume",
             role=gateway_role.id,
@@ -74,4 +74,4 @@ class DataRoles(pulumi.ComponentResource):
                 lambda known: json.dumps(gateway_policy(list(known)))),
             opts=child,
         )
-        self.register_outputs({f"{group}_role_arn": r.arn for group, r in self.roles.items()})
+        self.register_outputs({f"{key}_role_arn": r.arn for key, r in self.roles.items()})

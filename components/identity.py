@@ -9,13 +9,13 @@ generates the token on its first start), describe the Auto Scaling groups and
 instances (worker nodes, and the scheduler host by its tags), set scale-in protection
 on the worker group only, and act as root on EFS (it creates and chowns each user's
 home under the homes access point), write daily usage reports and archived homes in
-the audit bucket, and publish budget alerts to the alert topic. Its pipeline watcher may
-receive, delete and postpone messages of the drop queue only, and read the pipeline
-service account's password (a secret created empty, filled out of band). Scheduler and worker
-hosts may read the agent token and no other secret. Workers run the AppsFlyer pipeline, each bucket as far as
-it needs: read raw drops, read and write processed data, and in audit only the
-pipeline's quarantine/ and manifests/ prefixes; and a worker completes its own launch
-hook in the worker group once it has booted.
+the audit bucket, and publish budget alerts to the alert topic. Its pipeline watcher
+may receive, delete and postpone messages of the drop queue only, and read the pipeline
+service account's password (a secret created empty, filled out of band). Scheduler and
+worker hosts may read the agent token and no other secret. A worker completes its own
+launch hook in the worker group once it has booted. No host role reaches the data buckets: user code, the AppsFlyer
+pipeline included, works with the short-lived credentials of a data role
+(components/data_roles.py) that the gateway vends.
 """
 
 from __future__ import annotations
@@ -218,48 +218,10 @@ def _worker_asg_arn(context: AwsContext, inputs: IdentityInputs) -> pulumi.Outpu
     )
 
 
-PIPELINE_AUDIT_PREFIXES = ("quarantine/", "manifests/")
-"""Where the AppsFlyer pipeline writes in the audit bucket (daskplatform.appsflyer)."""
-
-
 def _worker_statements(context: AwsContext, inputs: IdentityInputs) -> list[dict]:
-    """The pipeline's bucket access, bucket by bucket, and the worker's own launch hook."""
-    arns = inputs.bucket_arns
-
-    def objects(kind: str, prefix: str = "") -> pulumi.Output[str]:
-        return pulumi.Output.concat(arns[kind], "/", prefix, "*")
-
+    """The worker's own launch hook. No data bucket: user code (the pipeline included)
+    cannot use the instance role and gets vended data-role credentials instead."""
     return [
-        {
-            "Sid": "PipelineListBuckets",
-            "Effect": "Allow",
-            "Action": "s3:ListBucket",
-            "Resource": [arns["raw"], arns["processed"]],
-        },
-        {
-            "Sid": "PipelineListAudit",
-            "Effect": "Allow",
-            "Action": "s3:ListBucket",
-            "Resource": arns["audit"],
-            "Condition": {
-                "StringLike": {"s3:prefix": [f"{p.rstrip('/')}*" for p in PIPELINE_AUDIT_PREFIXES]}
-            },
-        },
-        {
-            "Sid": "PipelineReadRaw",
-            "Effect": "Allow",
-            "Action": "s3:GetObject",
-            "Resource": objects("raw"),
-        },
-        {
-            "Sid": "PipelineWriteProcessedAndAudit",
-            "Effect": "Allow",
-            "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
-            "Resource": [
-                objects("processed"),
-                *(objects("audit", prefix) for prefix in PIPELINE_AUDIT_PREFIXES),
-            ],
-        },
         {
             "Sid": "CompleteOwnLaunch",
             "Effect": "Allow",

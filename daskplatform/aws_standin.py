@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 from moto.core.authorization import ActionAuthenticatorMixin
 from moto.sts.models import sts_backends
 
-from daskplatform.data_access import role_policy, trust_policy
+from daskplatform.data_access import policy_for, trust_policy
 from daskplatform.settings import MAX_DATA_SESSION_MINUTES, RuntimeSettings
 
 _CREDENTIAL = re.compile(r"Credential=([A-Z0-9]+)/")
@@ -64,12 +64,12 @@ def create_data_roles(iam: Any, settings: RuntimeSettings, bucket_names: Mapping
     ``trusted_arn`` stands for the gateway host's role."""
     arns = {kind: f"arn:aws:s3:::{name}" for kind, name in bucket_names.items()}
     created = {}
-    for group, role_name in settings.data_roles.items():
+    for key, role_name in settings.data_roles.items():
         role = iam.create_role(RoleName=role_name,
                                AssumeRolePolicyDocument=json.dumps(trust_policy(trusted_arn)),
                                MaxSessionDuration=MAX_DATA_SESSION_MINUTES * 60)
         iam.put_role_policy(RoleName=role_name, PolicyName="data-access",
                             PolicyDocument=json.dumps(
-                                role_policy(settings.data_access.groups[group], arns)))
-        created[group] = role["Role"]["Arn"]
+                                policy_for(key, settings.data_access, arns)))
+        created[key] = role["Role"]["Arn"]
     return created

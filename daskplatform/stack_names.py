@@ -76,7 +76,8 @@ class StackNames:
         return f"{self.prefix}-data-{group.replace('_', '-')}"
 
     def data_roles(self) -> dict[str, str]:
-        return {group: self.data_role(group) for group in PLATFORM_GROUPS}
+        """Each platform group's data role, and the pipeline service account's."""
+        return {key: self.data_role(key) for key in (*PLATFORM_GROUPS, "pipeline")}
 
     def runtime_names(self) -> dict[str, str | dict[str, str]]:
         """The RuntimeSettings fields only the stack knows (``PlatformSettings.runtime``)."""

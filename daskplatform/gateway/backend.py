@@ -268,6 +268,9 @@ class PoolBackend(DBBackendBase):
         gateway_config sets the settings' dataRoles.""", config=True)
     data_session_seconds = Integer(3600, min=900, max=3600, help="""How long vended data
         credentials last (default 3600, dataAccess.sessionMinutes).""", config=True)
+    pipeline_user = Unicode("", help="""The pipeline's service account: its credentials
+        are the pipeline role's (data_roles["pipeline"]), not its group's. Default: ""
+        (none; gateway_config sets pipeline.serviceUser).""", config=True)
     settings_source = Unicode("", help="""Where the settings come from (ssm://...): a
         roll-out re-reads runtimeVersion there. Default: "" (a roll-out must name its
         version).""", config=True)

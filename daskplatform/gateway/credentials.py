@@ -28,6 +28,7 @@ from dask_gateway_server.routes import api_handler
 
 from daskplatform.audit import trail
 from daskplatform.aws import aws_client
+from daskplatform.data_access import PIPELINE_ROLE
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +53,11 @@ class DataCredentials:
     """Assumes data roles; their ARNs follow from the role names and the gateway's own
     account and partition (the settings name roles before the account is known)."""
 
-    def __init__(self, roles: dict[str, str], session_seconds: int) -> None:
+    def __init__(self, roles: dict[str, str], session_seconds: int,
+                 pipeline_user: str = "") -> None:
         self.roles = roles
         self.session_seconds = session_seconds
+        self.pipeline_user = pipeline_user
         self._arn_prefix: str | None = None
 
     def _role_arn(self, sts: Any, role: str) -> str:
@@ -71,6 +74,10 @@ class DataCredentials:
         return answer["Credentials"]
 
     async def vend(self, user: str, group: str, via: str) -> dict[str, Any]:
+        """The caller's group's role; the pipeline's own for its service account (the only
+        way the pipeline's audit prefixes are written)."""
+        if user == self.pipeline_user and PIPELINE_ROLE in self.roles:
+            group = PIPELINE_ROLE
         role = self.roles.get(group)
         if role is None:
             raise web.HTTPServiceUnavailable(
@@ -95,7 +102,8 @@ class DataCredentials:
 class CredentialRoutes:
     def __init__(self, backend: Any) -> None:
         self.backend = backend
-        self.vendor = DataCredentials(dict(backend.data_roles), backend.data_session_seconds)
+        self.vendor = DataCredentials(dict(backend.data_roles), backend.data_session_seconds,
+                                      backend.pipeline_user)
 
     def routes(self) -> list[web.RouteDef]:
         return [

@@ -171,6 +171,7 @@ def gateway_config(
     backend.settings_source = settings_source
     backend.data_roles = dict(settings.data_roles)
     backend.data_session_seconds = settings.data_access.session_minutes * 60
+    backend.pipeline_user = settings.pipeline.service_user
 
     cluster = c.PoolClusterConfig
     cluster.scheduler_cores = settings.clusters.scheduler_cores

@@ -266,7 +266,7 @@ def from_an_analysts_task(raw: str, processed: str, agent_port: int) -> dict[str
 def data(plan: Plan) -> dict[str, Any]:
     from dask_gateway import BasicAuth, Gateway
 
-    _, api, proxy = _urls(plan)
+    _, api, proxy = urls(plan)
     ports = RuntimeSettings.from_json(plan.runtime_settings).ports
     with Gateway(api, proxy_address=proxy,
                  auth=BasicAuth(DATA_USER, PASSWORDS[DATA_USER])) as gateway, \

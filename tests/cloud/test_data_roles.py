@@ -1,11 +1,14 @@
-"""Data roles: one per platform group, assumable by the gateway's role alone, each
-reaching exactly the buckets and actions its group's ``dataAccess`` grants."""
+"""Data roles: one per platform group and one for the pipeline's service account,
+assumable by the gateway's role alone, each reaching exactly the buckets and actions its
+group's ``dataAccess`` grants (the pipeline: its own prefixes of the audit bucket)."""
 
 from __future__ import annotations
 
 import json
 
 from daskplatform.settings import PLATFORM_GROUPS, RuntimeSettings
+
+ROLES = (*PLATFORM_GROUPS, "pipeline")
 from tests.cloud.conftest import one, quiet_run
 from tools.mockrun import StackRun, stack_config
 
@@ -40,7 +43,25 @@ def test_each_group_gets_exactly_its_buckets_and_actions(dev: StackRun) -> None:
     assert grants(dev, "data_analysts") == {processed: listing, f"{processed}/*": read}
 
 
-def test_no_role_may_touch_the_platform_buckets(dev: StackRun) -> None:
+def test_the_pipeline_reads_drops_writes_processed_and_only_its_audit_prefixes(
+        dev: StackRun) -> None:
+    raw, processed, audit = (bucket(dev, k) for k in ("raw", "processed", "audit"))
+    listing = {"s3:ListBucket", "s3:GetBucketLocation"}
+    assert grants(dev, "pipeline") == {
+        raw: listing, f"{raw}/*": {"s3:GetObject"},
+        processed: listing, f"{processed}/*": {"s3:GetObject"} | WRITE,
+        audit: listing, **{key: {"s3:GetObject"} | WRITE for prefix in ("quarantine", "manifests")
+                           for key in (f"{audit}/{prefix}", f"{audit}/{prefix}/*")}}
+    policy = json.loads(one(dev, "RolePolicy", "data-pipeline-policy").inputs["policy"])
+    (listing_audit,) = [s for s in policy["Statement"] if s["Resource"] == audit]
+    assert listing_audit["Condition"] == {
+        "StringLike": {"s3:prefix": ["quarantine*", "manifests*"]}}
+    (deny,) = [s for s in policy["Statement"] if s["Effect"] == "Deny"]
+    artifacts = bucket(dev, "artifacts")
+    assert set(deny["Resource"]) == {artifacts, f"{artifacts}/*"}
+
+
+def test_no_group_role_may_touch_the_platform_buckets(dev: StackRun) -> None:
     for group in PLATFORM_GROUPS:
         policy = json.loads(one(dev, "RolePolicy", f"data-{group}-policy").inputs["policy"])
         (deny,) = [s for s in policy["Statement"] if s["Effect"] == "Deny"]
@@ -54,7 +75,7 @@ def test_no_role_may_touch_the_platform_buckets(dev: StackRun) -> None:
 def test_only_the_gateway_role_assumes_them_and_only_these(dev: StackRun) -> None:
     gateway = one(dev, "Role", "identity-gateway").outputs["arn"]
     arns = []
-    for group in PLATFORM_GROUPS:
+    for group in ROLES:
         role = one(dev, "Role", f"data-{group}")
         assert role.inputs["name"] == f"dask-platform-dev-data-{group.replace('_', '-')}"
         assert role.inputs["maxSessionDuration"] == 3600
@@ -93,5 +114,5 @@ def test_the_runtime_settings_name_the_roles(dev: StackRun) -> None:
     published = RuntimeSettings.from_json(
         one(dev, "Parameter", "gateway-settings").inputs["value"])
     assert published.data_roles == {
-        group: one(dev, "Role", f"data-{group}").inputs["name"] for group in PLATFORM_GROUPS}
+        group: one(dev, "Role", f"data-{group}").inputs["name"] for group in ROLES}
     assert published.data_access.session_minutes == 60

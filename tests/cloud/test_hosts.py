@@ -204,7 +204,7 @@ def test_the_gateway_unit_stops_its_children_with_it(dev: StackRun) -> None:
 def test_the_gateway_hosts_proxy_outlives_gateway_restarts(dev: StackRun) -> None:
     """Clients' scheduler connections (8786) go through a unit the gateway's restarts and
     upgrades leave running; it finds the gateway's private API on a fixed loopback port."""
-    proxy, unit = host_units(user_data(dev, "gateway-lt"), published_settings(dev))
+    proxy, unit, _watcher = host_units(user_data(dev, "gateway-lt"), published_settings(dev))
     found = directives(proxy.render())
     assert proxy.name == "dask-platform-proxy.service" != unit.name
     assert shlex.split(found["ExecStart"][0]) == [

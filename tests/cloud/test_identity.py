@@ -158,27 +158,12 @@ def s3_grants(run: StackRun, role: str) -> set[tuple[str, str]]:
     return found
 
 
-def test_workers_reach_each_bucket_only_as_far_as_the_pipeline_needs(dev: StackRun) -> None:
-    arn = {kind: one(dev, "Bucket", f"storage-{kind}").outputs["arn"]
-           for kind in ("raw", "processed", "audit", "artifacts")}
-    grants = s3_grants(dev, "worker")
-    assert grants == {
-        ("s3:GetObject", f"{arn['artifacts']}/runtime/*"),
-        ("s3:ListBucket", arn["raw"]), ("s3:GetObject", f"{arn['raw']}/*"),
-        ("s3:ListBucket", arn["processed"]),
-        *((action, f"{arn['processed']}/*")
-          for action in ("s3:GetObject", "s3:PutObject", "s3:DeleteObject")),
-        ("s3:ListBucket", arn["audit"]),
-        *((action, f"{arn['audit']}/{prefix}/*")
-          for action in ("s3:GetObject", "s3:PutObject", "s3:DeleteObject")
-          for prefix in ("quarantine", "manifests")),
-    }
-    listing = statements(dev, "worker")["PipelineListAudit"]
-    assert listing["Condition"] == {"StringLike": {"s3:prefix": ["quarantine*", "manifests*"]}}
-    # Nothing writes raw drops; the scheduler host reads only the runtime archive.
-    assert not [g for g in grants if g[1].startswith(arn["raw"]) and g[0] != "s3:GetObject"
-                and g[0] != "s3:ListBucket"]
-    assert s3_grants(dev, "scheduler") == {("s3:GetObject", f"{arn['artifacts']}/runtime/*")}
+def test_no_host_role_reaches_a_data_bucket(dev: StackRun) -> None:
+    """User code, the pipeline included, works with vended data-role credentials only:
+    workers and the scheduler host read the runtime archive and nothing else."""
+    artifacts = one(dev, "Bucket", "storage-artifacts").outputs["arn"]
+    for role in ("scheduler", "worker"):
+        assert s3_grants(dev, role) == {("s3:GetObject", f"{artifacts}/runtime/*")}
 
 
 def test_the_gateway_writes_usage_reports_and_archived_homes_and_alerts_one_topic(

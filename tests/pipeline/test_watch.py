@@ -18,7 +18,9 @@ import pytest
 from daskplatform.appsflyer import generate
 from daskplatform.appsflyer.watch import GatewayRunner, Places, Watcher, read_drop, scope_of
 from daskplatform.aws import aws_client
+from daskplatform.aws_standin import create_data_roles, enforce_vended_credentials
 from daskplatform.settings import ClusterSettings, GroupQuota, PipelineSettings
+from daskplatform.stack_names import StackNames
 from tests.gateway.conftest import PASSWORD, Pool, make_pool, small_settings  # noqa: F401  (fixture)
 from tests.gateway.test_aws import AWS_KEYS
 from tests.pipeline.helpers import read_dataset, tree_digest
@@ -80,10 +82,17 @@ def stand(aws_env: str) -> Stand:
 
 
 @pytest.fixture
-def pool(make_pool) -> Iterator[Pool]:  # noqa: F811
+def pool(make_pool, stand: Stand) -> Iterator[Pool]:  # noqa: F811
     """Data engineers (the service account's group) may run two 0.5-core, 1 GB workers:
-    room for the pipeline's imports and a small drop."""
-    settings = small_settings()
+    room for the pipeline's imports and a small drop. The pipeline's tasks work with the
+    pipeline role's vended credentials, which moto enforces as AWS would."""
+    names = StackNames("dask-platform", f"watch-{stand.raw.rsplit('-', 1)[-1]}")
+    settings = small_settings().model_copy(update={"data_roles": names.data_roles()})
+    create_data_roles(aws_client("iam"), settings,
+                      {"raw": stand.raw, "processed": stand.processed, "audit": stand.audit,
+                       "artifacts": f"artifacts-{uuid.uuid4().hex[:8]}"},
+                      "arn:aws:iam::123456789012:role/gateway")
+    enforce_vended_credentials()
     engineers = GroupQuota(priority=2, cluster_max_cores=1, cluster_max_memory_gb=2,
                            user_max_cores=1, user_max_memory_gb=2, notebook_cores=0.25,
                            notebook_memory_gb=0.5)
