@@ -33,10 +33,18 @@ def user_data(
     homes_access_point_id: pulumi.Input[str],
     log_group_name: str,
     metrics_namespace: str,
+    audit_bucket: pulumi.Input[str] = "",
+    alert_topic_arn: pulumi.Input[str] = "",
+    drop_queue_url: pulumi.Input[str] = "",
+    raw_bucket: pulumi.Input[str] = "",
+    processed_bucket: pulumi.Input[str] = "",
+    pipeline_password_secret: str = "",
 ) -> pulumi.Output[str]:
-    """The rendered stub for ``role`` once the ids it names are known."""
+    """The rendered stub for ``role`` once the ids it names are known (the gateway's also
+    names the audit bucket, the alert topic and what its pipeline watcher uses)."""
     return pulumi.Output.all(
-        region, artifacts_bucket, file_system_id, shared_access_point_id, homes_access_point_id
+        region, artifacts_bucket, file_system_id, shared_access_point_id, homes_access_point_id,
+        audit_bucket, alert_topic_arn, drop_queue_url, raw_bucket, processed_bucket,
     ).apply(
         lambda v: HostBootstrap(
             role=role,
@@ -49,5 +57,11 @@ def user_data(
             homes_access_point_id=v[4],
             log_group_name=log_group_name,
             metrics_namespace=metrics_namespace,
+            audit_bucket=v[5],
+            alert_topic_arn=v[6],
+            drop_queue_url=v[7],
+            raw_bucket=v[8],
+            processed_bucket=v[9],
+            pipeline_password_secret=pipeline_password_secret,
         ).render()
     )

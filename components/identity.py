@@ -8,11 +8,14 @@ The gateway may also read the LDAP secret, read and put the agent-token secret (
 generates the token on its first start), describe the Auto Scaling groups and
 instances (worker nodes, and the scheduler host by its tags), set scale-in protection
 on the worker group only, and act as root on EFS (it creates and chowns each user's
-home under the homes access point). Scheduler and worker hosts may read the agent
-token and no other secret. Workers run the AppsFlyer pipeline, each bucket as far as
-it needs: read raw drops, read and write processed data, and in audit only the
-pipeline's quarantine/ and manifests/ prefixes; and a worker completes its own launch
-hook in the worker group once it has booted.
+home under the homes access point), write daily usage reports and archived homes in
+the audit bucket, and publish budget alerts to the alert topic. Its pipeline watcher
+may receive, delete and postpone messages of the drop queue only, and read the pipeline
+service account's password (a secret created empty, filled out of band). Scheduler and
+worker hosts may read the agent token and no other secret. A worker completes its own
+launch hook in the worker group once it has booted. No host role reaches the data buckets: user code, the AppsFlyer
+pipeline included, works with the short-lived credentials of a data role
+(components/data_roles.py) that the gateway vends.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components.aws_context import AwsContext
+from daskplatform.audit_bucket import GATEWAY_PREFIXES
 from daskplatform.settings import PlatformSettings
 
 HOST_ROLES = ("gateway", "scheduler", "worker")
@@ -60,6 +64,10 @@ class IdentityInputs:
     file_system_arn: pulumi.Input[str]
     bucket_arns: Mapping[str, pulumi.Input[str]]
     """Bucket ARN by kind (raw, processed, audit, artifacts)."""
+    alert_topic_arn: pulumi.Input[str]
+    drop_queue_name: str
+    """S3 notifications of new raw drops; the gateway host's pipeline watcher consumes it."""
+    pipeline_password_secret_name: str
 
 
 class Identity(pulumi.ComponentResource):
@@ -67,6 +75,7 @@ class Identity(pulumi.ComponentResource):
     roles: dict[str, aws.iam.Role]
     ldap_secret: aws.secretsmanager.Secret
     agent_token_secret: aws.secretsmanager.Secret
+    pipeline_password_secret: aws.secretsmanager.Secret
 
     def __init__(
         self,
@@ -105,6 +114,14 @@ class Identity(pulumi.ComponentResource):
             opts=child,
             description="Bearer token of the node agents; the gateway fills it",
         )
+        self.pipeline_password_secret = aws.secretsmanager.Secret(
+            f"{name}-pipeline-password",
+            name=inputs.pipeline_password_secret_name,
+            recovery_window_in_days=7,
+            tags=tags,
+            opts=child,
+            description="Directory password of the pipeline watcher's service account",
+        )
         self.roles, self.instance_profiles = {}, {}
         for role in HOST_ROLES:
             iam_role = aws.iam.Role(
@@ -124,6 +141,8 @@ class Identity(pulumi.ComponentResource):
             if role == "gateway":
                 statements += _gateway_statements(
                     context, inputs, self.ldap_secret.arn, self.agent_token_secret.arn)
+                statements += _watcher_statements(
+                    context, inputs, self.pipeline_password_secret.arn)
             else:
                 statements.append(
                     {
@@ -199,48 +218,10 @@ def _worker_asg_arn(context: AwsContext, inputs: IdentityInputs) -> pulumi.Outpu
     )
 
 
-PIPELINE_AUDIT_PREFIXES = ("quarantine/", "manifests/")
-"""Where the AppsFlyer pipeline writes in the audit bucket (daskplatform.appsflyer)."""
-
-
 def _worker_statements(context: AwsContext, inputs: IdentityInputs) -> list[dict]:
-    """The pipeline's bucket access, bucket by bucket, and the worker's own launch hook."""
-    arns = inputs.bucket_arns
-
-    def objects(kind: str, prefix: str = "") -> pulumi.Output[str]:
-        return pulumi.Output.concat(arns[kind], "/", prefix, "*")
-
+    """The worker's own launch hook. No data bucket: user code (the pipeline included)
+    cannot use the instance role and gets vended data-role credentials instead."""
     return [
-        {
-            "Sid": "PipelineListBuckets",
-            "Effect": "Allow",
-            "Action": "s3:ListBucket",
-            "Resource": [arns["raw"], arns["processed"]],
-        },
-        {
-            "Sid": "PipelineListAudit",
-            "Effect": "Allow",
-            "Action": "s3:ListBucket",
-            "Resource": arns["audit"],
-            "Condition": {
-                "StringLike": {"s3:prefix": [f"{p.rstrip('/')}*" for p in PIPELINE_AUDIT_PREFIXES]}
-            },
-        },
-        {
-            "Sid": "PipelineReadRaw",
-            "Effect": "Allow",
-            "Action": "s3:GetObject",
-            "Resource": objects("raw"),
-        },
-        {
-            "Sid": "PipelineWriteProcessedAndAudit",
-            "Effect": "Allow",
-            "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
-            "Resource": [
-                objects("processed"),
-                *(objects("audit", prefix) for prefix in PIPELINE_AUDIT_PREFIXES),
-            ],
-        },
         {
             "Sid": "CompleteOwnLaunch",
             "Effect": "Allow",
@@ -291,5 +272,39 @@ def _gateway_statements(
             "Effect": "Allow",
             "Action": "autoscaling:SetInstanceProtection",
             "Resource": worker_asg_arn,
+        },
+        {
+            "Sid": "UsageReportsAndHomeArchives",
+            "Effect": "Allow",
+            "Action": ["s3:GetObject", "s3:PutObject"],
+            "Resource": [pulumi.Output.concat(inputs.bucket_arns["audit"], "/", prefix, "/*")
+                         for prefix in GATEWAY_PREFIXES],
+        },
+        {
+            "Sid": "PublishBudgetAlerts",
+            "Effect": "Allow",
+            "Action": "sns:Publish",
+            "Resource": inputs.alert_topic_arn,
+        },
+    ]
+
+
+def _watcher_statements(context: AwsContext, inputs: IdentityInputs,
+                        password_secret_arn: pulumi.Output[str]) -> list[dict]:
+    """The pipeline watcher (``dask-platform pipeline watch``): its queue's messages and
+    its login; the pipeline's own bucket access is the workers' (it runs on a cluster)."""
+    return [
+        {
+            "Sid": "ConsumeDropQueue",
+            "Effect": "Allow",
+            "Action": ["sqs:ReceiveMessage", "sqs:DeleteMessage",
+                       "sqs:ChangeMessageVisibility"],
+            "Resource": context.arn("sqs", inputs.drop_queue_name),
+        },
+        {
+            "Sid": "ReadPipelinePassword",
+            "Effect": "Allow",
+            "Action": "secretsmanager:GetSecretValue",
+            "Resource": password_secret_arn,
         },
     ]

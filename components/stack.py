@@ -12,6 +12,8 @@ import pulumi
 
 from components.aws_context import AwsContext
 from components.bootstrap import user_data
+from components.data_roles import DataRoles
+from components.drop_queue import DropQueue
 from components.gateway_host import GatewayHost
 from components.identity import Identity, IdentityInputs
 from components.load_balancer import LoadBalancer
@@ -48,6 +50,8 @@ def build(settings: PlatformSettings) -> None:
                                         **names.runtime_names())
     tags = common_tags(settings)
     context = AwsContext.lookup()
+    # Named up front: the gateway's policy and user data need it before Monitoring exists.
+    alert_topic_arn = context.arn("sns", names.alert_topic)
 
     network = Network("network", settings, context, tags)
     groups = SecurityGroups("security", settings, network.vpc_id, tags)
@@ -67,8 +71,29 @@ def build(settings: PlatformSettings) -> None:
             artifacts_bucket_arn=storage.buckets["artifacts"].arn,
             file_system_arn=storage.file_system.arn,
             bucket_arns={kind: bucket.arn for kind, bucket in storage.buckets.items()},
+            alert_topic_arn=alert_topic_arn,
+            drop_queue_name=names.drop_queue,
+            pipeline_password_secret_name=names.pipeline_password_secret,
         ),
         tags,
+    )
+    DataRoles(
+        "data",
+        settings.data_access,
+        role_names=names.data_roles(),
+        bucket_arns={kind: bucket.arn for kind, bucket in storage.buckets.items()},
+        gateway_role=identity.roles["gateway"],
+        tags=tags,
+    )
+    drops = DropQueue(
+        "drops",
+        queue_name=names.drop_queue,
+        dead_letter_name=names.drop_dead_letters,
+        bucket_id=storage.buckets["raw"].id,
+        bucket_arn=storage.buckets["raw"].arn,
+        pipeline=settings.pipeline,
+        context=context,
+        tags=tags,
     )
     # A host boots only once it can reach AWS and its file systems, and the runtime it
     # installs is uploaded.
@@ -92,6 +117,13 @@ def build(settings: PlatformSettings) -> None:
                 homes_access_point_id=storage.homes_access_point.id,
                 log_group_name=names.log_group(role),
                 metrics_namespace=metrics_namespace,
+                **({"audit_bucket": storage.buckets["audit"].bucket,
+                    "alert_topic_arn": alert_topic_arn,
+                    "drop_queue_url": drops.queue.url,
+                    "raw_bucket": storage.buckets["raw"].bucket,
+                    "processed_bucket": storage.buckets["processed"].bucket,
+                    "pipeline_password_secret": names.pipeline_password_secret}
+                   if role == "gateway" else {}),
             ),
         }
 
@@ -130,13 +162,16 @@ def build(settings: PlatformSettings) -> None:
     monitoring = Monitoring(
         "monitoring",
         dashboard_name=names.prefix,
+        topic_name=names.alert_topic,
         alert_emails=settings.alert_emails,
+        settings=settings.monitoring,
         region=context.region,
         log_group_prefix=log_group_prefix,
         metrics_namespace=metrics_namespace,
         worker_asg_name=workers.group.name,
         alb_arn_suffix=alb.alb.arn_suffix,
         target_group_arn_suffix=alb.target_group.arn_suffix,
+        file_system_id=storage.file_system.id,
         tags=tags,
     )
 
@@ -158,5 +193,6 @@ def build(settings: PlatformSettings) -> None:
     pulumi.export("worker_asg_name", workers.group.name)
     pulumi.export("alert_topic_arn", monitoring.topic.arn)
     pulumi.export("dashboard_name", monitoring.dashboard.dashboard_name)
+    pulumi.export("drop_queue_url", drops.queue.url)
     pulumi.export("settings_parameter_name", gateway.settings_parameter.name)
     pulumi.export("client_security_group_id", groups.ids["client"])

@@ -80,7 +80,7 @@ def call(command: str, target: str | None, gateway: str, auth: str) -> dict[str,
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="dask-platform admin", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="dask-platform admin", description=__doc__.split("\n\n")[0])
     p.add_argument("command", choices=("clusters", "stop", "queue", "nodes", "drain",
                                        "undrain"))
     p.add_argument("target", nargs="?", help="the cluster (stop) or node (drain, undrain)")

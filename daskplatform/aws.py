@@ -25,3 +25,18 @@ def aws_client(service: str, *, region: str | None = None,
         endpoint_url=endpoint_url or os.environ.get(ENDPOINT_ENV) or None,
         config=_RETRIES,
     )
+
+
+STAND_IN_KEYS = (ENDPOINT_ENV, "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION")
+"""Where the stand-in is, never credentials: those come to every user process from its
+AWS config's ``credential_process`` (node/aws_config.py), as on AWS."""
+
+
+def stand_in_env() -> dict[str, str]:
+    """Where a Dask process finds an AWS stand-in (moto: local mode, tests, the
+    rehearsal), taken from this process when ``ENDPOINT_ENV`` names one; nothing when
+    talking to AWS itself. Credentials never travel this way: user processes get their
+    group's (or the pipeline's) vended ones, as on AWS."""
+    if not os.environ.get(ENDPOINT_ENV):
+        return {}
+    return {key: os.environ[key] for key in STAND_IN_KEYS if key in os.environ}

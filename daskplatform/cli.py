@@ -13,8 +13,12 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "local": ("daskplatform.local", "the whole platform on this machine"),
     "agent": ("daskplatform.node.agent", "the node agent of a scheduler/worker host"),
     "gateway": ("daskplatform.gateway.server", "dask-gateway-server with the pool backend"),
+    "gateway-proxy": ("daskplatform.gateway.proxy",
+                      "the gateway's proxy as a service of its own (gateway host)"),
     "pipeline": ("daskplatform.appsflyer.cli", "the AppsFlyer event pipeline"),
     "status": ("daskplatform.status_cli", "your clusters, what waits and why"),
+    "credentials": ("daskplatform.credentials_cli",
+                    "AWS credentials for your group's data (credential_process)"),
     "usage": ("daskplatform.usage_cli", "core-hours and cost per user, group or cluster"),
     "admin": ("daskplatform.admin_cli",
               "every cluster, the queue, nodes; stop, drain (admins)"),
@@ -32,7 +36,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 
 
 def _usage() -> str:
-    rows = "\n".join(f"  {name:<10} {help_}" for name, (_, help_) in SUBCOMMANDS.items())
+    rows = "\n".join(f"  {name:<12} {help_}" for name, (_, help_) in SUBCOMMANDS.items())
     return f"usage: dask-platform <command> [options]\n\ncommands:\n{rows}\n"
 
 

@@ -104,7 +104,7 @@ def _part(part: int | str) -> str:
     return str(part) if isinstance(part, int) or is_safe_name(part) else shown(part)
 
 
-def _plain_text(value: str) -> str:
+def plain_text(value: str) -> str:
     try:
         value.encode("utf-8")  # a lone surrogate (JSON "\udc80") cannot be encoded
     except UnicodeEncodeError:
@@ -117,5 +117,5 @@ def _plain_text(value: str) -> str:
     return value
 
 
-Text = Annotated[str, AfterValidator(_plain_text)]
+Text = Annotated[str, AfterValidator(plain_text)]
 """A string that can be an argument, an environment value, file content or a label."""

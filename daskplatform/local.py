@@ -44,6 +44,7 @@ from daskplatform.settings import (
     load_stack_file,
     node_capacity,
 )
+from daskplatform.stack_names import StackNames
 from daskplatform.user_access import closed_folders, explain
 
 """The stack's four buckets (components/storage.py), created empty in moto."""
@@ -172,7 +173,11 @@ class LocalPlatform:
     def _start_aws(self, slapd: Slapd) -> RuntimeSettings:
         from moto.server import ThreadedMotoServer
 
-        say("local: starting the AWS stand-in (moto server: S3, SSM, Secrets Manager, SNS) ...")
+        from daskplatform.aws_standin import create_data_roles, enforce_vended_credentials
+
+        say("local: starting the AWS stand-in (moto server: S3, SSM, Secrets Manager, SNS, "
+            "STS, IAM) ...")
+        enforce_vended_credentials()
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per AWS call
         port = free_port()
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
@@ -186,8 +191,9 @@ class LocalPlatform:
         os.environ.update(aws_env)  # this process reads settings and secrets too
 
         s3 = aws_client("s3")
-        for kind in BUCKET_KINDS:
-            s3.create_bucket(Bucket=f"dask-platform-local-{kind}",
+        buckets = {kind: f"dask-platform-local-{kind}" for kind in BUCKET_KINDS}
+        for bucket in buckets.values():
+            s3.create_bucket(Bucket=bucket,
                              CreateBucketConfiguration={"LocationConstraint": REGION})
         aws_client("secretsmanager").create_secret(
             Name=BIND_SECRET, SecretString=slapd.bind_password)
@@ -197,12 +203,16 @@ class LocalPlatform:
         settings = load_stack_file(str(self.args.stack)).runtime(BIND_SECRET).model_copy(
             update={"ldap_url": slapd.ldaps_url, "ldap_base_dn": slapd.base_dn,
                     "ldap_bind_dn": slapd.bind_dn,
-                    "ldap_ca_bundle": slapd.ca_file.read_text()})
+                    "ldap_ca_bundle": slapd.ca_file.read_text(),
+                    "data_roles": StackNames("dask-platform", "local").data_roles()})
+        # The gateway's identity in moto stands for the gateway host's role.
+        create_data_roles(aws_client("iam"), settings, buckets,
+                          aws_client("sts").get_caller_identity()["Arn"])
         aws_client("ssm").put_parameter(Name=SETTINGS_PARAMETER, Type="String",
                                         Value=settings.to_json())
         say(f"local:   AWS at {endpoint} (AWS_ENDPOINT_URL); buckets "
             f"dask-platform-local-{{{','.join(BUCKET_KINDS)}}}, settings in "
-            f"ssm://{SETTINGS_PARAMETER}")
+            f"ssm://{SETTINGS_PARAMETER}; a data role per group (dask-platform credentials)")
         return settings
 
     def _start_agents(self, settings: RuntimeSettings) -> None:
@@ -248,11 +258,13 @@ class LocalPlatform:
             + (", behind JupyterHub as on the gateway host) ..." if self.args.hub else ") ..."))
         # The settings name slapd, so the gateway picks the LDAP authenticator itself.
         nodes = [NodeSpec(shape.node_id, shape.role, url) for shape, url in self.agents]
+        address = f"127.0.0.1:{free_port()}"
+        self._start_proxy(address)
         argv = [
             sys.executable, "-m", "daskplatform.cli", "gateway",
             *(["--run-as-users"] if self.run_as_users else []),
             "--settings", f"ssm://{SETTINGS_PARAMETER}",
-            "--address", f"127.0.0.1:{free_port()}",
+            "--address", address, "--external-proxy",
             *self._http_args(),
             "--agent-token-file", str(self.state / "agent-token"),
             "--db-url", "sqlite://",  # in memory: clusters stop with the gateway
@@ -269,6 +281,15 @@ class LocalPlatform:
             say(f"local:   JupyterLab: open http://127.0.0.1:{self.args.hub_port}/ and log "
                 "in as a demo user (engineer1 / engineer1-demo): your server starts on a "
                 "worker node; in a notebook, Gateway() needs no arguments")
+
+    def _start_proxy(self, gateway_address: str) -> None:
+        """The gateway's proxy as a process of its own on --port, as on the gateway host
+        (its unit), so a gateway restart keeps clients' connections; stopped last."""
+        self.children.start("gateway-proxy", [
+            sys.executable, "-m", "daskplatform.cli", "gateway-proxy",
+            "--address", f"127.0.0.1:{self.args.port}", "--gateway-address", gateway_address,
+            "--temp-dir", str(self.state / "gateway")], self.env)
+        self.stack.callback(self.children.stop, "gateway-proxy")
 
     def _http_args(self) -> list[str]:
         """The gateway's HTTP on --port; with --hub, JupyterHub in front of it on

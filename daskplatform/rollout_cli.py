@@ -10,7 +10,8 @@ upgrades in place at once (its schedulers keep running, on their version); the g
 upgrades last and comes back with its durable state. This command asks for it (or,
 with ``--watch``, only follows the one under way) and prints each change until every
 host runs the version, or until ``--timeout``; it exits 0 when done, 1 when a node is
-stuck or failed, 2 on a refusal. The gateway's own restart is waited out.
+stuck or failed (``--watch`` waits for stuck nodes), 2 on a refusal. The gateway's own
+restart is waited out.
 """
 
 from __future__ import annotations
@@ -46,19 +47,22 @@ def describe(report: dict[str, Any]) -> list[str]:
     return lines
 
 
-def outcome(report: dict[str, Any]) -> int | None:
-    """0 done, 1 stuck or failed with nothing left to wait for, None while under way."""
+def outcome(report: dict[str, Any], wait_stuck: bool = False) -> int | None:
+    """0 done, 1 stuck or failed with nothing left to wait for, None while under way;
+    with ``wait_stuck`` a stuck node is waited for (it upgrades once its users' clusters
+    stop)."""
     if report["done"]:
         return 0
     states = {e["state"] for e in report["nodes"].values()}
     gateway = (report.get("gateway") or {}).get("state")
-    if gateway == "failed" or (states <= {"done", "stuck", "failed"}
-                               and states & {"stuck", "failed"} and gateway == "done"):
+    settled = {"done", "failed"} if wait_stuck else {"done", "stuck", "failed"}
+    if gateway == "failed" or (states <= settled and states & {"stuck", "failed"}
+                               and gateway == "done"):
         return 1
     return None
 
 
-def follow(gateway: str, auth: str, timeout: float) -> int:
+def follow(gateway: str, auth: str, timeout: float, wait_stuck: bool = False) -> int:
     started = time.monotonic()
     last: list[str] = []
     unreachable_since: float | None = None
@@ -82,7 +86,7 @@ def follow(gateway: str, auth: str, timeout: float) -> int:
                 if line not in last:
                     print(line, flush=True)
             last = lines
-        result = outcome(report)
+        result = outcome(report, wait_stuck)
         if result is not None:
             print("done: every host runs " + report["version"] if result == 0 else
                   "not done: see the hosts above (stuck nodes hold users' work; it is "
@@ -97,13 +101,15 @@ def follow(gateway: str, auth: str, timeout: float) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="dask-platform rollout",
-                                description=__doc__.split("\n")[0])
+                                description=__doc__.split("\n\n")[0])
     p.add_argument("--gateway", default=os.environ.get(ADDRESS_ENV, "http://127.0.0.1:8000"),
                    help=f"the gateway's URL (default ${ADDRESS_ENV}, else %(default)s)")
     p.add_argument("--user", help=f"an admin's login (password from ${PASSWORD_ENV})")
     p.add_argument("--version", default=None,
                    help="the runtime version (default: the settings' runtimeVersion)")
-    p.add_argument("--watch", action="store_true", help="only follow the roll-out under way")
+    p.add_argument("--watch", action="store_true",
+                   help="only follow the roll-out under way, waiting for stuck nodes too "
+                        "(they upgrade once their users' clusters stop) until --timeout")
     p.add_argument("--timeout", type=float, default=3 * 3600,
                    help="stop following after this many seconds (default %(default)g)")
     args = p.parse_args(argv)
@@ -113,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             body = {"version": args.version} if args.version else {}
             report = fetch(args.gateway, auth, path="/api/v1/rollout", body=body)
             print(f"roll-out to {report['version']} under way", flush=True)
-        return follow(args.gateway, auth, args.timeout)
+        return follow(args.gateway, auth, args.timeout, wait_stuck=args.watch)
     except StatusError as exc:
         print(f"dask-platform rollout: {exc}", file=sys.stderr)
         return 2

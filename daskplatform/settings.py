@@ -17,7 +17,7 @@ import ipaddress
 import re
 from collections.abc import Mapping
 from itertools import pairwise
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
@@ -238,6 +238,72 @@ class QuotaSettings(_Model):
         return sorted({g for n, q in self.groups.items() for g in (q.ldap_groups or (n,))})
 
 
+# --------------------------------------------------------------------------- data access
+
+DATA_BUCKET_KINDS = ("raw", "processed")
+"""The buckets user code may be granted through its group's data role. ``audit`` is
+written only by the platform (quarantine, manifests, access logs, reports) and
+``artifacts`` holds the runtime: no group gets either."""
+DataLevel = Literal["readwrite", "read", "none"]
+"""``readwrite``: list, get, put and delete objects; ``read``: list and get; ``none``: the
+bucket is refused."""
+MAX_DATA_SESSION_MINUTES = 60
+"""The gateway assumes data roles with its own role's session (the instance profile), and
+AWS caps such chained sessions at one hour whatever a role's maximum says."""
+
+
+class DataAccess(_Model):
+    """What one platform group's data role may do in each data bucket."""
+
+    raw: DataLevel
+    processed: DataLevel
+
+    @model_validator(mode="before")
+    @classmethod
+    def _only_data_buckets(cls, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            platform = sorted(set(value) & (set(BUCKET_KINDS) - set(DATA_BUCKET_KINDS)))
+            if platform:
+                raise ValueError(
+                    f"{', '.join(platform)}: no group gets access to the platform's own "
+                    f"buckets (audit is written only through the platform); allowed keys: "
+                    f"{', '.join(DATA_BUCKET_KINDS)}")
+        return value
+
+
+DEFAULT_DATA_ACCESS: dict[str, dict[str, str]] = {
+    "admins": {"raw": "readwrite", "processed": "readwrite"},
+    "data_engineers": {"raw": "readwrite", "processed": "readwrite"},
+    "data_analysts": {"raw": "none", "processed": "read"},
+}
+"""From the brief: engineers read and write raw drops and processed data, analysts read
+processed data only, admins as engineers."""
+
+
+class DataAccessSettings(_Model):
+    """Short-lived AWS credentials for user code, one IAM role per platform group."""
+
+    groups: dict[str, DataAccess] = Field(
+        default_factory=lambda: {k: DataAccess(**v) for k, v in DEFAULT_DATA_ACCESS.items()})
+    session_minutes: int = Field(60, ge=15, le=MAX_DATA_SESSION_MINUTES)
+    """How long one set of vended credentials lasts; boto3 and s3fs fetch the next set by
+    themselves before it ends (``credential_process``). 15 is AWS's minimum; 60 the
+    most a role session started from the gateway's own may last."""
+
+    @field_validator("groups")
+    @classmethod
+    def _every_group(cls, groups: dict[str, DataAccess]) -> dict[str, DataAccess]:
+        unknown = sorted(set(groups) - set(PLATFORM_GROUPS))
+        missing = [g for g in PLATFORM_GROUPS if g not in groups]
+        if unknown or missing:
+            raise ValueError(
+                (f"unknown group(s) {', '.join(unknown)}; " if unknown else "")
+                + (f"missing group(s) {', '.join(missing)}; " if missing else "")
+                + f"give each of {', '.join(PLATFORM_GROUPS)} its access, e.g. "
+                "{raw: none, processed: read}")
+        return groups
+
+
 # --------------------------------------------------------------------------- clusters
 
 
@@ -387,6 +453,117 @@ class TimeoutSettings(_Model):
     node as stuck (with whose clusters hold it); it never stops user work."""
 
 
+# --------------------------------------------------------------------------- monitoring
+
+_WEBHOOK_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
+
+
+class Webhook(_Model):
+    """An HTTPS endpoint subscribed to the alert topic; SNS posts each alert to it as a
+    JSON notification, after the endpoint confirms the subscription (docs/monitoring.md:
+    PagerDuty's CloudWatch integration URL does both; a Slack incoming webhook does
+    neither and needs a translating endpoint, or AWS Chatbot)."""
+
+    name: str
+    """Names the subscription resource: lowercase letters, digits and dashes."""
+    url: str
+    """``https://...``; SNS refuses anything else for the https protocol, and an alert
+    must not travel in clear text."""
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        if not _WEBHOOK_NAME.match(value):
+            raise ValueError(f"{value!r} must be 1-40 lowercase letters, digits or dashes "
+                             "(e.g. pagerduty, slack-relay)")
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _valid_url(cls, value: str) -> str:
+        return check_https_url(value)
+
+
+def check_https_url(value: str) -> str:
+    """An absolute https:// URL with a host and no spaces."""
+    if not re.match(r"^https://[^/\s?#]+(/\S*)?$", value):
+        shown = value if len(value) <= 60 else value[:57] + "..."
+        raise ValueError(f"{shown!r} is not an https:// URL; webhooks must be https "
+                         "(e.g. https://events.pagerduty.com/integration/<key>/enqueue)")
+    return value
+
+
+class MonitoringSettings(_Model):
+    """Alarm thresholds (each alarm notifies the alert topic) and webhooks on that topic."""
+
+    worker_cpu_percent: float = Field(85, gt=0, le=100)
+    """Worker pool average CPU above this for 10 minutes raises an alarm."""
+    queued_tasks: int = Field(50, ge=1)
+    """Tasks waiting for a worker on all schedulers together above this for 5 minutes."""
+    cluster_start_p90_seconds: float = Field(120, gt=0, le=3600)
+    """The 90th percentile of cluster start latency (request to first worker running)
+    above this over 15 minutes: clusters should start in seconds on the warm pool; a
+    minute or two means the pool is scaling out from cold."""
+    worker_memory_percent: float = Field(85, gt=0, le=100)
+    """Workers' average memory use, as a percentage of their limits, above this for 10
+    minutes: they spill and pause (clusters.workerMemorySpill/Pause) and soon restart."""
+    efs_burst_credit_gib: float = Field(512, gt=0, le=2150)
+    """EFS burst credits below this many GiB raise an alarm before throughput falls to the
+    baseline (a new file system starts with 2.1 TiB)."""
+    webhooks: tuple[Webhook, ...] = ()
+    """HTTPS endpoints (PagerDuty, a Slack relay) subscribed to the alert topic."""
+
+    @field_validator("webhooks")
+    @classmethod
+    def _distinct_names(cls, hooks: tuple[Webhook, ...]) -> tuple[Webhook, ...]:
+        names = [hook.name for hook in hooks]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"webhook name(s) {', '.join(repeated)} used more than once; "
+                             "give each webhook its own name")
+        return hooks
+
+
+# --------------------------------------------------------------------------- pipeline
+
+_ACCOUNT_NAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
+
+
+class PipelineSettings(_Model):
+    """The AppsFlyer pipeline watcher (``dask-platform pipeline watch``, docs/monitoring.md):
+    S3 notifications of new raw drops, processed on a gateway cluster."""
+
+    raw_prefix: str = "appsflyer/"
+    """Where AppsFlyer drops land in the raw bucket; only objects below it notify."""
+    service_user: str = "svc-pipeline"
+    """The directory account the watcher logs in to the gateway as; a member of a
+    platform group (data_engineers by default), so its clusters have that group's quota
+    and its usage shows under its own name."""
+    workers: int = Field(2, ge=1, le=20)
+    """Workers of the watcher's cluster (default size from ``clusters``)."""
+    max_receives: int = Field(3, ge=1, le=1000)
+    """Failed runs of a drop before its notification moves to the dead-letter queue."""
+    retry_seconds: int = Field(600, ge=30, le=43200)
+    """A failed drop's wait before its retry (the queue's visibility timeout; the watcher
+    keeps extending it while a run lasts)."""
+
+    @field_validator("raw_prefix")
+    @classmethod
+    def _valid_prefix(cls, value: str) -> str:
+        if not re.match(r"^[A-Za-z0-9!_.*'()=-][A-Za-z0-9!_.*'()=/-]*/$", value):
+            raise ValueError(f"{value!r} must be a key prefix ending in / with no leading "
+                             "/ (e.g. appsflyer/)")
+        return value
+
+    @field_validator("service_user")
+    @classmethod
+    def _valid_user(cls, value: str) -> str:
+        if not _ACCOUNT_NAME.match(value):
+            raise ValueError(f"{value!r} is not a directory login name (lowercase letters, "
+                             "digits, _ . -; e.g. svc-pipeline)")
+        return value
+
+
 # --------------------------------------------------------------------------- certificates
 
 MAX_CA_BUNDLE_CHARS = 6000
@@ -425,6 +602,8 @@ class RuntimeSettings(_Model):
     scheduler: SchedulerHostSettings = Field(default_factory=SchedulerHostSettings)
     workers: WorkerPoolSettings = Field(default_factory=WorkerPoolSettings)
     costs: CostSettings = Field(default_factory=CostSettings)
+    data_access: DataAccessSettings = Field(default_factory=DataAccessSettings)
+    pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
     ldap_url: str = ""
     ldap_base_dn: str = ""
     ldap_bind_dn: str = ""
@@ -451,6 +630,9 @@ class RuntimeSettings(_Model):
     agent_token_secret_id: str = ""
     """Secrets Manager name of the node agents' bearer token: the gateway fills it on
     first start, the agents wait for it. Empty locally, where a token file is used."""
+    data_roles: dict[str, str] = Field(default_factory=dict)
+    """Platform group -> the name of its data role (``dataAccess``), which the gateway
+    assumes for the group's members. Empty: the gateway vends no data credentials."""
     runtime_version: str = ""
     """The runtime version the stack last uploaded (``daskplatform.runtime_version``),
     what ``dask-platform rollout`` brings every host to. Empty locally."""
@@ -491,6 +673,17 @@ WORKER_UNMANAGED_METRIC = "WorkerUnmanagedBytes"
 """The rest of each worker's process memory: interpreter, running tasks, leaks."""
 WORKER_SPILLED_METRIC = "WorkerSpilledBytes"
 """Task results each worker has spilled to disk."""
+WORKER_MEMORY_PERCENT_METRIC = "WorkerMemoryUsedPercent"
+"""Each worker's process memory (managed + unmanaged) as a percentage of its limit: one
+sample per worker, so Average is the pool and Maximum the fullest worker; above
+``monitoring.workerMemoryPercent`` (Average) raises an alarm."""
+POOL_MEMORY_RESERVED_METRIC = "PoolMemoryReservedPercent"
+"""Memory the gateway has placed on worker nodes (workers, notebooks) as a percentage of
+what they offer: how full the pool is, beside CPU."""
+CLUSTER_START_METRIC = "ClusterStartLatencySeconds"
+"""Seconds from a cluster request to its first worker running, one value per cluster
+(raw values, so CloudWatch has percentiles); published without dimensions (the alarm
+watches its p90) and per ``Group``."""
 
 # --------------------------------------------------------------------------- host tags
 
@@ -548,6 +741,9 @@ class PlatformSettings(_Model):
     ports: PortSettings = Field(default_factory=PortSettings)
     timeouts: TimeoutSettings = Field(default_factory=TimeoutSettings)
     costs: CostSettings = Field(default_factory=CostSettings)
+    data_access: DataAccessSettings = Field(default_factory=DataAccessSettings)
+    monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
+    pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
     expected_concurrent_users: int = Field(30, ge=1, le=1000)
     """People using the platform at the same time (the team's size, 20-30): the scheduler
     host must hold a cluster for each at once (checked, docs/capacity.md)."""
@@ -638,12 +834,13 @@ class PlatformSettings(_Model):
         VPNs) or reserved addresses."""
         return not any(ipaddress.ip_network(c).is_global for c in self.allowed_cidrs)
 
-    def runtime(self, ldap_bind_password_secret_id: str = "", **names: str) -> RuntimeSettings:
+    def runtime(self, ldap_bind_password_secret_id: str = "",
+                **names: str | dict[str, str]) -> RuntimeSettings:
         """The host-facing part of the settings (no secrets).
 
         ``names`` are the RuntimeSettings fields only the stack knows (``stack_name``,
-        ``worker_asg_name``, ``agent_token_secret_id``, ``metrics_namespace``); left
-        out, they keep their local defaults.
+        ``worker_asg_name``, ``agent_token_secret_id``, ``metrics_namespace``,
+        ``data_roles``); left out, they keep their local defaults.
         """
         return RuntimeSettings(
             quotas=self.quotas,
@@ -653,6 +850,8 @@ class PlatformSettings(_Model):
             scheduler=self.scheduler,
             workers=self.workers,
             costs=self.costs,
+            data_access=self.data_access,
+            pipeline=self.pipeline,
             ldap_url=self.ldap_url,
             ldap_base_dn=self.ldap_base_dn,
             ldap_bind_dn=self.ldap_bind_dn,

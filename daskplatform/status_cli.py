@@ -113,7 +113,7 @@ def render_runtime(runtime: dict[str, Any]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="dask-platform status", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="dask-platform status", description=__doc__.split("\n\n")[0])
     p.add_argument("--gateway", default=os.environ.get(ADDRESS_ENV, "http://127.0.0.1:8000"),
                    help=f"the gateway's URL (default ${ADDRESS_ENV}, else %(default)s)")
     p.add_argument("--user", help=f"log in as this user (password from ${PASSWORD_ENV})")

@@ -20,19 +20,24 @@ from daskplatform.admin_cli import table
 from daskplatform.status_cli import ADDRESS_ENV, StatusError, authorization, fetch
 
 
+def usd(amount: float) -> str:
+    """Cents, or four places under a dollar so a short trial does not read as free."""
+    return f"${amount:,.2f}" if amount >= 1 or amount == 0 else f"${amount:.4f}"
+
+
 def render(answer: dict) -> str:
     rows = [[r["key"] or "(notebooks)", f"{r['core_hours']:.3f}", f"{r['gb_hours']:.3f}",
-             f"${r['cost_usd']:,.2f}", str(r["processes"])] for r in answer["rows"]]
+             usd(r["cost_usd"]), str(r["processes"])] for r in answer["rows"]]
     total = sum(r["cost_usd"] for r in answer["rows"])
     who = "everyone" if answer["all_users"] else "you"
     if not rows:
         return f"no usage by {who} in that time\n"
     return (table(rows, [answer["by"].upper(), "CORE-HOURS", "GB-HOURS", "COST (EST.)",
-                         "PROCESSES"]) + f"total ({who}): ${total:,.2f}\n")
+                         "PROCESSES"]) + f"total ({who}): {usd(total)}\n")
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="dask-platform usage", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="dask-platform usage", description=__doc__.split("\n\n")[0])
     p.add_argument("--since", default="7d", help="how far back: 24h, 7d, 2w (default 7d)")
     p.add_argument("--by", default="user", choices=("user", "group", "cluster"))
     p.add_argument("--gateway", default=os.environ.get(ADDRESS_ENV, "http://127.0.0.1:8000"))

@@ -40,6 +40,7 @@ from http.cookiejar import CookieJar
 from pathlib import Path
 from typing import Any
 
+from daskplatform.audit_bucket import HOME_ARCHIVE_PREFIX
 from daskplatform.aws import aws_client
 from daskplatform.identity.ldap import DirectoryUnavailable, DirectoryUser, LdapDirectory
 from daskplatform.identity.membership import Membership, MembershipError
@@ -47,7 +48,6 @@ from daskplatform.runtime_config import load_runtime_settings
 from daskplatform.settings import SERVICE_PREFIX, QuotaSettings, RuntimeSettings
 from daskplatform.status_cli import ADDRESS_ENV, PASSWORD_ENV, StatusError, authorization, fetch
 
-ARCHIVE_PREFIX = "home-archives"
 DEFAULT_HOMES = "/srv/homes"
 
 
@@ -185,7 +185,7 @@ class Users:
             plan.step("user.group_left", name, f"remove {name} from {group}",
                       lambda g=group: self.membership.remove(user, g), ldap_group=group)
         if home.exists():
-            key = f"{ARCHIVE_PREFIX}/{name}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.tar.gz"
+            key = f"{HOME_ARCHIVE_PREFIX}/{name}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.tar.gz"
             plan.step("user.home_archived", name, f"archive {home} to "
                       f"s3://{self.args.audit_bucket}/{key}",
                       lambda: _archive(home, self.args.audit_bucket, key),
@@ -283,7 +283,7 @@ def _hub_tokens(hub: str, token: str, name: str) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="dask-platform users", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="dask-platform users", description=__doc__.split("\n\n")[0])
     p.add_argument("command", choices=("add", "remove", "list"))
     p.add_argument("name", nargs="?")
     p.add_argument("--group", help="platform group (add)")

@@ -2,8 +2,9 @@
 tests: a raw client that sends what client libraries refuse to (non-UTF-8 header bytes,
 broken bodies), and hypothesis strategies for hostile bodies, headers and path parts.
 
-Calls carry placeholders (``{cluster}`` in a path, ``{basic}`` in a header value) that
-``resolve`` fills from the running servers, so seed examples can be written as data.
+Calls carry placeholders (``{cluster}`` in a path, ``{basic}`` in a header value,
+``{version}`` in a body) that ``resolve`` fills from the running servers, so seed
+examples and valid generated values can be written as data.
 """
 
 from __future__ import annotations
@@ -52,15 +53,19 @@ class Answer:
 
 
 def resolve(call: Call, values: dict[str, str]) -> Call:
-    """``call`` with each ``{name}`` placeholder of its path and headers filled in."""
-    path, headers = call.path, []
+    """``call`` with each ``{name}`` placeholder of its path, headers and body filled in
+    (a value is put in a body as is: placeholders there stand inside JSON strings)."""
+    path, headers, body = call.path, [], call.body
     for name, value in values.items():
+        placeholder = b"{" + name.encode() + b"}"
         path = path.replace("{" + name + "}", quote(value, safe=""))
+        if body is not None:
+            body = body.replace(placeholder, value.encode())
     for header, raw in call.headers:
         for name, value in values.items():
             raw = raw.replace(b"{" + name.encode() + b"}", value.encode())
         headers.append((header, raw))
-    return replace(call, path=path, headers=tuple(headers))
+    return replace(call, path=path, headers=tuple(headers), body=body)
 
 
 def send(base_url: str, call: Call, timeout: float = 60) -> Answer:
@@ -101,12 +106,14 @@ _header_bytes = st.lists(
 UTF-8 as often as not). Control characters are refused with 400 by the HTTP servers
 themselves (the gateway's proxy, aiohttp) before platform code sees them."""
 
+_json_text = st.text(st.characters(exclude_categories=()), max_size=12)
+"""Any text JSON can carry: lone surrogates (``"\\udc80"``) and NUL included."""
+
 json_values = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(),
-              st.integers(min_value=2**63, max_value=10**80), st.floats(),
-              st.text(max_size=12)),
+              st.integers(min_value=2**63, max_value=10**80), st.floats(), _json_text),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
-        st.text(max_size=8), inner, max_size=3),
+        _json_text, inner, max_size=3),
     max_leaves=8)
 """Any JSON value, NaN, infinities and integers beyond 64 bits included."""
 
@@ -130,7 +137,7 @@ def objects(fields: dict[str, st.SearchStrategy[Any]]) -> st.SearchStrategy[dict
                 lambda pair: {**body, pair[0]: pair[1]}),
             st.sampled_from(names).map(
                 lambda name: {k: v for k, v in body.items() if k != name}),
-            st.tuples(st.text(max_size=10), json_values).map(
+            st.tuples(_json_text, json_values).map(
                 lambda pair: {pair[0]: pair[1], **body}),
         )
 
@@ -240,8 +247,9 @@ def fuzz(server: Server, generated: st.SearchStrategy[Call], examples: int,
     """The ``seeds``, then ``examples`` generated calls, reproducibly: none may get a 5xx
     or a traceback, and a refused one (4xx) must leave ``server`` unchanged. Every one of
     ``routes`` must have been called at least MIN_PER_ROUTE times; the count per route
-    is printed (``pytest -s``)."""
+    and the answers each got are printed (``pytest -s``)."""
     tally: Counter[str] = Counter()
+    answers: dict[str, Counter[int]] = {route: Counter() for route in routes}
 
     @settings(max_examples=examples, deadline=None, derandomize=True, database=None,
               suppress_health_check=list(HealthCheck))
@@ -250,6 +258,7 @@ def fuzz(server: Server, generated: st.SearchStrategy[Call], examples: int,
         tally[call.route] += 1
         before = server.snapshot()
         answer = server.send(call)
+        answers.setdefault(call.route, Counter())[answer.status] += 1
         assert answer.status < 500, (call, answer)
         assert "Traceback" not in answer.text, answer
         if answer.status >= 400:
@@ -261,4 +270,6 @@ def fuzz(server: Server, generated: st.SearchStrategy[Call], examples: int,
         probe = example(call=seed)(probe)
     probe()
     print("calls per route:", dict(sorted(tally.items())))
+    print("answers per route:", {route: dict(sorted(counts.items()))
+                                 for route, counts in sorted(answers.items())})
     assert set(tally) == set(routes) and min(tally.values()) >= MIN_PER_ROUTE, tally

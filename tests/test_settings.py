@@ -134,7 +134,8 @@ def test_the_dev_stack_file_is_valid_and_states_the_defaults() -> None:
     """Pulumi.dev.yaml says 'default X' beside each key: its values must be the schema's."""
     dev = load_stack_file(str(ROOT / "Pulumi.dev.yaml"))
     defaults = settings()
-    for section in ("scheduler", "gateway", "workers", "clusters", "ports", "timeouts"):
+    for section in ("scheduler", "gateway", "workers", "clusters", "ports", "timeouts",
+                    "data_access"):
         assert getattr(dev, section) == getattr(defaults, section), section
     assert dev.vpc_cidr == defaults.vpc_cidr
     # ldapGroups is spelled out there; the default (empty) means "the group's own name".
@@ -260,6 +261,45 @@ def test_unknown_quota_group_lists_the_allowed_ones() -> None:
     }
     message = rejected(quotas={"groups": groups})
     assert "interns" in message and "admins, data_engineers, data_analysts" in message
+
+
+def test_data_access_defaults_are_the_briefs() -> None:
+    access = settings().data_access
+    levels = {g: (a.raw, a.processed) for g, a in access.groups.items()}
+    assert levels == {"admins": ("readwrite", "readwrite"),
+                      "data_engineers": ("readwrite", "readwrite"),
+                      "data_analysts": ("none", "read")}
+    assert access.session_minutes == 60
+    assert settings().runtime().data_access == access
+
+
+ENGINEERS = {"raw": "readwrite", "processed": "readwrite"}
+
+
+@pytest.mark.parametrize("data_access, key, hint", [
+    ({"groups": {"admins": ENGINEERS, "data_engineers": ENGINEERS,
+                 "data_analysts": {"raw": "write", "processed": "read"}}},
+     "dask-platform:dataAccess.groups.data_analysts.raw", "'readwrite', 'read' or 'none'"),
+    ({"groups": {"admins": ENGINEERS, "data_engineers": ENGINEERS}},
+     "dask-platform:dataAccess.groups", "missing group(s) data_analysts"),
+    ({"groups": {"admins": ENGINEERS, "data_engineers": ENGINEERS, "data_analysts": ENGINEERS,
+                 "interns": ENGINEERS}},
+     "dask-platform:dataAccess.groups", "unknown group(s) interns"),
+    ({"groups": {"admins": {**ENGINEERS, "audit": "readwrite"}, "data_engineers": ENGINEERS,
+                 "data_analysts": ENGINEERS}},
+     "dask-platform:dataAccess.groups.admins", "audit is written only through the platform"),
+    ({"groups": {"admins": {"raw": "read"}, "data_engineers": ENGINEERS,
+                 "data_analysts": ENGINEERS}},
+     "dask-platform:dataAccess.groups.admins.processed", "is required but not set"),
+    ({"sessionMinutes": 120}, "dask-platform:dataAccess.sessionMinutes",
+     "less than or equal to 60"),
+    ({"sessionMinutes": 5}, "dask-platform:dataAccess.sessionMinutes",
+     "greater than or equal to 15"),
+])
+def test_bad_data_access_is_named_with_what_is_allowed(data_access: dict, key: str,
+                                                        hint: str) -> None:
+    message = rejected(dataAccess=data_access)
+    assert key in message and hint in message, message
 
 
 def test_the_password_never_shows_in_repr_or_runtime_json() -> None:

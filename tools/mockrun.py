@@ -204,7 +204,14 @@ class StrictMocks(Mocks):
             }
         if short == "LaunchTemplate":
             return {"latestVersion": 1, "defaultVersion": 1}
-        if short in ("Group", "Role", "InstanceProfile", "Topic", "Parameter", "LogGroup"):
+        if short == "Topic":  # SNS topic ARNs end in the bare name, as AWS makes them
+            name = inputs.get("name") or f"{args.name}-{digest[:7]}"
+            return {"name": name, "arn": f"arn:aws:sns:{self.region}:{ACCOUNT_ID}:{name}"}
+        if short == "Queue":  # SQS: the URL and ARN end in the queue's name
+            name = inputs.get("name") or f"{args.name}-{digest[:7]}"
+            return {"name": name, "arn": f"arn:aws:sqs:{self.region}:{ACCOUNT_ID}:{name}",
+                    "url": f"https://sqs.{self.region}.amazonaws.com/{ACCOUNT_ID}/{name}"}
+        if short in ("Group", "Role", "InstanceProfile", "Parameter", "LogGroup"):
             return {"name": inputs.get("name") or f"{args.name}-{digest[:7]}"}
         return {}
 

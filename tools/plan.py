@@ -95,6 +95,9 @@ KEY_PROPERTIES: dict[str, tuple[str, ...]] = {
     "lb/targetGroup:TargetGroup": ("port", "protocol", "healthCheck.path"),
     "ssm/parameter:Parameter": ("name", "type", "value"),
     "sns/topicSubscription:TopicSubscription": ("protocol",),
+    "sqs/queue:Queue": ("name", "sqsManagedSseEnabled", "visibilityTimeoutSeconds"),
+    "s3/bucketNotification:BucketNotification": ("queues.0.events", "queues.0.filterPrefix"),
+    "cloudwatch/queryDefinition:QueryDefinition": ("name",),
 }
 """Per AWS type (token without the ``aws:`` package), the inputs worth showing."""
 

@@ -1,4 +1,5 @@
-"""``dask-platform pipeline run|generate``: the AppsFlyer pipeline from a shell."""
+"""``dask-platform pipeline run|generate|watch``: the AppsFlyer pipeline from a shell
+(``watch``: new drops from the drop queue, ``daskplatform.appsflyer.watch``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 from daskplatform.appsflyer.generator import FAULTS, FORMATS, LAYOUTS, generate, parse_faults
 from daskplatform.appsflyer.manifest import ConservationError
 from daskplatform.appsflyer.pipeline import DEFAULT_CHUNK_ROWS, run_pipeline
+from daskplatform.appsflyer.watch import add_arguments as add_watch_arguments
 
 
 def _positive(text: str) -> int:
@@ -45,11 +47,18 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--days", type=_positive, default=2)
     gen.add_argument("--hours", type=_positive, default=24,
                      help="events fall in the first HOURS hours of each day")
+    watch = commands.add_parser("watch", help="process new drops as the raw bucket "
+                                "notifies them, on a gateway cluster (docs/monitoring.md)")
+    add_watch_arguments(watch)
     return parser
 
 
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "watch":
+        from daskplatform.appsflyer.watch import main as watch
+
+        return watch(args)
     if args.command == "generate":
         try:
             summary = generate(args.out, layout=args.layout, rows=args.rows,

@@ -9,6 +9,7 @@ files whose name carries the report (``<app>_<report>_<from>_<to>_<tz>.csv``).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from daskplatform.appsflyer.schema import report_from_filename, report_from_folder
@@ -64,14 +65,20 @@ def classify(relative: str, url: str) -> InputFile | None:
     return InputFile(url, "pullapi", report_from_filename(name), *fmt)
 
 
-def discover(root_url: str, options: StorageOptions) -> Discovery:
+def discover(root_url: str, options: StorageOptions, within: Sequence[str] = ()) -> Discovery:
     """Every input under ``root_url``, sorted by URL (the order that decides which copy of
-    a duplicated event is kept)."""
+    a duplicated event is kept); with ``within`` (folders or files below the root, as
+    URLs), only those, still classified from the root (the pipeline watcher: one drop,
+    without listing and checksumming a year of earlier ones)."""
     fs, root = filesystem(root_url, options)
     if not fs.exists(root):
         raise FileNotFoundError(f"--input {root_url}: no such directory or prefix")
     protocol = root_url.split("://", 1)[0] + "://" if "://" in root_url else ""
-    paths = sorted(fs.find(root))
+    scopes = [filesystem(url, options)[1] for url in within] or [root]
+    outside = [s for s in scopes if s != root and not s.startswith(root + "/")]
+    if outside:
+        raise ValueError(f"{', '.join(outside)}: not below the input {root_url}")
+    paths = sorted({path for scope in scopes for path in fs.find(scope)})
     markers = {p.rsplit("/", 1)[0] for p in paths if p.endswith("/" + COMPLETION_MARKER)}
     ready: list[InputFile] = []
     waiting: list[str] = []

@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import time
 from collections import Counter
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -74,8 +75,10 @@ def _now() -> str:
 
 def run_pipeline(input_url: str, processed_url: str, audit_url: str, *, client: Any = None,
                  chunk_rows: int = DEFAULT_CHUNK_ROWS,
-                 storage_options: StorageOptions | None = None) -> dict[str, Any]:
-    """Process every new input under ``input_url``; returns the run's manifest.
+                 storage_options: StorageOptions | None = None,
+                 within: Sequence[str] = ()) -> dict[str, Any]:
+    """Process every new input under ``input_url`` (or only ``within`` those folders and
+    files below it); returns the run's manifest.
 
     ``storage_options`` (fsspec) apply to every URL; by default each URL gets
     :func:`default_storage_options`. When nothing is new the returned summary has
@@ -91,7 +94,7 @@ def run_pipeline(input_url: str, processed_url: str, audit_url: str, *, client: 
 
     started = _now()
     timings: dict[str, float] = {}
-    found = discover(input_url, options(input_url))
+    found = discover(input_url, options(input_url), within)
     sums = _checksums([f.url for f in found.ready], options(input_url), client, timings)
     done = processed_inputs(audit_url, options(audit_url))
     pending = [(f, s) for f, s in zip(found.ready, sums, strict=True) if (f.url, s) not in done]

@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from botocore.exceptions import BotoCoreError, ClientError
 
 from daskplatform.audit import trail
+from daskplatform.audit_bucket import USAGE_REPORT_PREFIX
 from daskplatform.aws import aws_client
 from daskplatform.gateway.usage import UsageLedger, month_start
 
@@ -29,7 +30,6 @@ ADMINS = "admins"
 ALERT_LEVELS = (80, 100)
 GROUP_COST_METRIC = "GroupCostUsd"
 GROUP_CORE_HOURS_METRIC = "GroupCoreHours"
-REPORT_PREFIX = "usage/daily"
 
 
 class BudgetExceeded(Exception):
@@ -37,7 +37,7 @@ class BudgetExceeded(Exception):
 
 
 def report_key(day: datetime) -> str:
-    return f"{REPORT_PREFIX}/{day:%Y-%m-%d}.parquet"
+    return f"{USAGE_REPORT_PREFIX}/{day:%Y-%m-%d}.parquet"
 
 
 class Accounting:

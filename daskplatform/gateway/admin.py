@@ -30,6 +30,7 @@ from dask_gateway_server.backends.db_base import JobStatus
 from dask_gateway_server.routes import api_handler
 
 from daskplatform.audit import trail
+from daskplatform.gateway.api_input import AuditStep, checked_body
 from daskplatform.gateway.usage import BY
 from daskplatform.identifiers import is_safe_name
 from daskplatform.shown import shown
@@ -37,8 +38,6 @@ from daskplatform.shown import shown
 GIB = 2**30
 SINCE = re.compile(r"(\d{1,4})([hdw])")
 SECONDS = {"h": 3600, "d": 86400, "w": 7 * 86400}
-AUDIT_EVENT = re.compile(r"user\.[a-z_]{1,40}")
-"""Events an admin command may add: the user lifecycle's steps."""
 
 
 def parse_since(text: str) -> float:
@@ -53,6 +52,8 @@ def parse_since(text: str) -> float:
 def _admin(request: web.Request) -> Any:
     user = request["user"]
     if not user.admin:
+        trail().record("admin.refused", user.name, method=request.method,
+                       path=request.path)
         raise web.HTTPForbidden(reason=f"user {user.name} is not an admin: this is for "
                                        "members of the admins platform group")
     return user
@@ -174,19 +175,9 @@ class AdminRoutes:
 
     async def audit(self, request: web.Request) -> web.Response:
         admin = _admin(request)
-        try:
-            body = await request.json()
-        except ValueError:
-            raise web.HTTPUnprocessableEntity(reason="the body must be JSON") from None
-        if not (isinstance(body, dict) and isinstance(body.get("event"), str)
-                and AUDIT_EVENT.fullmatch(body["event"]) and isinstance(body.get("user"), str)
-                and is_safe_name(body["user"])
-                and all(isinstance(v, str | int | float | bool) for v in body.values())):
-            raise web.HTTPUnprocessableEntity(
-                reason='expected {"event": "user.<step>", "user": NAME, ...} with plain '
-                       "values")
-        fields = {k: v for k, v in body.items() if k not in ("event", "user", "by", "at")}
-        line = trail().record(body["event"], body["user"], by=admin.name, **fields)
+        step = await checked_body(request, AuditStep)
+        fields = {k: v for k, v in (step.model_extra or {}).items() if k not in ("by", "at")}
+        line = trail().record(step.event, step.user, by=admin.name, **fields)
         return web.json_response(line, status=201)
 
     async def usage(self, request: web.Request) -> web.Response:

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import re
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from aiohttp import web
 from pydantic import (
@@ -28,8 +29,9 @@ from pydantic import (
     model_validator,
 )
 
-from daskplatform.http_input import InputError, check_headers, json_object, problems
-from daskplatform.identifiers import UnsafeName, safe_name
+from daskplatform.host.upgrade import VERSION_PATTERN, VERSION_RULE
+from daskplatform.http_input import InputError, check_headers, json_object, plain_text, problems
+from daskplatform.identifiers import SAFE_NAME, SAFE_NAME_RULE, UnsafeName, safe_name
 from daskplatform.shown import shown
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -100,6 +102,52 @@ class Heartbeat(_Body):
     closed_workers: list[WorkerName] = Field(description=WORKER_NAMES)
 
 
+class StartRollout(_Body):
+    version: str | None = Field(None, pattern=VERSION_PATTERN.pattern, description=(
+        f"{VERSION_RULE}, or null for the settings' runtimeVersion"))
+
+
+class StartNotebook(_Body):
+    """What the hub's spawner sends; notebooks.checked_env checks the variables."""
+
+    env: dict[str, Any] = Field(description='an object {NAME: "value", ...}')
+
+
+AUDIT_FIELD = re.compile(r"[a-z][a-z0-9_]{0,39}")
+
+
+class AuditStep(_Body):
+    """A step of ``dask-platform users`` for the trail: its event, the user, and more
+    fields of plain values (text a trail line can hold, finite numbers, true/false)."""
+
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+
+    event: str = Field(pattern=r"^user\.[a-z_]{1,40}$",
+                       description="user.<step> (a-z and _ after the dot)")
+    user: str = Field(pattern=f"^{SAFE_NAME.pattern}$",
+                      description=f"a user name: {SAFE_NAME_RULE}")
+
+    @model_validator(mode="after")
+    def _plain_fields(self) -> AuditStep:
+        for name, value in (self.model_extra or {}).items():
+            if not AUDIT_FIELD.fullmatch(name):
+                raise ValueError(f"{shown(name)}: a field name must be a-z, 0-9 and _, "
+                                 "starting with a letter")
+            if isinstance(value, str):
+                try:
+                    plain_text(value)
+                except ValueError as exc:
+                    raise ValueError(f"{name}: {exc}") from None
+            elif not (isinstance(value, bool | int)
+                      or isinstance(value, float) and math.isfinite(value)):
+                raise ValueError(f"{name}: must be text, a finite number, true or false, "
+                                 f"got {shown(value)}")
+        return self
+
+
+Body = TypeVar("Body", bound=_Body)
+
+
 CLUSTER = "/api/v1/clusters/{cluster_name}"
 BODIES: dict[tuple[str, str], type[_Body]] = {
     ("POST", "/api/v1/clusters/"): CreateCluster,
@@ -108,6 +156,21 @@ BODIES: dict[tuple[str, str], type[_Body]] = {
     ("POST", f"{CLUSTER}/heartbeat"): Heartbeat,
 }
 """The routes that read a body (dask-gateway-server's routes.py)."""
+
+
+async def checked_body(request: web.Request, model: type[Body],
+                       empty: Body | None = None) -> Body:
+    """The body of a route that checks who asks first (an admin's), as ``model``: 400
+    for a body that is no JSON object, 422 naming each field that is wrong; ``empty``
+    (if given) stands for no body at all."""
+    if empty is not None and not (await request.read()).strip():
+        return empty
+    try:
+        return model.model_validate(await json_object(request))
+    except InputError as exc:
+        raise web.HTTPBadRequest(reason=exc.message) from None
+    except ValidationError as exc:
+        raise web.HTTPUnprocessableEntity(reason=problems(exc, model)) from None
 
 
 def check_authorization(value: str | None) -> None:

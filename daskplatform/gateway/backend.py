@@ -33,9 +33,11 @@ from dask_gateway_server.traitlets import MemoryLimit
 from traitlets import Dict, Float, Integer, List, Tuple, Unicode, default
 
 from daskplatform.audit import trail
+from daskplatform.aws import stand_in_env
 from daskplatform.gateway.accounting import Accounting, BudgetExceeded
 from daskplatform.gateway.admin import AdminRoutes
-from daskplatform.gateway.api_input import validate_requests
+from daskplatform.gateway.api_input import StartRollout, checked_body, validate_requests
+from daskplatform.gateway.credentials import CredentialRoutes
 from daskplatform.gateway.dask_config import dask_env, max_spill_config
 from daskplatform.gateway.dashboards import Dashboards, HubLogin
 from daskplatform.gateway.directory import NodeSpec, asg_worker_nodes, tagged_scheduler_nodes
@@ -219,7 +221,8 @@ class PoolBackend(DBBackendBase):
     max_pending_per_user = Integer(50, min=1, help="""Worker requests one user may have
         waiting for room (default 50, quotas.maxPendingPerUser).""", config=True)
     metrics_namespace = Unicode("", help="""CloudWatch namespace for the platform metrics
-        (PendingWorkers, ActiveClusters, ActiveWorkers, QueuedTasks).
+        (PendingWorkers, ActiveClusters, ActiveWorkers, QueuedTasks, worker memory,
+        ClusterStartLatencySeconds).
         Default: "" (not published).""", config=True)
     metrics_period = Float(60, help="Seconds between CloudWatch publications (default 60).",
                            config=True)
@@ -260,6 +263,14 @@ class PoolBackend(DBBackendBase):
         (no reports).""", config=True)
     alert_topic_arn = Unicode("", help="""SNS topic for budget alerts. Default: "" (logged
         only).""", config=True)
+    data_roles = Dict(help="""Platform group -> the IAM role (name) the gateway assumes for
+        its members' data credentials (credentials.py). Default: {} (none vended);
+        gateway_config sets the settings' dataRoles.""", config=True)
+    data_session_seconds = Integer(3600, min=900, max=3600, help="""How long vended data
+        credentials last (default 3600, dataAccess.sessionMinutes).""", config=True)
+    pipeline_user = Unicode("", help="""The pipeline's service account: its credentials
+        are the pipeline role's (data_roles["pipeline"]), not its group's. Default: ""
+        (none; gateway_config sets pipeline.serviceUser).""", config=True)
     settings_source = Unicode("", help="""Where the settings come from (ssm://...): a
         roll-out re-reads runtimeVersion there. Default: "" (a roll-out must name its
         version).""", config=True)
@@ -282,6 +293,7 @@ class PoolBackend(DBBackendBase):
             *self._dashboards.routes(),
             *NotebookRoutes(self).routes(),
             *AdminRoutes(self).routes(),
+            *CredentialRoutes(self).routes(),
             web.get("/api/v1/rollout", api_handler(self._rollout_route,
                                                    user_authenticated=True)),
             web.post("/api/v1/rollout", api_handler(self._start_rollout_route,
@@ -308,6 +320,8 @@ class PoolBackend(DBBackendBase):
             if self.agent_ca_file else None
         self._protection = ScaleInProtection(self.asg_name) if self.asg_name else None
         self._capped_total = 0
+        self._start_latencies: list[tuple[str, float]] = []
+        """(group, seconds) of clusters whose first worker ran since the last metrics round."""
         self.notebooks: dict[str, Notebook] = {}
         """User -> their JupyterLab server (notebooks.py)."""
         self._version = running_version()
@@ -412,8 +426,9 @@ class PoolBackend(DBBackendBase):
 
     def get_env(self, cluster: Cluster) -> dict[str, str]:
         """dask-gateway's variables and the platform's Dask config, for schedulers and
-        workers alike (both env builders start from this)."""
-        return {**super().get_env(cluster), **dask_env(self.dask_config)}
+        workers alike (both env builders start from this), and where AWS is a stand-in,
+        how to reach it (the pipeline reads and writes S3 from workers)."""
+        return {**super().get_env(cluster), **dask_env(self.dask_config), **stand_in_env()}
 
     def get_worker_env(self, cluster: Cluster) -> dict[str, str]:
         """Plus the worker's spill cap: its share, by memory, of its node's spill disk."""
@@ -493,6 +508,25 @@ class PoolBackend(DBBackendBase):
             msg = unlisted_as_closed(msg, cluster.workers.values())
             msg = {**msg, "count": min(msg["count"], self._workers_allowed(cluster))}
         await super().on_cluster_heartbeat(cluster_name, msg)
+        if cluster is not None:
+            self._record_start_latency(cluster)
+
+    def _record_start_latency(self, cluster: Cluster) -> None:
+        """Once per cluster (kept in its state, so a restart does not count it again):
+        seconds from the request to the first worker the gateway saw running, to the
+        log and the next metrics round (ClusterStartLatencySeconds)."""
+        state = cluster.state or {}
+        if "first_worker_at" in state or not any(
+                w.status == JobStatus.RUNNING for w in cluster.workers.values()):
+            return
+        now = time.time()
+        self.db.update_cluster(cluster, state={**state, "first_worker_at": now})
+        latency = now - cluster.start_time / 1000
+        group = cluster.config.platform_group
+        self.log.info("Cluster %s (%s): first worker running %.1f s after the request",
+                      cluster.name, group, latency)
+        if self.metrics_namespace:
+            self._start_latencies.append((group, latency))
 
     def _workers_allowed(self, cluster: Cluster) -> int:
         """Workers this cluster may have: those holding part of the user's total, plus as
@@ -1245,15 +1279,7 @@ class PoolBackend(DBBackendBase):
         if not request["user"].admin:
             return web.json_response({"error": "only members of the admins group may roll "
                                                "out a runtime version"}, status=403)
-        try:
-            body = await request.json() if request.body_exists else {}
-        except ValueError:
-            body = None
-        if not isinstance(body, dict) or not isinstance(body.get("version", ""), str):
-            return web.json_response({"error": 'expected {"version": "<12 hex digits>"} or '
-                                               "no body (the published runtimeVersion)"},
-                                     status=400)
-        version = body.get("version")
+        version = (await checked_body(request, StartRollout, StartRollout())).version
         problem = None
         if self._rollout_path is None:
             problem = "this gateway keeps no state directory, so it cannot roll out"
@@ -1412,6 +1438,9 @@ class PoolBackend(DBBackendBase):
         readings = await self._read_schedulers(running)
         waiting = self._waitlist.waiting("worker")
         workers = [n for n in self._nodes.values() if n.spec.role == "worker" and n.usable]
+        offered = sum(n.memory_gb for n in workers)
+        placed = sum(m for n in workers for _, m in n.reserved.values())
+        latencies, self._start_latencies = tuple(self._start_latencies), []
         return PoolFigures(
             active_clusters=len(running),
             active_workers=sum(w.status == JobStatus.RUNNING
@@ -1422,6 +1451,8 @@ class PoolBackend(DBBackendBase):
             backlog_nodes=backlog_nodes([(r.cores, r.memory_gb) for r in waiting],
                                         NodeShape(*self.worker_node)),
             idle_nodes=sum(not n.busy for n in workers),
+            memory_reserved_percent=100 * placed / offered if offered else None,
+            start_latencies=latencies,
         )
 
     async def _metrics_loop(self) -> None:

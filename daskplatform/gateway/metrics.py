@@ -5,7 +5,9 @@ Scaling group, as PendingWorkers; daskplatform.scaling).
 ActiveClusters/ActiveWorkers (clusters stranded without workers) and QueuedTasks (work
 piling up) have no dimensions, like their alarms in ``components/monitoring.py``.
 QueuedTasks and each worker's memory come from each running scheduler's Prometheus
-endpoint; the memory figures go out as one sample per worker.
+endpoint; the memory figures go out as one sample per worker. ClusterStartLatencySeconds
+goes out as raw values (one per cluster started since the last round), so CloudWatch
+keeps percentiles of it: its alarm watches the p90.
 """
 
 from __future__ import annotations
@@ -24,10 +26,13 @@ from daskplatform.settings import (
     ACTIVE_CLUSTERS_METRIC,
     ACTIVE_WORKERS_METRIC,
     BACKLOG_NODES_METRIC,
+    CLUSTER_START_METRIC,
     IDLE_NODES_METRIC,
     PENDING_WORKERS_METRIC,
+    POOL_MEMORY_RESERVED_METRIC,
     QUEUED_TASKS_METRIC,
     WORKER_MANAGED_METRIC,
+    WORKER_MEMORY_PERCENT_METRIC,
     WORKER_SPILLED_METRIC,
     WORKER_UNMANAGED_METRIC,
 )
@@ -48,6 +53,13 @@ class WorkerMemory:
     managed: int = 0
     unmanaged: int = 0
     spilled: int = 0
+    limit: int = 0
+    """Its memory limit (0: none)."""
+
+    @property
+    def used_percent(self) -> float | None:
+        """Process memory (managed + unmanaged) as a percentage of the limit."""
+        return 100 * (self.managed + self.unmanaged) / self.limit if self.limit else None
 
 
 @dataclass(frozen=True)
@@ -71,6 +83,11 @@ class PoolFigures:
     workers: tuple[WorkerMemory, ...] = ()
     backlog_nodes: int = 0
     idle_nodes: int = 0
+    memory_reserved_percent: float | None = None
+    """Memory placed on usable worker nodes over what they offer; None without any."""
+    start_latencies: tuple[tuple[str, float], ...] = ()
+    """(platform group, seconds from request to first worker) of each cluster whose first
+    worker started running since the last round."""
 
 
 def read_page(prometheus_text: str, cluster: str) -> SchedulerReading:
@@ -161,16 +178,40 @@ class CloudWatchPublisher:
                      for name, kind in ((WORKER_MANAGED_METRIC, "managed"),
                                         (WORKER_UNMANAGED_METRIC, "unmanaged"),
                                         (WORKER_SPILLED_METRIC, "spilled"))]
-        return data
+        percents = [p for w in figures.workers if (p := w.used_percent) is not None]
+        if percents:
+            data.append(_per_worker(WORKER_MEMORY_PERCENT_METRIC, percents, "Percent"))
+        if figures.memory_reserved_percent is not None:
+            data.append({"MetricName": POOL_MEMORY_RESERVED_METRIC, "Dimensions": [],
+                         "Value": figures.memory_reserved_percent, "Unit": "Percent"})
+        return data + _latencies(figures.start_latencies)
 
     async def publish(self, figures: PoolFigures) -> None:
         await asyncio.to_thread(self._client.put_metric_data, Namespace=self.namespace,
                                 MetricData=self._metric_data(figures))
 
 
-def _per_worker(name: str, values: list[int]) -> dict:
+MAX_VALUES = 150
+"""Values one datum may carry (PutMetricData)."""
+
+
+def _latencies(latencies: tuple[tuple[str, float], ...]) -> list[dict]:
+    """Raw values (not a statistic set, which has no percentiles): all clusters without
+    dimensions, for the alarm, and each group's under ``Group``, for the dashboard."""
+    by_group: dict[str, list[float]] = {}
+    for group, seconds in latencies:
+        by_group.setdefault(group, []).append(seconds)
+    series = [([], [s for _, s in latencies]),
+              *(([{"Name": "Group", "Value": g or "none"}], v) for g, v in by_group.items())]
+    return [{"MetricName": CLUSTER_START_METRIC, "Dimensions": dimensions,
+             "Values": values[i:i + MAX_VALUES], "Counts": [1.0] * len(values[i:i + MAX_VALUES]),
+             "Unit": "Seconds"}
+            for dimensions, values in series for i in range(0, len(values), MAX_VALUES)]
+
+
+def _per_worker(name: str, values: list[float], unit: str = "Bytes") -> dict:
     """One datum holding a sample per worker (no per-worker dimension: workers come and
     go, and each dimension value would be a metric of its own)."""
-    return {"MetricName": name, "Dimensions": [], "Unit": "Bytes",
+    return {"MetricName": name, "Dimensions": [], "Unit": unit,
             "StatisticValues": {"SampleCount": float(len(values)), "Sum": float(sum(values)),
                                 "Minimum": float(min(values)), "Maximum": float(max(values))}}

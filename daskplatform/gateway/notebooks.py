@@ -26,6 +26,8 @@ from typing import Any, Literal
 from aiohttp import web
 from dask_gateway_server.routes import api_handler
 
+from daskplatform.gateway.api_input import StartNotebook, checked_body
+
 from daskplatform.shown import shown
 
 NOTEBOOK_ENV = re.compile(r"(JUPYTERHUB|DASK_GATEWAY)_[A-Z0-9_]{1,100}")
@@ -46,12 +48,8 @@ def token_hash(request: web.Request) -> str | None:
     return hashlib.sha256(token.strip().encode()).hexdigest()[:32]
 
 
-def checked_env(body: object) -> dict[str, str]:
+def checked_env(env: dict[str, Any]) -> dict[str, str]:
     """The ``env`` of a start request, or 422 naming what is wrong and what is allowed."""
-    env = body.get("env") if isinstance(body, dict) else None
-    if not isinstance(env, dict):
-        raise web.HTTPUnprocessableEntity(
-            reason='the body must be a JSON object {"env": {NAME: "value", ...}}')
     bad = [k for k, v in env.items() if not isinstance(k, str) or not NOTEBOOK_ENV.fullmatch(k)
            or not isinstance(v, str) or len(v) > MAX_ENV_VALUE_CHARS or "\0" in v]
     if bad or len(env) > MAX_ENV_ENTRIES:
@@ -115,11 +113,8 @@ class NotebookRoutes:
                 web.delete(path, api_handler(self.stop, user_authenticated=True))]
 
     async def start(self, request: web.Request) -> web.Response:
-        try:
-            body = await request.json()
-        except ValueError:
-            raise web.HTTPUnprocessableEntity(reason="the body must be JSON") from None
-        notebook = await self.backend.start_notebook(request["user"], checked_env(body),
+        body = await checked_body(request, StartNotebook)
+        notebook = await self.backend.start_notebook(request["user"], checked_env(body.env),
                                                      token_hash(request))
         return web.json_response(self.backend.notebook_report(notebook), status=201)
 

@@ -32,6 +32,7 @@ from daskplatform.audit import AUDIT_LOG_ENV
 from daskplatform.agent_token import MIN_TOKEN_CHARS, AgentTokenError, ensure_agent_token
 from daskplatform.gateway.dask_config import dask_config, spill_disk_per_memory
 from daskplatform.gateway.directory import NodeSpec
+from daskplatform.gateway.proxy import proxy_token
 from daskplatform.gateway.quotas import GIB, cluster_options_for
 from daskplatform.gateway.usage import node_prices
 from daskplatform.processes import stop_process
@@ -94,6 +95,7 @@ def gateway_config(
     settings_source: str = "",
     audit_bucket: str = "",
     alert_topic_arn: str = "",
+    proxy_token: str | None = None,
 ) -> Config:
     """Everything a ``DaskGateway`` needs to run the pool backend with the settings' quotas.
 
@@ -106,7 +108,9 @@ def gateway_config(
     heartbeats (default: the proxy's own address, reachable only where it listens).
     With ``run_as_users`` every process runs under its user's uid (agents run as root),
     and a user without one in the directory is refused. ``temp_dir`` keeps a roll-out's
-    progress; ``settings_source`` is re-read for the version a roll-out brings.
+    progress; ``settings_source`` is re-read for the version a roll-out brings. With
+    ``proxy_token`` the proxy runs as a service of its own (``gateway/proxy.py``) with
+    that token, and a gateway restart keeps clients' connections to their schedulers.
     """
     c = Config()
     c.DaskGateway.address = address
@@ -121,6 +125,9 @@ def gateway_config(
     c.Proxy.prefix = prefix
     if proxy_tcp_address:
         c.Proxy.tcp_address = proxy_tcp_address
+    if proxy_token is not None:
+        c.Proxy.externally_managed = True
+        c.Proxy.api_token = proxy_token
 
     backend = c.PoolBackend
     if api_url:
@@ -162,6 +169,9 @@ def gateway_config(
     backend.audit_bucket = audit_bucket
     backend.alert_topic_arn = alert_topic_arn
     backend.settings_source = settings_source
+    backend.data_roles = dict(settings.data_roles)
+    backend.data_session_seconds = settings.data_access.session_minutes * 60
+    backend.pipeline_user = settings.pipeline.service_user
 
     cluster = c.PoolClusterConfig
     cluster.scheduler_cores = settings.clusters.scheduler_cores
@@ -287,6 +297,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--settings", required=True,
                    help="ssm://<parameter>, a Pulumi.<stack>.yaml or a runtime JSON file")
     p.add_argument("--address", default="127.0.0.1:0", help="private API (default %(default)s)")
+    p.add_argument("--external-proxy", action="store_true",
+                   help="the proxy runs as a service of its own (dask-platform "
+                        "gateway-proxy, with the same --temp-dir and --gateway-address "
+                        "this --address, a fixed port): restarting the gateway keeps "
+                        "clients' connections to their schedulers")
     p.add_argument("--prefix", default="",
                    help="URL path prefix of the HTTP proxy (set by --hub)")
     p.add_argument("--run-as-users", action="store_true",
@@ -372,6 +387,9 @@ def config_from_argv(argv: list[str] | None = None) -> Config:
     if metrics_namespace is None:
         metrics_namespace = settings.metrics_namespace if asg_name else ""
     authenticator_class, authenticator_config = _authenticator(args, settings)
+    if args.external_proxy and args.address.rpartition(":")[2] in ("", "0"):
+        raise SystemExit(f"dask-platform gateway: --external-proxy needs a fixed --address "
+                         f"port (got {args.address}): the proxy finds the gateway there")
     # One trail for the authenticator and the backend of this process (audit.py).
     os.environ[AUDIT_LOG_ENV] = args.audit_log or str(temp_dir / "audit.log")
     config = gateway_config(
@@ -388,6 +406,7 @@ def config_from_argv(argv: list[str] | None = None) -> Config:
         run_as_users=args.run_as_users,
         settings_source=args.settings,
         audit_bucket=args.audit_bucket, alert_topic_arn=args.alert_topic_arn,
+        proxy_token=proxy_token(temp_dir) if args.external_proxy else None,
     )
     if args.config:
         config.DaskGateway.config_file = args.config

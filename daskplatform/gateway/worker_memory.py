@@ -22,7 +22,8 @@ if TYPE_CHECKING:  # the gateway imports this module for the metric's name only
 
 WORKER_MEMORY = "dask_platform_worker_memory_bytes"
 """Gauge labelled ``worker`` (its name) and ``type``: managed (task results in RAM),
-unmanaged (the rest of the process) and spilled (task results on disk)."""
+unmanaged (the rest of the process), spilled (task results on disk) and limit (the
+worker's memory limit; 0 when it has none)."""
 MEMORY_TYPES = ("managed", "unmanaged", "spilled")
 IDLE_SECONDS = "dask_platform_scheduler_idle_seconds"
 """Gauge: seconds since the scheduler last had work (0 while busy); the admin listing's
@@ -45,6 +46,7 @@ class WorkerMemoryCollector:
             memory = worker.memory
             for kind in MEMORY_TYPES:
                 family.add_metric([str(worker.name), kind], getattr(memory, kind))
+            family.add_metric([str(worker.name), "limit"], worker.memory_limit or 0)
         yield family
 
 

@@ -11,7 +11,8 @@ the user data stub has installed the runtime, in order, each safe to run again:
 4. guard: on hosts that run users' code (scheduler, worker), nftables rules that keep
    users' uids away from instance metadata and the node agent (user_guard.py);
 5. services: the role's units written and started (systemd), or run in the foreground
-   where there is no systemd (``--foreground``: the rehearsal);
+   where there is no systemd (``--foreground``: the rehearsal); the gateway host runs
+   its proxy as a unit of its own, so gateway restarts keep clients' connections;
 6. ready: each service answers its health check;
 7. lifecycle: a worker completes the worker group's launch hook, so the group (and a
    ``pulumi up`` waiting for capacity) counts it only once it serves.
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -47,9 +49,12 @@ from daskplatform.host.units import (
     SETUP_UNIT,
     UNIT_DIR,
     ForegroundService,
+    PipelineWatch,
     Unit,
     agent_unit,
     gateway_unit,
+    pipeline_unit,
+    proxy_unit,
     setup_unit,
 )
 from daskplatform.host.upgrade import INSTALL_MODE_ENV
@@ -62,6 +67,7 @@ ROLES = ("gateway", "scheduler", "worker")
 ETC = Path("/etc/dask-platform")
 CA_FILE = ETC / "ldap-ca.pem"
 FSTAB = Path("/etc/fstab")
+OPERATOR_PROFILE = Path("/etc/profile.d/dask-platform.sh")
 MOUNT_POINTS = {"shared": "/srv/shared", "homes": HOMES}
 """EFS access point -> where every host mounts it."""
 STATE_DEVICE = "/dev/sdf"
@@ -134,11 +140,26 @@ def is_mounted(mount_point: str, mountinfo: str) -> bool:
     return any(line.split()[4:5] == [escaped] for line in mountinfo.splitlines())
 
 
-def units_for(role: str, settings_source: str, region: str,
-              settings: RuntimeSettings) -> list[Unit]:
-    if role == "gateway":
-        return [gateway_unit(settings_source, region, settings.ports)]
-    return [agent_unit(role, settings_source, region, settings.ports)]
+def units_for(args: argparse.Namespace, settings: RuntimeSettings) -> list[Unit]:
+    if args.role == "gateway":  # the proxy first: the gateway's start is checked through it
+        units = [proxy_unit(settings.ports),
+                 gateway_unit(args.settings, args.region, settings.ports,
+                              args.audit_bucket, args.alert_topic_arn)]
+        if args.drop_queue_url:
+            units.append(pipeline_unit(args.settings, args.region, settings.ports, PipelineWatch(
+                args.drop_queue_url, args.raw_bucket, args.processed_bucket,
+                args.audit_bucket, args.pipeline_password_secret, args.alert_topic_arn)))
+        return units
+    return [agent_unit(args.role, args.settings, args.region, settings.ports)]
+
+
+def operator_profile(args: argparse.Namespace) -> str:
+    """The environment of an admin's shell on the gateway host (Session Manager), so
+    ``dask-platform users|admin|usage`` find this stack without flags."""
+    values = {"DASK_PLATFORM_SETTINGS": args.settings, "AWS_DEFAULT_REGION": args.region,
+              "DASK_PLATFORM_AUDIT_BUCKET": args.audit_bucket}
+    return "".join(f"export {key}={shlex.quote(value)}\n"
+                   for key, value in values.items() if value)
 
 
 # ---------------------------------------------------------------------- steps
@@ -156,7 +177,9 @@ class HostSetup:
             self.mount_state_volume()
         self.install_ca()
         self.guard_user_traffic()
-        return units_for(self.args.role, self.args.settings, self.args.region, self.settings)
+        if self.args.role == "gateway":
+            self.write_operator_profile()
+        return units_for(self.args, self.settings)
 
     def read_settings(self) -> RuntimeSettings:
         settings = retry(f"settings: cannot read {self.args.settings} (is the parameter "
@@ -224,6 +247,10 @@ class HostSetup:
         CA_FILE.chmod(0o644)
         say(f"ca: FreeIPA's CA in {CA_FILE}")
 
+    def write_operator_profile(self) -> None:
+        OPERATOR_PROFILE.write_text(operator_profile(self.args))
+        OPERATOR_PROFILE.chmod(0o644)
+        say(f"operators: admin shells get this stack's settings from {OPERATOR_PROFILE}")
 
     def guard_user_traffic(self) -> None:
         assert self.settings is not None
@@ -262,6 +289,8 @@ def wait_ready(units: list[Unit], tick: Callable[[], bool], timeout: float) -> N
     foreground supervisor restarts what exited) and returns False to give up."""
     deadline = time.monotonic() + timeout
     for unit in units:
+        if not unit.health_url:  # nothing to ask (the pipeline watcher)
+            continue
         while not _answers(unit.health_url):
             if not tick():
                 raise SetupFailed(f"ready: stopped while waiting for {unit.name}")
@@ -317,6 +346,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--file-system", required=True, help="EFS file system id")
     p.add_argument("--shared-access-point", required=True)
     p.add_argument("--homes-access-point", required=True)
+    p.add_argument("--audit-bucket", default="",
+                   help="the gateway's: usage reports and archived homes (default: none)")
+    p.add_argument("--alert-topic-arn", default="",
+                   help="the gateway's: SNS topic for budget alerts (default: none)")
+    p.add_argument("--drop-queue-url", default="",
+                   help="the gateway's: run the pipeline watcher on this queue (default: none)")
+    p.add_argument("--raw-bucket", default="", help="the pipeline watcher's input bucket")
+    p.add_argument("--processed-bucket", default="", help="the pipeline watcher's output")
+    p.add_argument("--pipeline-password-secret", default="",
+                   help="Secrets Manager id of the pipeline service account's password")
     p.add_argument("--foreground", action="store_true",
                    help="no systemd: run the role's services as children until SIGTERM "
                         "(the rehearsal)")

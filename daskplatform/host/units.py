@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from daskplatform.settings import PortSettings
+from daskplatform.settings import SERVICE_PREFIX, PortSettings
 
 RUNTIME_ROOT = "/opt/dask-platform"
 VENVS = f"{RUNTIME_ROOT}/venvs"
@@ -38,6 +38,8 @@ VENV = f"{RUNTIME_ROOT}/venv"
 PROGRAM = f"{VENV}/bin/dask-platform"
 LOG_FILE = "/var/log/dask-platform.log"
 """Every service's output; the CloudWatch agent ships it from the first boot step."""
+AUDIT_LOG = "/var/log/dask-platform-audit.log"
+"""The gateway's audit trail (JSON lines), shipped to the gateway's log group."""
 UNIT_DIR = "/etc/systemd/system"
 STATE_ROOT = "/var/lib"
 SYSTEMD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -45,7 +47,15 @@ SYSTEMD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 HOMES = "/srv/homes"
 """Users' homes on every host: the shared file system (EFS)."""
 GATEWAY_UNIT = "dask-platform.service"
+PROXY_UNIT = "dask-platform-proxy.service"
+"""The gateway's proxy (scheduler TLS and the gateway's HTTP on 8786), apart from the
+gateway so that a gateway restart keeps clients' connections (gateway/proxy.py)."""
+GATEWAY_API_ADDRESS = "127.0.0.1:8785"
+"""The gateway's private API on the gateway host, where its proxy finds it (loopback
+only: no security group is involved)."""
 AGENT_UNIT = "dask-platform-agent.service"
+PIPELINE_UNIT = "dask-platform-pipeline.service"
+"""The AppsFlyer pipeline watcher on the gateway host (``dask-platform pipeline watch``)."""
 SETUP_UNIT = "dask-platform-setup.service"
 """host-setup again at every later boot (a node started from the warm pool completes
 its launch hook this way; the user data ran only on the first boot)."""
@@ -74,13 +84,15 @@ class Unit:
     processes_scope: bool = False
     """Its Dask processes live in a delegated scope of their own, which the service makes
     (``confine.PROCESSES_SCOPE``); foreground mode delegates a v1 group instead."""
+    wants: tuple[str, ...] = ()
+    """Units started with it and before it; they keep running when it restarts."""
 
     def render(self) -> str:
         """The unit file systemd reads."""
         lines = ["[Unit]", f"Description={self.description}",
-                 "Wants=network-online.target",
-                 "After=network-online.target remote-fs.target", "", "[Service]",
-                 "Type=simple"]
+                 " ".join(["Wants=network-online.target", *self.wants]),
+                 " ".join(["After=network-online.target remote-fs.target", *self.wants]),
+                 "", "[Service]", "Type=simple"]
         if self.user:
             lines += [f"User={self.user}", f"Group={self.user}"]
         lines += [f"Environment={shlex.quote(f'{k}={v}')}"
@@ -113,27 +125,95 @@ def setup_unit(host_setup_argv: list[str], boot_log: str) -> str:
         "[Install]", "WantedBy=multi-user.target", ""])
 
 
-def gateway_unit(settings_source: str, region: str, ports: PortSettings) -> Unit:
-    """JupyterHub in front on the ALB's port, the gateway's scheduler proxy and API on
-    its own, and the hub's API for notebook servers, all on the host's interfaces
+def proxy_unit(ports: PortSettings) -> Unit:
+    """The gateway's proxy on the host's interfaces (8786: scheduler TLS for clients,
+    and the gateway's API for schedulers, notebooks and the hub), routing to the gateway
+    on GATEWAY_API_ADDRESS. Unprivileged in all but its uid: it reads its token from the
+    gateway's state directory."""
+    return Unit(
+        name=PROXY_UNIT,
+        description="dask-platform gateway proxy: clients' scheduler connections, kept "
+                    "across gateway restarts",
+        exec_start=(PROGRAM, "gateway-proxy", "--address", f"0.0.0.0:{ports.gateway_tls}",
+                    "--gateway-address", GATEWAY_API_ADDRESS),
+        environment={},
+        state_directory="dask-platform",
+        state_directory_mode="0700",
+        # Through the proxy to the gateway: answers once both serve.
+        health_url=f"http://127.0.0.1:{ports.gateway_tls}{SERVICE_PREFIX}/api/health",
+        extra=(("CapabilityBoundingSet", ""), ("NoNewPrivileges", "yes"),
+               ("ProtectSystem", "strict"), ("PrivateTmp", "yes")),
+    )
+
+
+def gateway_unit(settings_source: str, region: str, ports: PortSettings,
+                 audit_bucket: str = "", alert_topic_arn: str = "") -> Unit:
+    """JupyterHub in front on the ALB's port, the gateway's private API on
+    GATEWAY_API_ADDRESS behind its proxy (its own unit, which the gateway's restarts
+    leave running), and the hub's API for notebook servers, all on the host's interfaces
     (security groups decide who reaches them); schedulers and notebooks are told the
-    host's private address from instance metadata."""
+    host's private address from instance metadata. The audit trail goes to its own file
+    (shipped to CloudWatch); usage reports and budget alerts go to the stack's audit
+    bucket and alert topic."""
     return Unit(
         name=GATEWAY_UNIT,
         description="dask-platform gateway (JupyterHub + dask-gateway-server)",
         exec_start=(PROGRAM, "gateway", "--hub", "--settings", settings_source,
+                    "--address", GATEWAY_API_ADDRESS, "--external-proxy",
                     "--proxy-address", f"0.0.0.0:{ports.gateway_http}",
                     "--proxy-tcp-address", f"0.0.0.0:{ports.gateway_tls}",
                     "--hub-api-port", str(ports.hub_api),
-                    "--advertise-host", "imds", "--run-as-users"),
+                    "--advertise-host", "imds", "--run-as-users", "--audit-log", AUDIT_LOG,
+                    *(("--audit-bucket", audit_bucket) if audit_bucket else ()),
+                    *(("--alert-topic-arn", alert_topic_arn) if alert_topic_arn else ())),
         environment={"AWS_DEFAULT_REGION": region},
         state_directory="dask-platform",
         state_directory_mode="0700",
-        # JupyterHub, its proxy and the gateway stop with it; the gateway stops in-memory
-        # clusters first, which can take a while.
+        # JupyterHub (and its http proxy) and the gateway stop with it, not the gateway's
+        # proxy (a unit of its own); the gateway stops in-memory clusters first, which can
+        # take a while.
         stop_timeout_seconds=120,
         health_url=f"http://127.0.0.1:{ports.gateway_http}/hub/health",
         extra=(("Delegate", "yes"),),
+        wants=(PROXY_UNIT,),
+    )
+
+
+@dataclass(frozen=True)
+class PipelineWatch:
+    """What the gateway host's pipeline watcher names: the stack's queue, buckets and the
+    service account's password secret."""
+
+    queue_url: str
+    raw_bucket: str
+    processed_bucket: str
+    audit_bucket: str
+    password_secret: str
+    alert_topic_arn: str = ""
+
+
+def pipeline_unit(settings_source: str, region: str, ports: PortSettings,
+                  watch: PipelineWatch) -> Unit:
+    """New drops processed on a gateway cluster as the service account, through the
+    gateway on this host (its API behind the hub, its scheduler proxy); runs as the
+    gateway does, its access being the host role's (docs/monitoring.md)."""
+    return Unit(
+        name=PIPELINE_UNIT,
+        description="dask-platform AppsFlyer pipeline watcher (new raw drops)",
+        exec_start=(PROGRAM, "pipeline", "watch", "--settings", settings_source,
+                    "--queue-url", watch.queue_url, "--raw-bucket", watch.raw_bucket,
+                    "--processed-bucket", watch.processed_bucket,
+                    "--audit-bucket", watch.audit_bucket,
+                    "--gateway-url", f"http://127.0.0.1:{ports.gateway_http}{SERVICE_PREFIX}",
+                    "--proxy-address", f"gateway://127.0.0.1:{ports.gateway_tls}",
+                    "--password-secret", watch.password_secret,
+                    *(("--alert-topic-arn", watch.alert_topic_arn)
+                      if watch.alert_topic_arn else ())),
+        environment={"AWS_DEFAULT_REGION": region},
+        state_directory="dask-platform-pipeline",
+        state_directory_mode="0700",
+        restart_seconds=30,  # a gateway still starting: try again in a while
+        extra=(("NoNewPrivileges", "yes"), ("ProtectSystem", "full"), ("PrivateTmp", "yes")),
     )
 
 

@@ -29,6 +29,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from daskplatform.aws import aws_client
 from daskplatform.host.units import RUNTIME_ROOT, VENV, VENVS
 from daskplatform.runtime_version import VERSION_FILE, archive_key, content_version
@@ -41,12 +43,22 @@ INSTALL_MODE_ENV = "DASK_PLATFORM_INSTALL"
 installing packages is what is not repeated); otherwise ``uv sync`` as the stub does."""
 KEEP_VERSIONS = 3
 VERSION_PATTERN = re.compile(r"^[0-9a-f]{12}$")
+VERSION_RULE = "12 hex digits (a runtimeVersion the stack publishes)"
 UPGRADE_TIMEOUT = 900.0
 """Seconds an install may take (uv from a cold cache, over the NAT)."""
 
 
 class UpgradeFailed(RuntimeError):
     """What went wrong, and that the host still runs its current version."""
+
+
+class UpgradeRequest(BaseModel):
+    """The body of a node agent's ``POST /v1/upgrade``: the version only, so a request
+    with a mistyped field is refused rather than taken for another."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: str = Field(pattern=VERSION_PATTERN.pattern, description=VERSION_RULE)
 
 
 def check_version(version: str) -> str:
@@ -139,19 +151,32 @@ def upgrade(version: str) -> str:
     return f"runtime {version} installed in {target}; {VENV} points at it"
 
 
+def upgrade_argv(version: str) -> list[str]:
+    return [sys.executable, "-m", "daskplatform.cli", "host-upgrade", "--version", version]
+
+
+def installed_version() -> str:
+    try:
+        return VERSION_FILE.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return ""
+
+
 async def upgrade_in_background(version: str) -> tuple[bool, str]:
     """``host-upgrade`` as a child process (the caller keeps serving meanwhile):
-    (succeeded, its last words)."""
+    (succeeded, its last words). Success is what the host records once it ends (the
+    version current in VERSION_FILE), not its exit status: the node agent is a child
+    subreaper whose reaper may collect the child first, and asyncio then reports 255."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "daskplatform.cli", "host-upgrade", "--version", version,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        *upgrade_argv(version), stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT)
     try:
         out, _ = await asyncio.wait_for(process.communicate(), UPGRADE_TIMEOUT + 60)
     except TimeoutError:
         process.kill()
         return False, f"host-upgrade {version} took longer than {UPGRADE_TIMEOUT:g}s"
     text = out.decode(errors="replace").strip()
-    return process.returncode == 0, text[-2000:]
+    return installed_version() == version, text[-2000:]
 
 
 def main(argv: list[str] | None = None) -> int:

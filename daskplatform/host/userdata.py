@@ -16,7 +16,7 @@ import shlex
 import string
 from dataclasses import dataclass
 
-from daskplatform.host.units import LOG_FILE, PROGRAM, RUNTIME_ROOT, VENV, VENVS
+from daskplatform.host.units import AUDIT_LOG, LOG_FILE, PROGRAM, RUNTIME_ROOT, VENV, VENVS
 from daskplatform.runtime_version import VERSION_FILE, archive_key
 
 BOOT_LOG = "/var/log/dask-platform-boot.log"
@@ -105,6 +105,15 @@ class HostBootstrap:
     homes_access_point_id: str
     log_group_name: str
     metrics_namespace: str
+    audit_bucket: str = ""
+    """The gateway's: daily usage reports and archived homes."""
+    alert_topic_arn: str = ""
+    """The gateway's: budget alerts."""
+    drop_queue_url: str = ""
+    """The gateway's: the pipeline watcher's queue, with the buckets and secret below."""
+    raw_bucket: str = ""
+    processed_bucket: str = ""
+    pipeline_password_secret: str = ""
 
     @property
     def settings_source(self) -> str:
@@ -125,13 +134,19 @@ class HostBootstrap:
                 self.settings_source, "--region", self.region,
                 "--file-system", self.file_system_id,
                 "--shared-access-point", self.shared_access_point_id,
-                "--homes-access-point", self.homes_access_point_id]
+                "--homes-access-point", self.homes_access_point_id,
+                *(["--audit-bucket", self.audit_bucket] if self.audit_bucket else []),
+                *(["--alert-topic-arn", self.alert_topic_arn] if self.alert_topic_arn else []),
+                *(["--drop-queue-url", self.drop_queue_url, "--raw-bucket", self.raw_bucket,
+                   "--processed-bucket", self.processed_bucket, "--pipeline-password-secret",
+                   self.pipeline_password_secret] if self.drop_queue_url else [])]
 
     def cloudwatch_config(self) -> str:
         """The boot log, cloud-init's and the services' log, one stream per file."""
         files = [{"file_path": path, "log_group_name": self.log_group_name,
                   "log_stream_name": f"{{instance_id}}/{path.rsplit('/', 1)[-1]}"}
-                 for path in (BOOT_LOG, "/var/log/cloud-init-output.log", LOG_FILE)]
+                 for path in (BOOT_LOG, "/var/log/cloud-init-output.log", LOG_FILE,
+                              AUDIT_LOG)]
         return json.dumps({"logs": {"logs_collected": {"files": {"collect_list": files}}}})
 
     def render(self) -> str:

@@ -71,8 +71,12 @@ class PlatformAuthenticator(DirectoryConfig, JupyterHubAuthenticator):
 
     async def authenticate(self, request: web.Request) -> User:
         """A login by password or hub token; each one (not the cookie's reuse) goes to
-        the audit trail, failures with their reason and never a password."""
+        the audit trail, failures with their reason and never a password. A request with
+        no credentials at all is the client's first round (it answers the 401's challenge),
+        not a failed login."""
         scheme = request.headers.get("Authorization", "").partition(" ")[0].lower()
+        if not scheme:
+            return await self._authenticate(request)
         via = "jupyterhub" if scheme == "jupyterhub" else "password"
         try:
             user = await self._authenticate(request)

@@ -45,8 +45,11 @@ DEMO_USERS: tuple[DemoUser, ...] = (
     DemoUser("analyst1", "analyst1-demo", ("ipausers", "data_analysts")),
     DemoUser("admin1", "admin1-demo", ("ipausers", "admins")),
     DemoUser("outsider1", "outsider1-demo", ("ipausers",)),
+    DemoUser("svc-pipeline", "svc-pipeline-demo", ("data_engineers",)),
 )
-"""The demo directory's people; passwords are documented in docs/identity.md."""
+"""The demo directory's people; passwords are documented in docs/identity.md.
+``svc-pipeline`` is the pipeline watcher's service account (pipeline.serviceUser): a
+data engineer by group, no person (not in ipausers)."""
 
 
 def load_users(count: int) -> tuple[DemoUser, ...]:

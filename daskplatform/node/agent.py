@@ -24,10 +24,11 @@ from pathlib import Path
 
 import psutil
 from aiohttp import web
+from pydantic import ValidationError
 
 from daskplatform.agent_token import MIN_TOKEN_CHARS, AgentTokenError, wait_for_agent_token
-from daskplatform.host.upgrade import UpgradeFailed, check_version, upgrade_in_background
-from daskplatform.http_input import InputError, check_headers, json_object
+from daskplatform.host.upgrade import UpgradeRequest, upgrade_in_background
+from daskplatform.http_input import InputError, check_headers, json_object, problems
 from daskplatform.identifiers import SAFE_NAME_RULE, UnsafeName, safe_name
 from daskplatform.node import confine
 from daskplatform.node.imds import IMDS, MetadataUnavailable, instance_identity
@@ -103,13 +104,10 @@ def make_app(supervisor: Supervisor, token: str, stop_grace: float,
         return web.json_response(record.public())
 
     async def upgrade(request: web.Request) -> web.Response:
-        version = (await json_object(request)).get("version")
-        if not isinstance(version, str):
-            raise SpawnError("version: the runtime version to install (12 hex digits)")
         try:
-            check_version(version)
-        except UpgradeFailed as exc:
-            raise SpawnError(str(exc)) from None
+            version = UpgradeRequest.model_validate(await json_object(request)).version
+        except ValidationError as exc:
+            raise InputError(400, problems(exc, UpgradeRequest)) from None
         current = supervisor.upgrade
         if version == supervisor.runtime_version:
             return web.json_response({"version": version, "state": "current"})

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from daskplatform.identifiers import safe_name
+from daskplatform.node.aws_config import user_aws_env
 from daskplatform.node.confine import Confinement
 from daskplatform.node.launch import WARM_KINDS
 from daskplatform.node.ports import PortAllocator, PortsExhausted
@@ -117,6 +118,8 @@ class Supervisor:
         """What this agent, and every process it starts, runs (fixed at start)."""
         self.upgrade: dict[str, object] | None = None
         """The last in-place upgrade asked of this node: version, state, message."""
+        self._aws_env: dict[str, str] = {}
+        """AWS_CONFIG_FILE and friends for every process (node/aws_config.py)."""
 
     # ------------------------------------------------------------ life cycle
 
@@ -127,6 +130,7 @@ class Supervisor:
             (self._workdir / sub).mkdir(mode=mode, parents=True, exist_ok=True)
             (self._workdir / sub).chmod(mode)
         self._workdir.chmod(0o711)
+        self._aws_env = user_aws_env(self._workdir)
         libc = ctypes.CDLL(None, use_errno=True)
         if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
             log.warning("cannot become a child subreaper; warm children's exit codes "
@@ -295,6 +299,7 @@ class Supervisor:
                        LOGNAME=spec.run_as.name)
         if warm and spec.kind == "worker":
             env.update(WARM_ENV)
+        env.update(self._aws_env)
         env.update({k: fill_placeholders(v, self.shape.host, ports)
                     for k, v in spec.env.items()})
         return env

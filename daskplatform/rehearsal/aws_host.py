@@ -18,6 +18,7 @@ import threading
 import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -25,10 +26,12 @@ from moto.autoscaling.responses import AutoScalingResponse
 from moto.core.responses import EmptyResult
 from moto.server import ThreadedMotoServer
 
+from daskplatform.aws_standin import create_data_roles, enforce_vended_credentials
 from daskplatform.network_plan import subnet_cidrs
-from daskplatform.rehearsal.plan import AWS_PORT, Plan
+from daskplatform.rehearsal.plan import AWS_PORT, SAMPLE_KEY, Plan
 from daskplatform.rehearsal.topology import AWS_ADDRESS, IMDS_ADDRESS, Host
-from daskplatform.settings import BUCKET_KINDS, RuntimeSettings
+from daskplatform.runtime_version import archive_key
+from daskplatform.settings import BUCKET_KINDS, DATA_BUCKET_KINDS, RuntimeSettings
 from daskplatform.stack_names import host_tags
 
 AMI = "ami-12c6146b"
@@ -36,7 +39,9 @@ AMI = "ami-12c6146b"
 ROLE_NAME = {"gateway": "dask-platform-rehearsal-gateway",
              "scheduler": "dask-platform-rehearsal-scheduler",
              "worker": "dask-platform-rehearsal-worker"}
-"""The instance role each host's metadata names (moto accepts any credentials)."""
+"""The instance role each host's metadata names (moto serves the platform's own
+credentials unchecked; only those its STS vends are checked, aws_standin.py); the
+data roles trust the gateway's."""
 LIFECYCLE_LINE = "aws: CompleteLifecycleAction"
 """Logged for every completed launch hook (moto lacks the call; see below)."""
 
@@ -84,6 +89,14 @@ class Seeder:
         for kind in BUCKET_KINDS:
             s3.create_bucket(Bucket=plan.bucket(kind),
                              CreateBucketConfiguration={"LocationConstraint": plan.region})
+        topic = self.client("sns").create_topic(Name=names.alert_topic)["TopicArn"]
+        assert topic == plan.alert_topic_arn, (topic, plan.alert_topic_arn)
+        for kind in DATA_BUCKET_KINDS:  # what the data step reads (scenario.py)
+            s3.put_object(Bucket=plan.bucket(kind), Key=SAMPLE_KEY, Body=f"{kind} rows".encode())
+        account = self.client("sts").get_caller_identity()["Account"]
+        gateway_role = f"arn:aws:iam::{account}:role/{ROLE_NAME['gateway']}"
+        create_data_roles(self.client("iam"), settings,
+                          {kind: plan.bucket(kind) for kind in BUCKET_KINDS}, gateway_role)
         instances = self._instances()
         self._worker_group(settings, [i for i in instances.values() if i.host.role == "worker"])
         return instances
@@ -129,6 +142,23 @@ class Seeder:
                 LifecycleTransition="autoscaling:EC2_INSTANCE_LAUNCHING", DefaultResult="ABANDON")
         say(f"aws: worker group {settings.worker_asg_name}: {len(workers)} in service "
             f"(min {low}, max {high} in the stack)")
+
+
+def publish_runtime(plan: Plan, archive: Path, version: str) -> dict[str, Any]:
+    """What ``pulumi up`` does with a new runtime version (components/storage.py,
+    components/stack.py): its archive under its own key in the artifacts bucket, and
+    its version as the settings parameter's runtimeVersion, the rest unchanged."""
+    seeder = Seeder(plan)
+    s3, ssm = seeder.client("s3"), seeder.client("ssm")
+    key = archive_key(version)
+    s3.put_object(Bucket=plan.bucket("artifacts"), Key=key, Body=archive.read_bytes(),
+                  ContentType="application/zip", ServerSideEncryption="AES256")
+    name = plan.names.settings_parameter
+    published = RuntimeSettings.from_json(ssm.get_parameter(Name=name)["Parameter"]["Value"])
+    ssm.put_parameter(Name=name, Type="String", Overwrite=True, Value=published.model_copy(
+        update={"runtime_version": version}).to_json())
+    return {"ok": True, "archive": f"s3://{plan.bucket('artifacts')}/{key}",
+            "runtime_version": version, "was": published.runtime_version}
 
 
 class MetadataService:
@@ -218,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     plan = Plan.load((argv or sys.argv[1:])[0])
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     AutoScalingResponse.complete_lifecycle_action = _complete_lifecycle_action  # type: ignore[attr-defined]
+    enforce_vended_credentials()
     moto = ThreadedMotoServer(ip_address=AWS_ADDRESS, port=AWS_PORT, verbose=False)
     moto.start()
     instances = Seeder(plan).seed()

@@ -9,6 +9,8 @@ needs a use or a reason.
 from __future__ import annotations
 
 import json
+import subprocess
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,9 +19,16 @@ from urllib.parse import urlparse
 from daskplatform.network_plan import security_group_rules
 from daskplatform.rehearsal import firewall
 from daskplatform.rehearsal.aws_host import LIFECYCLE_LINE
-from daskplatform.rehearsal.orchestrator import ORPHAN_GRACE_SECONDS, Rehearsal, say
-from daskplatform.rehearsal.scenario import WORKERS
-from daskplatform.settings import RuntimeSettings
+from daskplatform.rehearsal.orchestrator import (
+    DRAIN_SECONDS,
+    ORPHAN_GRACE_SECONDS,
+    Rehearsal,
+    say,
+)
+from daskplatform.rehearsal.scenario import PASSWORDS, WORKERS
+from daskplatform.runtime_version import VERSION_FILE
+from daskplatform.settings import SERVICE_PREFIX, RuntimeSettings
+from daskplatform.status_cli import PASSWORD_ENV
 
 SSH_PORT = 22
 NOT_USED: dict[str, str] = {}
@@ -185,7 +194,12 @@ def run(rehearsal: Rehearsal) -> Outcome:
                           lambda found: found.get("protected") == [], 60)
         outcome.record("gateway -> AWS: the notebook's worker host released once it stopped",
                        released.get("protected") == [], json.dumps(released))
+        data = _step(rehearsal, "client", "data")
+        outcome.record("an analyst's task -> gateway -> STS: the group's short-lived "
+                       "credentials read processed data, are refused on raw and on "
+                       "writing; no IMDS or agent", data["ok"], json.dumps(data))
         lose_gateway_database(rehearsal, outcome)
+        roll_out(rehearsal, outcome)
     launch_hooks(rehearsal, outcome)
     flows_used(rehearsal, outcome)
     return outcome
@@ -223,3 +237,137 @@ def lose_gateway_database(rehearsal: Rehearsal, outcome: Outcome) -> None:
         and took <= ORPHAN_GRACE_SECONDS + 90,
         f"{found} found, {stopped} stopped, protection released {took:.0f}s after the new "
         f"gateway served (grace {ORPHAN_GRACE_SECONDS:g}s); " + json.dumps(released))
+
+
+ROLLOUT_SECONDS = 900.0
+"""How long the rehearsal follows a roll-out before it gives up."""
+
+
+def _json_line(process: subprocess.Popen[str], timeout: float) -> dict:
+    """The next JSON line ``process`` prints (within ``timeout``, else it is killed)."""
+    assert process.stdout is not None
+    watchdog = threading.Timer(timeout, process.kill)
+    watchdog.start()
+    other: list[str] = []
+    try:
+        for line in process.stdout:
+            if line.startswith("{"):
+                return json.loads(line)
+            other.append(line)
+    finally:
+        watchdog.cancel()
+    return {"ok": False, "error": "".join(other)[-2000:] or "no output"}
+
+
+def _rollout(rehearsal: Rehearsal, *args: str) -> int:
+    """``dask-platform rollout`` as an operator runs it (admin1, from the user's network,
+    through the ALB), its progress shown as it comes; its exit status."""
+    alb = rehearsal.topology.host("alb").address
+    process = rehearsal.spawn_in("user", [
+        "-m", "daskplatform.cli", "rollout", "--gateway", f"https://{alb}{SERVICE_PREFIX}",
+        "--user", "admin1", "--timeout", f"{ROLLOUT_SECONDS:g}", *args],
+        env={PASSWORD_ENV: PASSWORDS["admin1"]})
+    assert process.stdout is not None
+    watchdog = threading.Timer(ROLLOUT_SECONDS + 120, process.kill)
+    watchdog.start()
+    try:
+        for line in process.stdout:
+            say(f"  | {line.rstrip()}")
+    finally:
+        watchdog.cancel()
+    return process.wait()
+
+
+def _killed(rehearsal: Rehearsal, cluster: str, since: dict[str, int]) -> list[str]:
+    """Agents' log lines (since ``since``) of a process of ``cluster`` that ended by
+    itself or was killed: a process stopped on request ends 'stopped'."""
+    found = []
+    for host in rehearsal.topology.platform_hosts():
+        if host.role != "gateway":
+            log = rehearsal.services_log(host.name)[since.get(host.name, 0):]
+            found += [f"{host.name}: {line}" for line in log.splitlines()
+                      if cluster in line and (" ended: failed" in line or "SIGKILL" in line)]
+    return found
+
+
+def _disk_versions(rehearsal: Rehearsal) -> dict[str, str]:
+    """What each platform host's disk records as installed (the stub's and a roll-out's
+    VERSION_FILE)."""
+    found = {}
+    for host in rehearsal.topology.platform_hosts():
+        path = rehearsal.workdir / "hosts" / host.name / str(VERSION_FILE).lstrip("/")
+        found[host.name] = path.read_text().strip() if path.exists() else "none"
+    return found
+
+
+def roll_out(rehearsal: Rehearsal, outcome: Outcome) -> None:
+    """A new runtime version published and rolled out while a user's computation runs:
+    the scheduler host upgrades at once, the idle worker node too, the two the
+    computation holds drain and are reported stuck after drainSeconds; the gateway
+    upgrades itself last, while the computation still runs through its proxy. Then the
+    user finishes and stops their cluster, and the drained nodes upgrade."""
+    archive, version = rehearsal.build_release()
+    published = _step(rehearsal, "aws", "publish", str(archive), version)
+    outcome.record("roll-out: a new runtime version published as `pulumi up` does",
+                   published["ok"], json.dumps(published))
+    if not published["ok"]:
+        return
+    held = rehearsal.spawn_in("client", ["-m", "daskplatform.rehearsal.computation",
+                                         str(rehearsal.plan_file)], stdin=True)
+    started = _json_line(held, 300)
+    if not started.get("started"):
+        held.kill()
+        outcome.record("roll-out: a user's computation to span it", False, json.dumps(started))
+        return
+    name = started["cluster"]
+    say(f"demo: {name} computes ({len(started['pids']) - 1} workers); rolling out {version} "
+        f"(drainSeconds {DRAIN_SECONDS:g})")
+    marks = {h.name: len(rehearsal.services_log(h.name))
+             for h in rehearsal.topology.platform_hosts()}
+    began = time.monotonic()
+    first = _rollout(rehearsal)
+    gateway_after = time.monotonic() - began
+    during = _step(rehearsal, "user", "versions")
+    assert held.stdin is not None
+    try:
+        held.stdin.write("finish\n")
+        held.stdin.flush()
+    except BrokenPipeError:  # it ended early: its last line says why
+        pass
+    computed = _json_line(held, 600)
+    held.wait(120)
+    say(f"demo: the user finished ({computed.get('tasks')} tasks) and stopped {name}; "
+        "following the roll-out to its end")
+    last = _rollout(rehearsal, "--watch")
+    after = _step(rehearsal, "user", "versions")
+    killed = _killed(rehearsal, name, marks)
+    outcome.record(
+        "roll-out while a user computes: the gateway upgraded itself while the "
+        "computation ran, and the client's connection to its scheduler stayed",
+        during.get("gateway") == version and computed.get("same_stream") is True
+        and computed.get("client_events") == ["add-client"],
+        f"gateway on {during.get('gateway')} {gateway_after:.0f}s into the roll-out "
+        f"(rollout exited {first}: {during.get('rollout', {}).get('counts')}); "
+        + json.dumps({k: computed.get(k) for k in ("same_stream", "client_events",
+                                                    "longest_wave_gap_seconds", "error")}))
+    outcome.record(
+        "roll-out while a user computes: the right result, no Dask process killed",
+        computed.get("right_result") is True and computed.get("same_pids") is True
+        and not killed,
+        json.dumps({k: computed.get(k) for k in ("tasks", "seconds", "right_result",
+                                                    "same_pids", "error")})
+        + f"; killed or failed in the agents' logs: {killed or 'none'}")
+    rollout = after.get("rollout") or {}
+    nodes = after.get("nodes") or {}
+    disks = _disk_versions(rehearsal)
+    took = (f"{rollout['finished_at'] - rollout['started_at']:.0f}s"
+            if rollout.get("finished_at") and rollout.get("started_at") else "unfinished")
+    outcome.record(
+        f"roll-out done: every host reports {version}",
+        last == 0 and rollout.get("done") is True and after.get("gateway") == version
+        and len(nodes) == 1 + len(rehearsal.topology.workers)
+        and all(v == version for _, v in nodes.values())
+        and set(disks.values()) == {version},
+        f"roll-out time {took} (gateway upgraded at {gateway_after:.0f}s, nodes the "
+        f"user held upgraded once it stopped); gateway {after.get('gateway')}, nodes "
+        f"{json.dumps(nodes)}, on disk {json.dumps(disks)}")

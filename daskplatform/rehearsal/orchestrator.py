@@ -26,7 +26,7 @@ from daskplatform.rehearsal.boot import disk, host_name, state_volume
 from daskplatform.rehearsal.ipa_host import LDAPS_PORT
 from daskplatform.rehearsal.plan import Plan
 from daskplatform.rehearsal.topology import IPA_ADDRESS, Host, Topology, build_topology
-from daskplatform.runtime_version import source_version
+from daskplatform.runtime_version import archive_files, source_version, write_archive
 from daskplatform.settings import PlatformSettings, load_stack_file
 from daskplatform.stack_names import StackNames
 from daskplatform.tls import CertificateAuthority
@@ -40,6 +40,12 @@ SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 ORPHAN_GRACE_SECONDS = 30.0
 """The rehearsal's timeouts.orphanGraceSeconds: long enough to see orphans wait, short
 enough for the scenario."""
+DRAIN_SECONDS = 20.0
+"""The rehearsal's timeouts.drainSeconds: the roll-out reports the worker nodes a user's
+computation holds as stuck soon, so the gateway upgrades itself while it still runs."""
+RELEASE_NOTE = "daskplatform/rehearsal/RELEASE"
+"""What the rehearsal's next runtime version adds to the package: its content hash (the
+version) differs, the code does not."""
 
 
 def say(message: str) -> None:
@@ -50,8 +56,8 @@ def rehearsal_settings(stack_file: Path, ca: CertificateAuthority) -> PlatformSe
     """The stack's settings with FreeIPA where the rehearsal puts it: LDAPS from the
     rehearsal's CA, trusted through ``ldapCaBundle`` as a real stack would set it."""
     settings = load_stack_file(str(stack_file))
-    timeouts = settings.timeouts.model_copy(update={"orphan_grace_seconds":
-                                                    ORPHAN_GRACE_SECONDS})
+    timeouts = settings.timeouts.model_copy(update={
+        "orphan_grace_seconds": ORPHAN_GRACE_SECONDS, "drain_seconds": DRAIN_SECONDS})
     return PlatformSettings.model_validate({
         **dict(settings), "timeouts": timeouts,
         "ldap_url": f"ldaps://{IPA_ADDRESS}:{LDAPS_PORT}",
@@ -161,6 +167,17 @@ class Rehearsal:
         self._alb_healthy()
         return time.monotonic() - began
 
+    def build_release(self) -> tuple[Path, str]:
+        """The next runtime version, as a checkout with one change would build it: the
+        archive the stack uploads (this package plus RELEASE_NOTE) and its version."""
+        tree = self.workdir / "release"
+        for name, path in archive_files().items():
+            (tree / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, tree / name)
+        (tree / RELEASE_NOTE).write_text(f"rehearsal roll-out after {self.plan.runtime_version}\n")
+        archive = self.workdir / "runtime-next.zip"
+        return archive, write_archive(archive, tree)
+
     def _alb_healthy(self) -> None:
         alb = self.topology.host("alb")
         if self.run_in("user", ["-m", "daskplatform.rehearsal.probe", "http",
@@ -226,11 +243,15 @@ class Rehearsal:
                                sys.executable, *argv], capture_output=True, text=True,
                               timeout=timeout, env=self.env(), check=False)
 
-    def spawn_in(self, name: str, argv: list[str]) -> subprocess.Popen[str]:
-        """``python argv`` in ``name``'s namespace, left running (stopped by close)."""
+    def spawn_in(self, name: str, argv: list[str], env: dict[str, str] | None = None,
+                 stdin: bool = False) -> subprocess.Popen[str]:
+        """``python argv`` in ``name``'s namespace, left running (stopped by close); with
+        ``env`` added to the environment, and ``stdin`` a pipe to it."""
         return subprocess.Popen(["ip", "netns", "exec", self.topology.host(name).namespace,
                                  sys.executable, *argv], stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, env=self.env(),
+                                stderr=subprocess.STDOUT, text=True,
+                                env={**self.env(), **(env or {})},
+                                stdin=subprocess.PIPE if stdin else None,
                                 start_new_session=True)
 
     # ------------------------------------------------------------------ stop

@@ -25,7 +25,11 @@ STACK = "rehearsal"
 FILE_SYSTEM_ID = "fs-0123456789abcdef0"
 """EFS is not rehearsed (a shared directory stands in); its ids appear in user data."""
 ACCESS_POINTS = {"shared": "fsap-0aaaaaaaaaaaaaaa1", "homes": "fsap-0bbbbbbbbbbbbbbb2"}
+SAMPLE_KEY = "events/day=1/part-0.txt"
+"""An object ``dp-aws`` seeds in the raw and processed buckets, for the data step."""
 AWS_PORT = 443
+MOTO_ACCOUNT = "123456789012"
+"""moto's default account: the ARNs it makes."""
 """moto listens where AWS's endpoints would, on 443 (plain HTTP: the rehearsal does not
 prove AWS's own TLS)."""
 
@@ -62,6 +66,11 @@ class Plan:
         assert kind in BUCKET_KINDS
         return f"{self.names.prefix}-{kind}"
 
+    @property
+    def alert_topic_arn(self) -> str:
+        """As moto names it (its one account), like the stack names it up front."""
+        return f"arn:aws:sns:{self.region}:{MOTO_ACCOUNT}:{self.names.alert_topic}"
+
     def bootstrap(self, host: Host) -> HostBootstrap:
         """The user data of ``host``, as the stack renders it with these ids."""
         return HostBootstrap(
@@ -71,7 +80,9 @@ class Plan:
             file_system_id=FILE_SYSTEM_ID, shared_access_point_id=ACCESS_POINTS["shared"],
             homes_access_point_id=ACCESS_POINTS["homes"],
             log_group_name=self.names.log_group(host.role),
-            metrics_namespace=self.names.metrics_namespace)
+            metrics_namespace=self.names.metrics_namespace,
+            **({"audit_bucket": self.bucket("audit"), "alert_topic_arn": self.alert_topic_arn}
+               if host.role == "gateway" else {}))
 
     def save(self, path: Path) -> Path:
         data = {**asdict(self), "topology": self.topology.to_dict()}

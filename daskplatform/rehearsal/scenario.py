@@ -12,29 +12,43 @@ one JSON line: ``{"ok": ..., ...}``.
   its owner only (401 anonymous, 403 another user; password or JupyterHub login).
 - ``notebook`` (from ``dp-user``): a user's JupyterLab server on a worker node through
   the ALB; in it, ``Gateway()`` with no arguments starts a cluster, and neither the
-  notebook nor a task of the cluster reaches instance metadata or a node agent; when the
-  hub stops the server, the cluster stops too.
+  notebook nor a task of the cluster reaches instance metadata or a node agent; the
+  notebook lists processed data with its group's vended credentials; when the hub stops
+  the server, the cluster stops too.
+- ``data`` (from ``dp-client``): a task in an analyst's cluster, under the analyst's
+  uid on a worker host, uses AWS with no keys of its own: the credentials its node's AWS
+  config fetches from the gateway (the group's data role, through STS) read processed
+  data and are refused on raw (the engineers' data) and on writing processed; instance
+  metadata and the node agent stay out of reach.
 - ``resume NAME`` (from ``dp-client``, after the gateway host was replaced): the
   cluster is still listed, reachable and computing; a new cluster starts.
 - ``stop NAME`` (from ``dp-client``): the cluster stops.
 - ``aws`` (from ``dp-gateway``, which may call AWS): which worker hosts the gateway
   protects from scale-in, and which pool metrics it has put, as AWS holds them.
+- ``publish ARCHIVE VERSION`` (in ``dp-aws``): a new runtime version published as
+  ``pulumi up`` publishes it (``aws_host.publish_runtime``).
+- ``versions`` (from ``dp-user``, as admin1 through the ALB): the runtime version each
+  host reports to the gateway's status API, and the roll-out's report.
+
+The computation that spans a roll-out is a step of its own (``computation.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import re
 import sys
 import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import aiohttp
 
 from daskplatform.identity.slapd import DEMO_USERS
-from daskplatform.rehearsal.plan import Plan
+from daskplatform.rehearsal.plan import SAMPLE_KEY, Plan
 from daskplatform.settings import SERVICE_PREFIX, RuntimeSettings
 
 PASSWORDS = {u.username: u.password for u in DEMO_USERS}
@@ -43,7 +57,7 @@ WORKERS = 4
 ROWS = 400_000
 
 
-def _urls(plan: Plan) -> tuple[str, str, str]:
+def urls(plan: Plan) -> tuple[str, str, str]:
     """(the ALB's HTTPS URL, the gateway API behind it, the scheduler proxy address)."""
     ports = RuntimeSettings.from_json(plan.runtime_settings).ports
     alb = f"https://{plan.topology.host('alb').address}"
@@ -65,7 +79,7 @@ async def _login(http: aiohttp.ClientSession, alb: str, username: str,
 
 
 async def web(plan: Plan) -> dict[str, Any]:
-    alb, _, _ = _urls(plan)
+    alb, _, _ = urls(plan)
     plain = alb.replace("https://", "http://")
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{plain}/hub/login", allow_redirects=False) as response:
@@ -91,7 +105,7 @@ def compute(plan: Plan) -> dict[str, Any]:
     import pandas as pd
     from dask_gateway import BasicAuth, Gateway
 
-    _, api, proxy = _urls(plan)
+    _, api, proxy = urls(plan)
     worker_hosts = {h.address for h in plan.topology.workers}
     with Gateway(api, proxy_address=proxy,
                  auth=BasicAuth("engineer1", PASSWORDS["engineer1"])) as gateway:
@@ -115,7 +129,7 @@ def compute(plan: Plan) -> dict[str, Any]:
 async def dashboard(plan: Plan, name: str) -> dict[str, Any]:
     """The dashboard through the ALB: 401 without a login, 403 for another user, the
     page for its owner by password and by a JupyterHub login (OAuth, in a browser)."""
-    alb, api, _ = _urls(plan)
+    alb, api, _ = urls(plan)
     url = f"{api}/clusters/{name}/status"
     seen = {}
     for who in (None, "analyst1", "engineer1"):
@@ -152,6 +166,9 @@ def from_a_task():
     return fences(get_worker().ip)
 
 notebook = fences(os.environ["JUPYTERHUB_SERVICE_URL"].split("//")[1].split(":")[0])
+import boto3  # no keys: the node's AWS config asks the gateway with the notebook's token
+notebook["processed_keys"] = boto3.client("s3").list_objects_v2(
+    Bucket="PROCESSED_BUCKET")["KeyCount"]
 gateway = Gateway()
 cluster = gateway.new_cluster(shutdown_on_close=False)
 cluster.scale(1)
@@ -166,7 +183,7 @@ print(json.dumps({"notebook": notebook, "task": client.submit(from_a_task).resul
 async def notebook(plan: Plan) -> dict[str, Any]:
     from daskplatform import notebook_client
 
-    alb, api, _ = _urls(plan)
+    alb, api, _ = urls(plan)
     ports = RuntimeSettings.from_json(plan.runtime_settings).ports
     user, password = "engineer1", PASSWORDS["engineer1"]
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
@@ -181,14 +198,16 @@ async def notebook(plan: Plan) -> dict[str, Any]:
             ready_after = time.monotonic() - started
             printed = await notebook_client.run_code(
                 http, f"{alb}/user/{user}", token,
-                IN_THE_NOTEBOOK.replace("AGENT_PORT", str(ports.node_agent)))
+                IN_THE_NOTEBOOK.replace("AGENT_PORT", str(ports.node_agent))
+                .replace("PROCESSED_BUCKET", plan.bucket("processed")))
             seen = json.loads(printed.strip().splitlines()[-1])
         finally:
             await notebook_client.stop_server(http, alb, user, token)
     left = await _clusters_after_stop(api, user, password, seen["cluster"])
     fenced = all(seen[where]["imds"] != "open" and seen[where]["agent"] != "open"
                  and seen[where]["uid"] == 10001 for where in ("notebook", "task"))
-    return {"ok": fenced and seen["sum"] == 5050 and seen["cluster"] not in left,
+    return {"ok": fenced and seen["sum"] == 5050 and seen["cluster"] not in left
+            and seen["notebook"]["processed_keys"] >= 1,
             "server": urlparse(server.get("url") or "").path, "ready_seconds":
             round(ready_after, 1), "from_notebook": seen["notebook"],
             "from_task": seen["task"], "cluster_stopped_with_notebook":
@@ -209,10 +228,64 @@ async def _clusters_after_stop(api: str, user: str, password: str, cluster: str,
             await asyncio.sleep(2)
 
 
+DATA_USER, DATA_UID = "analyst1", 10002
+
+
+def from_an_analysts_task(raw: str, processed: str, agent_port: int) -> dict[str, Any]:
+    """Runs in the analyst's worker: boto3 as user code calls it, no keys, no endpoint."""
+    import os
+    import socket
+
+    import boto3
+    from botocore.exceptions import ClientError
+    from distributed import get_worker
+
+    def reach(host: str, port: int) -> str:
+        try:
+            socket.create_connection((host, port), timeout=3).close()
+            return "open"
+        except OSError as exc:
+            return type(exc).__name__
+
+    s3 = boto3.client("s3")
+    tries = {"read processed": lambda: s3.get_object(Bucket=processed, Key=SAMPLE_KEY),
+             "read raw": lambda: s3.get_object(Bucket=raw, Key=SAMPLE_KEY),
+             "write processed": lambda: s3.put_object(Bucket=processed, Key="rehearsal",
+                                                      Body=b"x")}
+    seen: dict[str, Any] = {"uid": os.getuid(), "imds": reach("169.254.169.254", 80),
+                            "agent": reach(get_worker().ip, agent_port)}
+    for name, attempt in tries.items():
+        try:
+            attempt()
+            seen[name] = "ok"
+        except ClientError as exc:
+            seen[name] = exc.response["Error"]["Code"]
+    return seen
+
+
+def data(plan: Plan) -> dict[str, Any]:
+    from dask_gateway import BasicAuth, Gateway
+
+    _, api, proxy = urls(plan)
+    ports = RuntimeSettings.from_json(plan.runtime_settings).ports
+    with Gateway(api, proxy_address=proxy,
+                 auth=BasicAuth(DATA_USER, PASSWORDS[DATA_USER])) as gateway, \
+            gateway.new_cluster() as cluster:
+        cluster.scale(1)
+        with cluster.get_client(set_as_default=False) as client:
+            client.wait_for_workers(1, timeout=240)
+            seen = client.submit(from_an_analysts_task, plan.bucket("raw"),
+                                 plan.bucket("processed"), ports.node_agent,
+                                 pure=False).result(timeout=120)
+    return {"ok": seen["read processed"] == "ok" and seen["read raw"] == "AccessDenied"
+            and seen["write processed"] == "AccessDenied" and seen["uid"] == DATA_UID
+            and seen["imds"] != "open" and seen["agent"] != "open", "from_task": seen}
+
+
 def resume(plan: Plan, name: str) -> dict[str, Any]:
     from dask_gateway import BasicAuth, Gateway
 
-    _, api, proxy = _urls(plan)
+    _, api, proxy = urls(plan)
     with Gateway(api, proxy_address=proxy,
                  auth=BasicAuth("engineer1", PASSWORDS["engineer1"])) as gateway:
         listed = [c.name for c in gateway.list_clusters()]
@@ -231,7 +304,7 @@ def resume(plan: Plan, name: str) -> dict[str, Any]:
 def stop(plan: Plan, name: str) -> dict[str, Any]:
     from dask_gateway import BasicAuth, Gateway
 
-    _, api, proxy = _urls(plan)
+    _, api, proxy = urls(plan)
     with Gateway(api, proxy_address=proxy,
                  auth=BasicAuth("engineer1", PASSWORDS["engineer1"])) as gateway:
         gateway.stop_cluster(name)
@@ -263,6 +336,19 @@ def aws(plan: Plan) -> dict[str, Any]:
                                        "Value": settings.worker_asg_name} in m["Dimensions"])}
 
 
+def versions(plan: Plan) -> dict[str, Any]:
+    from daskplatform.status_cli import fetch
+
+    _, api, _ = urls(plan)
+    auth = "Basic " + base64.b64encode(f"admin1:{PASSWORDS['admin1']}".encode()).decode()
+    runtime = fetch(api, auth)["runtime"]
+    rollout = fetch(api, auth, path="/api/v1/rollout")
+    return {"ok": True, "gateway": runtime["gateway"], "mixed": runtime["mixed"],
+            "nodes": {n["node_id"]: [n["role"], n["version"]] for n in runtime["node_list"]},
+            "rollout": {k: rollout.get(k) for k in ("version", "done", "started_at",
+                                                    "finished_at", "counts", "gateway")}}
+
+
 def main(argv: list[str] | None = None) -> int:
     step, plan_path, *rest = argv if argv is not None else sys.argv[1:]
     plan = Plan.load(plan_path)
@@ -275,12 +361,20 @@ def main(argv: list[str] | None = None) -> int:
             result = asyncio.run(dashboard(plan, rest[0]))
         elif step == "notebook":
             result = asyncio.run(notebook(plan))
+        elif step == "data":
+            result = data(plan)
         elif step == "resume":
             result = resume(plan, rest[0])
         elif step == "stop":
             result = stop(plan, rest[0])
         elif step == "aws":
             result = aws(plan)
+        elif step == "publish":
+            from daskplatform.rehearsal.aws_host import publish_runtime
+
+            result = publish_runtime(plan, Path(rest[0]), rest[1])
+        elif step == "versions":
+            result = versions(plan)
         else:
             raise SystemExit(f"unknown step {step!r}")
     except Exception as exc:  # reported to the orchestrator, which prints it

@@ -29,7 +29,7 @@ def host_setup_argv(user_data: str) -> list[str]:
 def host_units(user_data: str, settings: RuntimeSettings) -> list[Unit]:
     """The units host-setup starts on the host this user data boots."""
     args = setup._parser().parse_args(host_setup_argv(user_data))
-    return setup.units_for(args.role, args.settings, args.region, settings)
+    return setup.units_for(args, settings)
 
 
 def directives(unit: str) -> dict[str, list[str]]:

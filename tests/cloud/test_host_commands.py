@@ -12,7 +12,7 @@ from traitlets.config import Config
 
 from daskplatform.aws import aws_client
 from daskplatform.gateway.hub_host import advertise_address, gateway_child_argv
-from daskplatform.gateway.metrics import CloudWatchPublisher, PoolFigures
+from daskplatform.gateway.metrics import CloudWatchPublisher, PoolFigures, WorkerMemory
 from daskplatform.gateway.server import LDAP_AUTHENTICATOR, STATIC_AUTHENTICATOR, gateway_argv
 from daskplatform.gateway.server import _parser as server_parser
 from daskplatform.gateway.server import config_from_argv as gateway_config_from_argv
@@ -22,8 +22,10 @@ from daskplatform.settings import (
     ACTIVE_CLUSTERS_METRIC,
     ACTIVE_WORKERS_METRIC,
     BACKLOG_NODES_METRIC,
+    CLUSTER_START_METRIC,
     IDLE_NODES_METRIC,
     QUEUED_TASKS_METRIC,
+    WORKER_MEMORY_PERCENT_METRIC,
     RuntimeSettings,
 )
 from daskplatform.state_dir import STATE_DIRECTORY_ENV
@@ -39,10 +41,9 @@ def host_argv(run: StackRun, template: str, subcommand: str) -> list[str]:
     the host this template boots."""
     settings = RuntimeSettings.from_json(
         one(run, "Parameter", "gateway-settings").inputs["value"])
-    (unit,) = host_units(user_data(run, template), settings)
-    _, found, *argv = unit.exec_start
-    assert found == subcommand
-    return argv
+    (unit,) = [u for u in host_units(user_data(run, template), settings)
+               if u.exec_start[1] == subcommand]
+    return list(unit.exec_start[2:])
 
 
 @pytest.fixture
@@ -91,6 +92,12 @@ def test_the_gateway_command_resolves_to_this_stacks_wiring(
     assert backend.db_url == f"sqlite:///{tmp_path / 'gateway.sqlite'}"
     # A restarted gateway keeps the token the agents already hold.
     assert gateway_config_from_argv(argv).PoolBackend.agent_token == stored
+    # Its proxy is the proxy unit, which finds it on its fixed private address and shares
+    # its token through the state directory.
+    assert config.Proxy.externally_managed is True
+    proxy = host_argv(dev, "gateway-lt", "gateway-proxy")
+    assert proxy[proxy.index("--gateway-address") + 1] == config.DaskGateway.address
+    assert config.Proxy.api_token == (tmp_path / "proxy-token").read_text().strip()
 
 
 @pytest.mark.parametrize("template, role", [("scheduler-lt", "scheduler"),
@@ -157,10 +164,14 @@ async def test_the_gateway_publishes_every_metric_the_alarms_watch(
                if w[0] != BOOT_FAILURES_METRIC}
     assert {name for name, _ in watched} == {BACKLOG_NODES_METRIC, IDLE_NODES_METRIC,
                                              ACTIVE_CLUSTERS_METRIC,
-                                             ACTIVE_WORKERS_METRIC, QUEUED_TASKS_METRIC}
+                                             ACTIVE_WORKERS_METRIC, QUEUED_TASKS_METRIC,
+                                             CLUSTER_START_METRIC,
+                                             WORKER_MEMORY_PERCENT_METRIC}
     publisher = CloudWatchPublisher(backend.metrics_namespace, backend.asg_name)
-    await publisher.publish(PoolFigures(active_clusters=1, active_workers=0,
-                                        pending_workers=0, queued_tasks=0))
+    await publisher.publish(PoolFigures(
+        active_clusters=1, active_workers=1, pending_workers=0, queued_tasks=0,
+        workers=(WorkerMemory("c1", "w1", managed=1, unmanaged=1, limit=4),),
+        start_latencies=(("data_analysts", 4.5),)))
     listed = aws_client("cloudwatch").list_metrics(
         Namespace=backend.metrics_namespace)["Metrics"]
     assert watched <= {(m["MetricName"], frozenset((d["Name"], d["Value"])

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from components.bootstrap import runtime_package
-from daskplatform.host.units import LOG_FILE
+from daskplatform.host.units import AUDIT_LOG, LOG_FILE
 from daskplatform.host.userdata import BOOT_FAILURES_METRIC, UV_VERSION
 from daskplatform.runtime_version import source_version
 from daskplatform.settings import RuntimeSettings
@@ -90,10 +90,19 @@ def test_user_data_is_a_small_stub_that_hands_over_to_host_setup(dev: StackRun,
     role = TEMPLATES[template]
     efs = one(dev, "FileSystem", "storage-efs").id
     shared, homes = (one(dev, "AccessPoint", f"storage-efs-{n}").id for n in ("shared", "homes"))
+    # The gateway alone writes usage reports and archived homes, and sends budget alerts.
+    gateway_only = ["--audit-bucket", one(dev, "Bucket", "storage-audit").outputs["bucket"],
+                    "--alert-topic-arn", one(dev, "Topic", "monitoring-alerts").outputs["arn"],
+                    # ... and runs the pipeline watcher (tests/cloud/test_alerts_and_drops.py)
+                    "--drop-queue-url", one(dev, "Queue", "drops-queue").outputs["url"],
+                    "--raw-bucket", one(dev, "Bucket", "storage-raw").outputs["bucket"],
+                    "--processed-bucket",
+                    one(dev, "Bucket", "storage-processed").outputs["bucket"],
+                    "--pipeline-password-secret", "dask-platform/dev/pipeline-password"]
     assert host_setup_argv(text) == [
         "--role", role, "--settings", "ssm:///dask-platform/dev/runtime-settings",
         "--region", "eu-west-1", "--file-system", efs, "--shared-access-point", shared,
-        "--homes-access-point", homes]
+        "--homes-access-point", homes, *(gateway_only if role == "gateway" else [])]
     artifacts = one(dev, "Bucket", "storage-artifacts").outputs["bucket"]
     version = published_settings(dev).runtime_version
     assert version == source_version()
@@ -131,7 +140,8 @@ def test_the_stub_ships_its_log_first_and_retries_every_network_step(
     collected = cloudwatch["logs"]["logs_collected"]["files"]["collect_list"]
     group = one(dev, "LogGroup", f"monitoring-{TEMPLATES[template]}-logs").inputs["name"]
     assert {c["file_path"] for c in collected} == {
-        "/var/log/dask-platform-boot.log", "/var/log/cloud-init-output.log", LOG_FILE}
+        "/var/log/dask-platform-boot.log", "/var/log/cloud-init-output.log", LOG_FILE,
+        AUDIT_LOG}
     assert {c["log_group_name"] for c in collected} == {group}
 
 
@@ -173,16 +183,37 @@ def test_agent_hosts_run_the_agent_bounded_and_keep_dask_on_restart(
 
 
 def test_the_gateway_unit_stops_its_children_with_it(dev: StackRun) -> None:
-    (unit,) = host_units(user_data(dev, "gateway-lt"), published_settings(dev))
+    _proxy, unit, _watcher = host_units(user_data(dev, "gateway-lt"), published_settings(dev))
     found = directives(unit.render())
     assert found["KillMode"] == ["control-group"] and found["TimeoutStopSec"] == ["120"]
     assert found["StateDirectory"] == ["dask-platform"] and "User" not in found
     assert found["StandardOutput"] == [f"append:{LOG_FILE}"]
     argv = shlex.split(found["ExecStart"][0])
-    assert argv[1:3] == ["gateway", "--hub"] and argv[-3:] == ["--advertise-host", "imds",
-                                                          "--run-as-users"]
+    audit = one(dev, "Bucket", "storage-audit").outputs["bucket"]
+    topic = one(dev, "Topic", "monitoring-alerts").outputs["arn"]
+    assert argv[1:3] == ["gateway", "--hub"] and argv[-9:] == [
+        "--advertise-host", "imds", "--run-as-users", "--audit-log", AUDIT_LOG,
+        "--audit-bucket", audit, "--alert-topic-arn", topic]
     assert " --hub-api-port 8081 " in f" {shlex.join(argv)} "  # notebooks call the hub
     assert unit.health_url == "http://127.0.0.1:8000/hub/health"
+    # Its proxy is a unit of its own, so the gateway's restarts keep clients connected.
+    assert " --address 127.0.0.1:8785 --external-proxy " in f" {shlex.join(argv)} "
+    assert found["Wants"] == ["network-online.target dask-platform-proxy.service"]
+
+
+def test_the_gateway_hosts_proxy_outlives_gateway_restarts(dev: StackRun) -> None:
+    """Clients' scheduler connections (8786) go through a unit the gateway's restarts and
+    upgrades leave running; it finds the gateway's private API on a fixed loopback port."""
+    proxy, unit, _watcher = host_units(user_data(dev, "gateway-lt"), published_settings(dev))
+    found = directives(proxy.render())
+    assert proxy.name == "dask-platform-proxy.service" != unit.name
+    assert shlex.split(found["ExecStart"][0]) == [
+        "/opt/dask-platform/venv/bin/dask-platform", "gateway-proxy",
+        "--address", "0.0.0.0:8786", "--gateway-address", "127.0.0.1:8785"]
+    assert found["StateDirectory"] == ["dask-platform"]  # its token is the gateway's
+    assert found["CapabilityBoundingSet"] == [""] and found["NoNewPrivileges"] == ["yes"]
+    assert found["Restart"] == ["always"] and found["Wants"] == ["network-online.target"]
+    assert proxy.health_url == "http://127.0.0.1:8786/services/dask-gateway/api/health"
 
 
 def test_dev_and_hosts_pin_the_same_uv() -> None:

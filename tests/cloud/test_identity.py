@@ -40,10 +40,12 @@ def test_each_role_reaches_only_its_secrets_with_only_the_actions_it_needs(
 ) -> None:
     ldap = one(dev, "Secret", "identity-ldap-bind-password").outputs["arn"]
     token = one(dev, "Secret", "identity-agent-token").outputs["arn"]
-    assert ldap != token
+    pipeline = one(dev, "Secret", "identity-pipeline-password").outputs["arn"]
+    assert len({ldap, token, pipeline}) == 3
     assert secret_grants(dev, "gateway") == {
         (("secretsmanager:GetSecretValue",), ldap),
         (("secretsmanager:GetSecretValue", "secretsmanager:PutSecretValue"), token),
+        (("secretsmanager:GetSecretValue",), pipeline),  # the pipeline watcher's login
     }
     for role in ("scheduler", "worker"):
         assert secret_grants(dev, role) == {(("secretsmanager:GetSecretValue",), token)}
@@ -156,28 +158,29 @@ def s3_grants(run: StackRun, role: str) -> set[tuple[str, str]]:
     return found
 
 
-def test_workers_reach_each_bucket_only_as_far_as_the_pipeline_needs(dev: StackRun) -> None:
+def test_no_host_role_reaches_a_data_bucket(dev: StackRun) -> None:
+    """User code, the pipeline included, works with vended data-role credentials only:
+    workers and the scheduler host read the runtime archive and nothing else."""
+    artifacts = one(dev, "Bucket", "storage-artifacts").outputs["arn"]
+    for role in ("scheduler", "worker"):
+        assert s3_grants(dev, role) == {("s3:GetObject", f"{artifacts}/runtime/*")}
+
+
+def test_the_gateway_writes_usage_reports_and_archived_homes_and_alerts_one_topic(
+        dev: StackRun) -> None:
+    """Daily usage reports (usage/daily/...) and offboarded homes (home-archives/...) in the
+    audit bucket and nowhere else; budget alerts to the stack's own topic."""
     arn = {kind: one(dev, "Bucket", f"storage-{kind}").outputs["arn"]
-           for kind in ("raw", "processed", "audit", "artifacts")}
-    grants = s3_grants(dev, "worker")
-    assert grants == {
+           for kind in ("audit", "artifacts")}
+    assert s3_grants(dev, "gateway") == {
         ("s3:GetObject", f"{arn['artifacts']}/runtime/*"),
-        ("s3:ListBucket", arn["raw"]), ("s3:GetObject", f"{arn['raw']}/*"),
-        ("s3:ListBucket", arn["processed"]),
-        *((action, f"{arn['processed']}/*")
-          for action in ("s3:GetObject", "s3:PutObject", "s3:DeleteObject")),
-        ("s3:ListBucket", arn["audit"]),
-        *((action, f"{arn['audit']}/{prefix}/*")
-          for action in ("s3:GetObject", "s3:PutObject", "s3:DeleteObject")
-          for prefix in ("quarantine", "manifests")),
-    }
-    listing = statements(dev, "worker")["PipelineListAudit"]
-    assert listing["Condition"] == {"StringLike": {"s3:prefix": ["quarantine*", "manifests*"]}}
-    # Nothing writes raw drops, and the other hosts read only the runtime archive.
-    assert not [g for g in grants if g[1].startswith(arn["raw"]) and g[0] != "s3:GetObject"
-                and g[0] != "s3:ListBucket"]
-    for role in ("gateway", "scheduler"):
-        assert s3_grants(dev, role) == {("s3:GetObject", f"{arn['artifacts']}/runtime/*")}
+        *((action, f"{arn['audit']}/{prefix}/*") for action in ("s3:GetObject", "s3:PutObject")
+          for prefix in ("usage", "home-archives"))}
+    publish = statements(dev, "gateway")["PublishBudgetAlerts"]
+    assert publish["Action"] == "sns:Publish"
+    assert publish["Resource"] == one(dev, "Topic", "monitoring-alerts").outputs["arn"]
+    assert not any(a.startswith("sns:") for role in ("scheduler", "worker")
+                   for a in all_actions(dev, role))
 
 
 def test_a_worker_completes_only_its_own_groups_launch_hook(dev: StackRun) -> None:

@@ -100,6 +100,28 @@ CASES = {
         (),
         ["dask-platform:workers.instanceType", "allowed families"],
     ),
+    "webhook over plain http": (
+        {"monitoring": {"webhooks": [{"name": "pagerduty",
+                                      "url": "http://events.pagerduty.com/x"}]}},
+        (),
+        ["dask-platform:monitoring.webhooks.0.url", "not an https:// URL"],
+    ),
+    "two webhooks of one name": (
+        {"monitoring": {"webhooks": [{"name": "slack", "url": "https://a.example/x"},
+                                     {"name": "slack", "url": "https://b.example/y"}]}},
+        (),
+        ["dask-platform:monitoring.webhooks", "used more than once"],
+    ),
+    "memory alarm above 100 %": (
+        {"monitoring": {"workerMemoryPercent": 120}},
+        (),
+        ["dask-platform:monitoring.workerMemoryPercent", "less than or equal to 100"],
+    ),
+    "raw prefix without a trailing slash": (
+        {"pipeline": {"rawPrefix": "appsflyer"}},
+        (),
+        ["dask-platform:pipeline.rawPrefix", "ending in /"],
+    ),
     "adopted VPC without subnets": (
         {"vpcId": "vpc-0123456789abcdef0"},
         ("vpcCidr",),

@@ -46,11 +46,13 @@ def test_every_resource_sits_in_a_component_and_taggable_ones_carry_the_common_t
             "SecurityGroups",
             "Storage",
             "Identity",
+            "DataRoles",
             "SchedulerHost",
             "WorkerPool",
             "GatewayHost",
             "LoadBalancer",
             "Monitoring",
+            "DropQueue",
         )
     }
     for resource in dev.resources:
@@ -88,7 +90,9 @@ def test_plan_prints_resources_by_component_with_key_properties(
     assert plan.main(["--stack", "dev"]) == 0
     text = capsys.readouterr().out
     custom_count = sum(1 for r in dev.resources if r.custom)
-    assert f"{custom_count} resources in 9 components" in text
+    components = {r.type for r in dev.resources if r.type.startswith("daskplatform:aws:")}
+    assert len(components) == 11  # every ComponentResource in components/, declared once
+    assert f"{custom_count} resources in {len(components)} components" in text
     for header in (
         "Network 'network'",
         "SecurityGroups 'security'",

@@ -26,6 +26,7 @@ OUTPUTS = {
     "worker_asg_name",
     "alert_topic_arn",
     "dashboard_name",
+    "drop_queue_url",
     "settings_parameter_name",
     "client_security_group_id",
 }
@@ -163,5 +164,6 @@ def test_every_documented_output_exists_and_points_at_the_right_resource(dev: St
     assert outputs["worker_asg_name"] == "dask-platform-dev-workers"
     assert outputs["alert_topic_arn"] == one(dev, "Topic", "monitoring-alerts").outputs["arn"]
     assert outputs["dashboard_name"] == "dask-platform-dev"
+    assert outputs["drop_queue_url"] == one(dev, "Queue", "drops-queue").outputs["url"]
     assert outputs["settings_parameter_name"] == "/dask-platform/dev/runtime-settings"
     assert outputs["client_security_group_id"] == one(dev, "SecurityGroup", "security-client").id

@@ -43,6 +43,7 @@ USERS = {
     "ann": ["data_analysts"],
     "bob": ["data_analysts"],
     "zed": ["contractors"],
+    "svc-pipeline": ["data_engineers"],  # the pipeline watcher's service account
 }
 
 WORKER = (0.5, 0.25)
@@ -108,6 +109,8 @@ class Pool:
     env: dict[str, str]
     agents: dict[str, Agent] = field(default_factory=dict)
     gateway: GatewayProcess | None = None
+    proxy: subprocess.Popen[bytes] | None = None
+    """The gateway's proxy when it runs apart (``start_gateway(external_proxy=True)``)."""
     api_url: str = ""
     tcp_address: str = ""
     gateway_args: list[str] = field(default_factory=list)
@@ -135,10 +138,11 @@ class Pool:
         return agent
 
     def start_gateway(self, extra_config: str = "", extra_args: list[str] | None = None,
-                      db: bool = False) -> None:
-        """Start (or restart, with the same addresses and database) the gateway."""
+                      db: bool = False, external_proxy: bool = False) -> None:
+        """Start (or restart, with the same addresses and database) the gateway; with
+        ``external_proxy`` its proxy runs as a process of its own, started once."""
         if not self.gateway_args:
-            proxy, tcp = free_port(), free_port()
+            proxy, tcp, address = free_port(), free_port(), f"127.0.0.1:{free_port()}"
             self.api_url = f"http://127.0.0.1:{proxy}"
             self.tcp_address = f"gateway://127.0.0.1:{tcp}"
             (self.tmp / "auth.json").write_text(json.dumps(
@@ -146,7 +150,7 @@ class Pool:
             (self.tmp / "overrides.py").write_text(FAST_CHECKS + extra_config)
             self.gateway_args = [
                 "--settings", str(self.settings_path),
-                "--address", f"127.0.0.1:{free_port()}",
+                "--address", address,
                 "--proxy-address", f"127.0.0.1:{proxy}",
                 "--proxy-tcp-address", f"127.0.0.1:{tcp}",
                 "--agent-token-file", str(self.tmp / "token"),
@@ -156,11 +160,23 @@ class Pool:
                 "--db-url", f"sqlite:///{self.tmp / 'gateway.sqlite'}" if db else "sqlite://",
                 *[f"--node={a.node_id},{a.role},{a.url}" for a in self.agents.values()
                   if a.node_id not in self.discovered],
+                *(["--external-proxy"] if external_proxy else []),
                 *(extra_args or []),
             ]
+            if external_proxy:
+                self.proxy = self._start_proxy(proxy, tcp, address)
         self.gateway = GatewayProcess(self.gateway_args, self.api_url,
                                       log_path=str(self.tmp / "gateway.log"), env=self.env)
         self.gateway.start()
+
+    def _start_proxy(self, http: int, tcp: int, gateway: str) -> subprocess.Popen[bytes]:
+        with (self.tmp / "proxy.log").open("ab") as out:
+            return subprocess.Popen(
+                [sys.executable, "-m", "daskplatform.cli", "gateway-proxy", "--address",
+                 f"127.0.0.1:{http}", "--tcp-address", f"127.0.0.1:{tcp}",
+                 "--gateway-address", gateway, "--temp-dir", str(self.tmp / "gateway"),
+                 "--log-level", "info"],
+                stdout=out, stderr=subprocess.STDOUT, env=self.env)
 
     def client(self, user: str) -> Gateway:
         return Gateway(self.api_url, proxy_address=self.tcp_address,
@@ -211,6 +227,8 @@ class Pool:
     def close(self) -> None:
         if self.gateway is not None:
             self.gateway.stop()
+        if self.proxy is not None:
+            _stop_tree(self.proxy)
         for agent in self.agents.values():
             if agent.process.poll() is None:
                 for proc in self.processes(agent.node_id):

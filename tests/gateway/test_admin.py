@@ -32,6 +32,9 @@ def test_every_admin_route_refuses_non_admins_with_why(pool: Pool) -> None:
         status, answer = pool.api(method, path, "ann", {} if method == "POST" else None)
         assert status == 403, (method, path, status)
         assert "ann is not an admin" in answer["error"]
+    refused = {(e["user"], e["method"], e["path"]) for e in _audit(pool)
+               if e["event"] == "admin.refused"}
+    assert refused == {("ann", method, path) for method, path in ROUTES}
 
 
 def test_admins_list_stop_see_the_queue_and_drain_nodes(pool: Pool) -> None:
@@ -87,7 +90,8 @@ def test_offboarding_stops_the_users_work_and_the_trail_takes_admin_steps(pool: 
                             {"event": "user.home_archived", "user": "ann", "key": "k"})
     assert (status, line["by"], line["key"]) == (201, "ada", "k")
     for bad in ({"event": "cluster.start", "user": "ann"}, {"event": "user.x", "user": "../x"},
-                {"event": "user.x", "user": "ann", "nested": {"a": 1}}, []):
+                {"event": "user.x", "user": "ann", "nested": {"a": 1}}):
         assert pool.api("POST", "/api/v1/admin/audit", "ada", bad)[0] == 422, bad
+    assert pool.api("POST", "/api/v1/admin/audit", "ada", [])[0] == 400
     assert ("user.work_stopped", "ann", "ada") in [
         (e["event"], e["user"], e.get("by")) for e in _audit(pool)]

@@ -17,12 +17,15 @@ from daskplatform.settings import (
     ACTIVE_CLUSTERS_METRIC,
     ACTIVE_WORKERS_METRIC,
     BACKLOG_NODES_METRIC,
+    CLUSTER_START_METRIC,
     IDLE_NODES_METRIC,
     PENDING_WORKERS_METRIC,
+    POOL_MEMORY_RESERVED_METRIC,
     QUEUED_TASKS_METRIC,
     ROLE_TAG,
     STACK_TAG,
     WORKER_MANAGED_METRIC,
+    WORKER_MEMORY_PERCENT_METRIC,
     WORKER_SPILLED_METRIC,
     WORKER_UNMANAGED_METRIC,
 )
@@ -132,7 +135,12 @@ def test_nodes_holding_processes_are_protected_until_they_empty(aws_env: str,
         wait_for(lambda: _protected(name) == {i: False for i in ids}, 20,
                  "protection not cleared on the emptied node")
     metrics = aws_client("cloudwatch").list_metrics(Namespace=f"test-{name}")["Metrics"]
-    published = {m["MetricName"]: m["Dimensions"] for m in metrics}
+    latency = sorted(str(m["Dimensions"]) for m in metrics
+                     if m["MetricName"] == CLUSTER_START_METRIC)
+    # The cluster's start latency: the alarm's series and its group's.
+    assert latency == sorted(["[]", str([{"Name": "Group", "Value": "data_analysts"}])])
+    published = {m["MetricName"]: m["Dimensions"] for m in metrics
+                 if m["MetricName"] != CLUSTER_START_METRIC}
     # The dimensions the stack's alarms name: the pool's metric per worker group.
     pool_dimension = [{"Name": "AutoScalingGroupName", "Value": name}]
     assert {m: published.pop(m) for m in (PENDING_WORKERS_METRIC, ACTIVE_CLUSTERS_METRIC,
@@ -143,7 +151,8 @@ def test_nodes_holding_processes_are_protected_until_they_empty(aws_env: str,
         ACTIVE_CLUSTERS_METRIC: [], ACTIVE_WORKERS_METRIC: [], QUEUED_TASKS_METRIC: []}
     # Worker memory, once a round saw the worker, has no dimension (no metric per worker).
     assert set(published) <= {WORKER_MANAGED_METRIC, WORKER_UNMANAGED_METRIC,
-                              WORKER_SPILLED_METRIC}
+                              WORKER_SPILLED_METRIC, WORKER_MEMORY_PERCENT_METRIC,
+                              POOL_MEMORY_RESERVED_METRIC}
     assert all(dimensions == [] for dimensions in published.values())
 
 
@@ -181,6 +190,10 @@ def test_the_gateway_publishes_the_clusters_workers_and_tasks_the_alarms_watch(
         # Each worker's memory: at least its interpreter is unmanaged.
         wait_for(lambda: (_maximum(namespace, WORKER_UNMANAGED_METRIC) or 0) > 0, 20,
                  "WorkerUnmanagedBytes never published")
+        # ... against its limit, and the pool's placed memory against what it offers.
+        wait_for(lambda: 0 < (_maximum(namespace, WORKER_MEMORY_PERCENT_METRIC) or 0) < 100,
+                 20, "WorkerMemoryUsedPercent never published")
+        assert 0 < (_maximum(namespace, POOL_MEMORY_RESERVED_METRIC) or 0) <= 100
         client.cancel(futures)
     # Never more than what ran: one cluster, two workers.
     assert _maximum(namespace, ACTIVE_CLUSTERS_METRIC) == 1

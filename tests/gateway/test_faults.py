@@ -1,9 +1,10 @@
 """Idle clusters stop; a lost node's workers come back elsewhere; clusters outlive a
-gateway restart."""
+gateway restart, and with the proxy apart (as on the gateway host) so do clients'
+connections to them."""
 
 from __future__ import annotations
 
-from tests.gateway.conftest import Pool, wait_for
+from tests.gateway.conftest import Pool, _answers, wait_for
 
 
 def _workers(client) -> int:
@@ -72,6 +73,44 @@ def test_running_clusters_stay_reachable_across_a_gateway_restart(make_pool) -> 
             assert client.submit(lambda: 7 * 6).result(timeout=30) == 42
             assert _workers(client) == 1
             cluster.shutdown()  # stopped through the checkpoints the first gateway wrote
+    wait_for(lambda: _alive(pool) == 0, 30, "processes left after shutdown")
+
+
+def test_a_connected_client_keeps_computing_across_a_gateway_restart(make_pool) -> None:
+    """The proxy runs apart from the gateway (``gateway-proxy``, ``--external-proxy``): a
+    client computes while the gateway is down, a task submitted before the restart
+    finishes after it, and the scheduler never saw the client leave (one connection)."""
+    pool: Pool = make_pool()
+    pool.add_agent("sched-1", "scheduler", cores=1, memory_gb=1)
+    pool.add_agent("work-1", "worker", cores=1, memory_gb=1)
+    pool.start_gateway(db=True, external_proxy=True)
+    assert pool.proxy is not None
+    proxy_pid = pool.proxy.pid
+
+    def slow_square(x: int) -> int:
+        import time
+
+        time.sleep(10)
+        return x * x
+
+    with pool.client("ann") as gateway, gateway.new_cluster() as cluster:
+        cluster.scale(1)
+        with cluster.get_client(set_as_default=False) as client:
+            client.wait_for_workers(1, timeout=60)
+            stream = client.scheduler_comm.comm
+            spanning = client.submit(slow_square, 7)
+            pool.gateway.stop()
+            assert not _answers(pool.api_url + "/api/health")  # the gateway is away
+            assert not spanning.done()
+            assert client.submit(sum, range(10)).result(timeout=30) == 45
+            pool.start_gateway()
+            assert spanning.result(timeout=60) == 49
+            assert client.submit(lambda: 6 * 7).result(timeout=30) == 42
+            assert client.scheduler_comm.comm is stream and not stream.closed()
+            assert [e["action"] for _, e in client.get_events(client.id)
+                    if e["action"].endswith("-client")] == ["add-client"]
+            assert _workers(client) == 1
+    assert pool.proxy.pid == proxy_pid and pool.proxy.poll() is None
     wait_for(lambda: _alive(pool) == 0, 30, "processes left after shutdown")
 
 

@@ -18,6 +18,7 @@ import pytest
 from dask_gateway import BasicAuth, Gateway
 from hypothesis import strategies as st
 
+from daskplatform.audit import AUDIT_LOG_ENV
 from daskplatform.gateway.server import LDAP_AUTHENTICATOR
 from daskplatform.identity.slapd import Slapd
 from tests.gateway.conftest import Pool, new_pool, small_settings, wait_for
@@ -40,6 +41,11 @@ from tests.hostile import (
 
 USER, PASSWORD = "engineer1", "engineer1-demo"
 """A data engineer of the demo directory: 1 core / 0.5 GB per cluster in small_settings."""
+ADMIN, ADMIN_PASSWORD = "admin1", "admin1-demo"
+"""An admin of the demo directory: the admin routes' checks past their 403."""
+OTHER_USERS = ("analyst1", "outsider1", ADMIN)
+"""Directory users the admin routes may act on: none runs anything, so offboarding one
+stops nothing (never USER, whose cluster must keep running)."""
 
 CREATE = "POST /api/v1/clusters/"
 CLUSTER = "GET /api/v1/clusters/{cluster_name}"
@@ -47,14 +53,36 @@ DELETE = "DELETE /api/v1/clusters/{cluster_name}"
 SCALE = "POST /api/v1/clusters/{cluster_name}/scale"
 ADAPT = "POST /api/v1/clusters/{cluster_name}/adapt"
 HEARTBEAT = "POST /api/v1/clusters/{cluster_name}/heartbeat"
-ROUTES = ("GET /api/health", "GET /api/version", "GET /api/v1/options", "GET /api/v1/pool",
-          "GET /api/v1/clusters/", CREATE, CLUSTER, DELETE, SCALE, ADAPT, HEARTBEAT)
-"""dask-gateway-server's routes (routes.py) and the pool backend's /api/v1/pool."""
+POOL_ROUTES = ("GET /api/v1/pool", "GET /api/v1/pool/workers", "GET /api/v1/status",
+               "GET /api/v1/rollout")
+START_ROLLOUT = "POST /api/v1/rollout"
+START_NOTEBOOK = "POST /api/v1/notebook"
+NOTEBOOK = "GET /api/v1/notebook"
+STOP_NOTEBOOK = "DELETE /api/v1/notebook"
+ADMIN_LISTS = ("GET /api/v1/admin/clusters", "GET /api/v1/admin/queue",
+               "GET /api/v1/admin/nodes")
+ADMIN_STOP = "DELETE /api/v1/admin/clusters/{cluster_name}"
+DRAIN = "POST /api/v1/admin/nodes/{node_id}/drain"
+UNDRAIN = "POST /api/v1/admin/nodes/{node_id}/undrain"
+OFFBOARD = "POST /api/v1/admin/users/{username}/offboard"
+REFRESH = "POST /api/v1/admin/users/{username}/refresh"
+AUDIT = "POST /api/v1/admin/audit"
+USAGE = "GET /api/v1/usage"
+DASHBOARD = "GET /clusters/{cluster_name}/{tail}"
+DASHBOARD_POST = "POST /clusters/{cluster_name}/{tail}"
+ROUTES = ("GET /api/health", "GET /api/version", "GET /api/v1/options", *POOL_ROUTES,
+          "GET /api/v1/clusters/", CREATE, CLUSTER, DELETE, SCALE, ADAPT, HEARTBEAT,
+          START_ROLLOUT, START_NOTEBOOK, NOTEBOOK, STOP_NOTEBOOK, *ADMIN_LISTS, ADMIN_STOP,
+          DRAIN, UNDRAIN, OFFBOARD, REFRESH, AUDIT, USAGE, DASHBOARD, DASHBOARD_POST)
+"""dask-gateway-server's routes (routes.py) and every route the platform adds: the pool
+backend's (backend.py), notebooks, admin and usage (admin.py) and dashboards (any method;
+GET and POST here). Not here: ``/oauth_callback``, which exists only with a hub login."""
 
-EXAMPLES = 1100
-"""Generated calls over all routes (about 100 a route): some 20 s on 2 cores."""
+EXAMPLES = 3200
+"""Generated calls over all routes (about 100 a route): some 65 s on 2 cores."""
 
 AS_USER = (("Authorization", b"{basic}"), ("Content-Type", b"application/json"))
+AS_ADMIN = (("Authorization", b"{admin}"), ("Content-Type", b"application/json"))
 
 
 def _post(route: str, body: bytes, auth: tuple[tuple[str, bytes], ...] = AS_USER) -> Call:
@@ -101,39 +129,119 @@ WHY = [
 ]
 """Every case of issue 14's "Why" for the gateway, with the answer it now gets."""
 
+ADMIN_IN_NO_SUCH_CHARSET = (("Authorization", b"{admin}"),
+                            ("Content-Type", b"application/json; charset=nope"))
+CHARSET = 'Content-Type: charset must be utf-8, got "nope"'
+VERSION = "version: must be 12 hex digits"
+FOUND_ON_ADDED_ROUTES = [
+    *[pytest.param(Call(route, path, ADMIN_IN_NO_SUCH_CHARSET, body), 400, CHARSET,
+                   id=f"{route}-charset")
+      for route, path, body in [
+          ("POST /api/v1/rollout", "/api/v1/rollout", b"{}"),
+          ("POST /api/v1/notebook", "/api/v1/notebook", b'{"env": {}}'),
+          ("POST /api/v1/admin/audit", "/api/v1/admin/audit",
+           b'{"event": "user.added", "user": "analyst1"}')]],
+    pytest.param(Call("POST /api/v1/rollout", "/api/v1/rollout", AS_ADMIN,
+                      b'{"version": "latest"}'), 422, f'{VERSION} (a runtimeVersion the '
+                 "stack publishes), or null for the settings' runtimeVersion, got \"latest\"",
+                 id="rollout-not-a-version"),
+    pytest.param(Call("POST /api/v1/rollout", "/api/v1/rollout", AS_ADMIN,
+                      b'{"version": "0123456789ab", "force": true}'), 422,
+                 "force: unknown field; allowed: version", id="rollout-unknown-field"),
+    pytest.param(Call("POST /api/v1/admin/audit", "/api/v1/admin/audit", AS_ADMIN,
+                      b'{"event": "user.added", "user": "analyst1", "note": "\\udc80"}'), 422,
+                 'note: must be text without NUL characters or lone surrogates, got "\\udc80"',
+                 id="audit-lone-surrogate"),
+    pytest.param(Call("POST /api/v1/admin/audit", "/api/v1/admin/audit", AS_ADMIN,
+                      b'{"event": "user.added", "user": "analyst1", "cost": NaN}'), 422,
+                 "cost: must be text, a finite number, true or false, got NaN",
+                 id="audit-nan"),
+]
+"""Found on the routes added since issue 14. An unknown charset was a 500; a roll-out to
+"latest" (or "") started, asked every node for a version none can install and left every
+worker node drained for good, a roll-out never to end, which no later one could replace
+(and a mistyped field was ignored: a roll-out to the published version); a lone surrogate
+and NaN in audit fields went into the trail as they came (NaN is no JSON)."""
+
+
+@dataclass(frozen=True)
+class State:
+    """What a refused request must leave as it was."""
+
+    clusters: dict[str, str]
+    """Every user's clusters and their status (as an admin lists them)."""
+    draining: dict[str, bool]
+    rollout: tuple[str, float] | None
+    """The last roll-out's version and start."""
+
 
 @dataclass
 class Platform:
     pool: Pool
     cluster: str
-    """A running cluster of USER, which every refused request must leave running."""
+    """A running cluster of USER, which every request must leave running."""
     token: str
     """That cluster's API token, as its scheduler (and code run there) has it."""
+    nodes: tuple[str, str]
+    """The scheduler node and the worker node."""
+    version: str = ""
+    """The runtime version every host runs: a roll-out to it has nothing to do."""
 
     def send(self, call: Call) -> Answer:
         values = {"cluster": self.cluster, "basic": basic(USER, PASSWORD).decode(),
-                  "token": self.token}
+                  "admin": basic(ADMIN, ADMIN_PASSWORD).decode(), "token": self.token,
+                  "scheduler_node": self.nodes[0], "worker_node": self.nodes[1],
+                  "version": self.version}
         return send(self.pool.api_url, resolve(call, values))
 
+    def _get(self, path: str) -> Answer:
+        return self.send(Call(f"GET {path}", path, AS_ADMIN))
+
     def clusters(self) -> dict[str, str]:
-        """USER's clusters and their status."""
-        answer = self.send(Call("GET /api/v1/clusters/", "/api/v1/clusters/", AS_USER))
+        """Every user's clusters and their status."""
+        answer = self._get("/api/v1/clusters/")
         assert answer.status == 200, answer
         return {name: info["status"] for name, info in json.loads(answer.text).items()}
 
-    snapshot = clusters
+    def snapshot(self) -> State:
+        pool = self._get("/api/v1/pool")
+        assert pool.status == 200, pool
+        rollout = self._get("/api/v1/rollout")
+        assert rollout.status in (200, 404), rollout
+        report = json.loads(rollout.text) if rollout.status == 200 else None
+        return State(self.clusters(),
+                     {n["node_id"]: n["draining"] for n in json.loads(pool.text)["nodes"]},
+                     (report["version"], report["started_at"]) if report else None)
 
-    def assert_unchanged(self, before: dict[str, str]) -> None:
-        """No cluster created, the running one not stopped."""
-        after = self.clusters()
-        assert set(after) <= set(before), f"created {set(after) - set(before)}"
-        assert after.get(self.cluster) == "RUNNING", after
+    def assert_unchanged(self, before: State) -> None:
+        """No cluster created, the running one not stopped, no node drained, no
+        roll-out started."""
+        after = self.snapshot()
+        assert set(after.clusters) <= set(before.clusters), \
+            f"created {set(after.clusters) - set(before.clusters)}"
+        assert after.clusters.get(self.cluster) == "RUNNING", after
+        assert (after.draining, after.rollout) == (before.draining, before.rollout), after
 
     def accepted(self, call: Call, answer: Answer) -> None:
-        """A cluster created by a valid generated call is stopped at once."""
+        """Undo what a valid generated call started (a cluster, a notebook server, a
+        drained node; a roll-out to the running version ends at once), and check that it
+        left USER's cluster running."""
+        authorization = tuple(h for h in call.headers if h[0] == "Authorization")
         if call.route == CREATE:
             name = json.loads(answer.text)["name"]
-            self.send(Call(DELETE, f"/api/v1/clusters/{name}", AS_USER))
+            self.send(Call(DELETE, f"/api/v1/clusters/{name}", AS_ADMIN))
+        elif call.route == START_NOTEBOOK:
+            stopped = self.send(Call(STOP_NOTEBOOK, "/api/v1/notebook", authorization))
+            assert stopped.status == 204, stopped
+        elif call.route == DRAIN:
+            node = json.loads(answer.text)["node"]
+            undrained = self.send(Call(UNDRAIN, f"/api/v1/admin/nodes/{node}/undrain",
+                                       AS_ADMIN))
+            assert undrained.status == 200, undrained
+        elif call.route == START_ROLLOUT:
+            wait_for(lambda: json.loads(self._get("/api/v1/rollout").text)["done"], 30,
+                     "a roll-out to the running version did not end")
+        assert self.clusters().get(self.cluster) == "RUNNING", (call, answer)
 
 
 def _scheduler_token(pool: Pool, cluster: str) -> str:
@@ -153,11 +261,13 @@ def platform(slapd: Slapd, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     settings_ = small_settings().model_copy(update={
         "ldap_url": slapd.ldaps_url, "ldap_base_dn": slapd.base_dn,
         "ldap_bind_dn": slapd.bind_dn})
-    pool = new_pool(directory, settings_)
+    # The gateway writes an audit trail, as on a host: what it writes is checked too.
+    pool = new_pool(directory, settings_, env={AUDIT_LOG_ENV: str(directory / "audit.jsonl")})
     try:
         name = secrets.token_hex(3)  # agents name cgroups after their node ids
-        pool.add_agent(f"hostile-sched-{name}", "scheduler", cores=2, memory_gb=2)
-        pool.add_agent(f"hostile-work-{name}", "worker", cores=1, memory_gb=1)
+        nodes = (f"hostile-sched-{name}", f"hostile-work-{name}")
+        pool.add_agent(nodes[0], "scheduler", cores=2, memory_gb=2)
+        pool.add_agent(nodes[1], "worker", cores=1, memory_gb=1)
         auth = directory / "ldap-auth.json"
         auth.write_text(json.dumps({"settings_source": str(pool.settings_path),
                                     "ldap_bind_password": slapd.bind_password,
@@ -168,16 +278,20 @@ def platform(slapd: Slapd, tmp_path_factory: pytest.TempPathFactory) -> Iterator
                                              {"basic": basic(USER, PASSWORD).decode()}))
         assert created.status == 201, created
         cluster = json.loads(created.text)["name"]
-        running = Platform(pool, cluster, "")
+        running = Platform(pool, cluster, "", nodes)
         wait_for(lambda: running.clusters().get(cluster) == "RUNNING", 60,
                  "the fixture's cluster did not start")
         running.token = _scheduler_token(pool, cluster)
+        status = json.loads(running.send(Call("GET /api/v1/status", "/api/v1/status",
+                                              AS_ADMIN)).text)
+        running.version = status["runtime"]["gateway"]
+        assert set(status["runtime"]["nodes"]) == {running.version}, status
         yield running
     finally:
         pool.close()
 
 
-@pytest.mark.parametrize(("call", "status", "message"), WHY)
+@pytest.mark.parametrize(("call", "status", "message"), WHY + FOUND_ON_ADDED_ROUTES)
 def test_each_case_found_by_hand_gets_a_clear_4xx_and_changes_nothing(
         platform: Platform, call: Call, status: int, message: str) -> None:
     assert_refused(platform, call, status, message)
@@ -234,8 +348,62 @@ def _under(name: st.SearchStrategy[str], suffix: str) -> st.SearchStrategy[str]:
     return name.map(lambda n: f"/api/v1/clusters/{n}{suffix}")
 
 
+def _either_user(route: str, paths: st.SearchStrategy[str],
+                 body: st.SearchStrategy[bytes | None] | None = None
+                 ) -> st.SearchStrategy[Call]:
+    """USER's or an admin's credentials among the headers drawn: an admin route refuses
+    the one with 403 and checks what the other sends past it."""
+    return calls(route, paths, [b"{basic}", b"{admin}"], body)
+
+
+def _path(route: str) -> st.SearchStrategy[str]:
+    return st.just(route.split(" ", 1)[1])
+
+
+_notebook_fields = {"env": st.dictionaries(
+    st.from_regex(r"(JUPYTERHUB|DASK_GATEWAY)_[A-Z0-9_]{1,8}", fullmatch=True),
+    st.text(max_size=8), max_size=2)}
+_audit_fields = {"event": st.from_regex(r"user\.[a-z_]{1,12}", fullmatch=True),
+                 "user": st.sampled_from(OTHER_USERS), "key": st.text(max_size=8)}
+_node = either(st.sampled_from(["{scheduler_node}", "{worker_node}"]), path_parts)
+_username = either(st.sampled_from(OTHER_USERS), path_parts)
+_tail = st.one_of(
+    st.sampled_from(["health", "individual-plots.json", "json/counts.json", "sitemap.json",
+                     "", "..", "../..", "../../api/v1/pool", "%2e%2e/%2e%2e/api/v1/pool",
+                     "..%2F..%2Fapi%2Fv1%2Fpool", "%2F%2Fexample.com/", "a%0d%0aX-Y:%20z"]),
+    st.lists(path_parts, min_size=1, max_size=3).map("/".join),
+)
+"""Cheap dashboard pages (not the Bokeh ones, each a session on a scheduler confined
+to a quarter core), dot segments and encoded slashes, CR LF, and any path."""
+_dashboard = st.tuples(_cluster_name, _tail, query_values(["", "a=1"])).map(
+    lambda parts: f"/clusters/{parts[0]}/{parts[1]}?{parts[2]}")
+
+PLATFORM_CALLS = st.one_of(
+    *[_either_user(route, _path(route)) for route in (*POOL_ROUTES, *ADMIN_LISTS)],
+    _either_user(START_ROLLOUT, _path(START_ROLLOUT),
+                 bodies({"version": st.just("{version}")})),
+    _either_user(START_NOTEBOOK, _path(START_NOTEBOOK), bodies(_notebook_fields)),
+    _either_user(NOTEBOOK, _path(NOTEBOOK)),
+    _either_user(STOP_NOTEBOOK, _path(STOP_NOTEBOOK)),
+    _either_user(ADMIN_STOP, path_parts.map(  # never the running cluster
+        lambda name: f"/api/v1/admin/clusters/{name}")),
+    _either_user(DRAIN, _node.map(lambda node: f"/api/v1/admin/nodes/{node}/drain")),
+    _either_user(UNDRAIN, _node.map(lambda node: f"/api/v1/admin/nodes/{node}/undrain")),
+    _either_user(OFFBOARD, _username.map(
+        lambda name: f"/api/v1/admin/users/{name}/offboard")),
+    _either_user(REFRESH, _username.map(
+        lambda name: f"/api/v1/admin/users/{name}/refresh")),
+    _either_user(AUDIT, _path(AUDIT), bodies(_audit_fields)),
+    _either_user(USAGE, st.tuples(query_values(["7d", "24h", "2w"]),
+                                  query_values(["user", "group", "cluster"])).map(
+        lambda pair: f"/api/v1/usage?since={pair[0]}&by={pair[1]}")),
+    _either_user(DASHBOARD, _dashboard),
+    _either_user(DASHBOARD_POST, _dashboard),
+)
+"""The routes the platform adds to dask-gateway's."""
+
 GATEWAY_CALLS = st.one_of(
-    *[_calls(route, st.just(route.split(" ", 1)[1])) for route in ROUTES[:4]],
+    *[_calls(route, st.just(route.split(" ", 1)[1])) for route in ROUTES[:3]],
     _calls("GET /api/v1/clusters/", query_values(["running", "pending,running"]).map(
         lambda value: f"/api/v1/clusters/?status={value}")),
     _calls(CREATE, st.just("/api/v1/clusters/"), bodies({"cluster_options": _options})),
@@ -245,12 +413,14 @@ GATEWAY_CALLS = st.one_of(
     _calls(SCALE, _under(_cluster_name, "/scale"), bodies({"count": st.integers(0, 3)})),
     _calls(ADAPT, _under(_cluster_name, "/adapt"), bodies(_adapt_fields)),
     _calls(HEARTBEAT, _under(_cluster_name, "/heartbeat"), bodies(_heartbeat_fields)),
+    PLATFORM_CALLS,
 )
 
 
 def test_generated_hostile_input_never_gets_a_5xx_and_the_platform_still_serves(
         platform: Platform) -> None:
-    fuzz(platform, GATEWAY_CALLS, EXAMPLES, [case.values[0] for case in WHY], ROUTES)
+    fuzz(platform, GATEWAY_CALLS, EXAMPLES,
+         [case.values[0] for case in WHY + FOUND_ON_ADDED_ROUTES], ROUTES)
 
     assert platform.send(Call("GET /api/health", "/api/health")).status == 200
     assert platform.clusters()[platform.cluster] == "RUNNING"

@@ -90,6 +90,9 @@ async def test_each_workers_memory_is_on_the_page_split_as_dask_splits_it() -> N
     assert (worker.cluster, worker.worker, worker.spilled) == ("c1", "w-1", 0)
     # The interpreter and its modules are unmanaged; the held bytes are managed.
     assert worker.managed >= HELD and worker.unmanaged > 0
+    # Its limit, so the gateway publishes how full it is (WorkerMemoryUsedPercent).
+    assert worker.limit == 1 << 30
+    assert worker.used_percent == 100 * (worker.managed + worker.unmanaged) / (1 << 30)
 
 
 async def test_a_scheduler_without_the_preload_lists_no_workers() -> None:

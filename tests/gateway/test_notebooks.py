@@ -23,12 +23,14 @@ def pool(make_pool) -> Pool:
 
 
 def test_bad_start_requests_are_refused_with_what_is_allowed(pool: Pool) -> None:
-    for body, problem in (({"env": {"PATH": "/tmp/evil"}}, "JUPYTERHUB_* or DASK_GATEWAY_*"),
-                          ({"env": {"JUPYTERHUB_X": 1}}, "each a string"),
-                          ({"env": "x"}, '{"env": {NAME: "value", ...}}'),
-                          ([], '{"env": {NAME: "value", ...}}')):
+    for body, expected, problem in (
+            ({"env": {"PATH": "/tmp/evil"}}, 422, "JUPYTERHUB_* or DASK_GATEWAY_*"),
+            ({"env": {"JUPYTERHUB_X": 1}}, 422, "each a string"),
+            ({"env": "x"}, 422, 'env: must be an object {NAME: "value", ...}, got "x"'),
+            ({"env": {}, "image": "x"}, 422, "image: unknown field; allowed: env"),
+            ([], 400, "body: must be a JSON object, got an array")):
         status, answer = pool.api("POST", "/api/v1/notebook", "ann", body)
-        assert status == 422 and problem in answer["error"], (body, answer)
+        assert status == expected and problem in answer["error"], (body, answer)
     status, answer = pool.api("POST", "/api/v1/notebook", "zed", {"env": ENV})
     assert status in (403, 422) and "group" in answer["error"]
     assert pool.api("GET", "/api/v1/notebook", "ann")[0] == 404

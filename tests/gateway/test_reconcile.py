@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 
+from daskplatform.rollout_cli import outcome
 from daskplatform.runtime_version import VERSION_ENV
 from tests.gateway.conftest import Pool, wait_for
 
@@ -107,3 +108,14 @@ def test_a_rollout_drains_busy_workers_and_says_why_a_node_did_not_upgrade(
         assert [n["draining"] for n in body["runtime"]["node_list"]
                 if n["node_id"] == "work-1"] == [True]
 
+
+
+def test_rollout_watch_waits_for_stuck_nodes_the_first_call_stops_at() -> None:
+    """`dask-platform rollout` stops at nodes held by users' work (it never stops it);
+    `--watch` waits for them, since they upgrade once their users' clusters stop."""
+    report = {"done": False, "gateway": {"state": "done"},
+              "nodes": {"a": {"state": "stuck"}, "b": {"state": "done"}}}
+    assert outcome(report) == 1 and outcome(report, wait_stuck=True) is None
+    report["nodes"]["a"] = {"state": "failed"}
+    assert outcome(report) == outcome(report, wait_stuck=True) == 1
+    assert outcome({**report, "done": True}, wait_stuck=True) == 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -45,11 +46,31 @@ def test_mount_points_are_read_from_mountinfo() -> None:
     assert not setup.is_mounted("/srv", mountinfo)
 
 
+def _argv(settings: str, role: str = "worker") -> list[str]:
+    return ["--role", role, "--settings", settings, "--region", "eu-west-1",
+            "--file-system", "fs-0123456789abcdef0", "--shared-access-point", "fsap-1",
+            "--homes-access-point", "fsap-2"]
+
+
 def _args(settings: str, role: str = "worker") -> argparse.Namespace:
-    return setup._parser().parse_args([
-        "--role", role, "--settings", settings, "--region", "eu-west-1",
-        "--file-system", "fs-0123456789abcdef0", "--shared-access-point", "fsap-1",
-        "--homes-access-point", "fsap-2"])
+    return setup._parser().parse_args(_argv(settings, role))
+
+
+def test_an_admin_shell_on_the_gateway_finds_this_stack_without_flags(tmp_path: Path) -> None:
+    """``dask-platform users`` on the gateway host reads the settings and the audit bucket
+    from the profile host-setup writes; a shell sourcing it gets exactly those values."""
+    args = setup._parser().parse_args([
+        *_argv("ssm:///dask-platform/dev/runtime-settings", "gateway"),
+        "--audit-bucket", "dp-audit-1", "--alert-topic-arn", "arn:aws:sns:eu-west-1:1:t"])
+    profile = tmp_path / "profile.sh"
+    profile.write_text(setup.operator_profile(args))
+    shown = subprocess.run(["sh", "-c", f". {profile}; env"], capture_output=True, text=True,
+                           check=True, env={}).stdout.splitlines()
+    assert {line for line in shown if line.startswith(("DASK_PLATFORM_", "AWS_"))} == {
+        "DASK_PLATFORM_SETTINGS=ssm:///dask-platform/dev/runtime-settings",
+        "AWS_DEFAULT_REGION=eu-west-1", "DASK_PLATFORM_AUDIT_BUCKET=dp-audit-1"}
+    # A worker has no audit bucket: nothing empty is exported.
+    assert "AUDIT" not in setup.operator_profile(_args("ssm:///p"))
 
 
 def test_settings_are_read_once_aws_answers(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,7 +4,9 @@ a wrong archive installs nothing. Paths under a test folder stand in for /opt.""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sys
 from pathlib import Path
 
 import boto3
@@ -72,3 +74,21 @@ def test_a_version_never_uploaded_or_malformed_is_refused_saying_why(host: Path)
     with pytest.raises(upgrade.UpgradeFailed, match="12 hex digits"):
         upgrade.upgrade("../../etc")
     assert upgrade.main(["--version", "nope"]) == 1
+
+
+@pytest.mark.parametrize(("writes", "exit_code", "installed"), [
+    (True, 255, True),  # asyncio's code for a child another reaper collected first
+    (False, 0, False),
+    (False, 1, False),
+])
+def test_an_upgrade_in_the_background_succeeds_by_what_the_host_records(
+        host: Path, monkeypatch: pytest.MonkeyPatch, writes: bool, exit_code: int,
+        installed: bool) -> None:
+    """The node agent is a child subreaper: its SIGCHLD reaper may take host-upgrade's
+    exit status, so success is the version the host then records as current."""
+    script = (f"import pathlib; pathlib.Path({str(upgrade.VERSION_FILE)!r}).write_text("
+              f"'bbbbbbbbbbbb\\n') if {writes} else None; print('said'); "
+              f"raise SystemExit({exit_code})")
+    monkeypatch.setattr(upgrade, "upgrade_argv", lambda _: [sys.executable, "-c", script])
+    ok, said = asyncio.run(upgrade.upgrade_in_background("bbbbbbbbbbbb"))
+    assert (ok, said) == (installed, "said")

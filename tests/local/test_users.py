@@ -136,4 +136,6 @@ def test_a_user_is_added_works_and_is_removed_with_nothing_left(
     logins = [e for e in read(state / "gateway" / "audit.log") if e["event"] == "login"]
     assert any(e["user"] == USER and e["ok"] for e in logins)
     assert any(e["user"] == USER and not e["ok"] for e in logins)
+    # A client's first, credential-less round answers the challenge: it is no failed login.
+    assert not [e for e in logins if e["user"] == "(none)"]
     assert not [e for e in logins if "outsider1-demo" in json.dumps(e)]  # no password

@@ -40,11 +40,12 @@ SPAWN = "POST /v1/processes"
 PROCESS = "GET /v1/processes/{id}"
 STOP = "DELETE /v1/processes/{id}"
 LOG = "GET /v1/processes/{id}/log"
+UPGRADE = "POST /v1/upgrade"
 ROUTES = ("GET /v1/health", "GET /v1/capacity", "GET /v1/processes", SPAWN, PROCESS, STOP,
-          LOG)
+          LOG, UPGRADE)
 """Every route of docs/node-agent-api.md."""
 
-EXAMPLES = 700
+EXAMPLES = 800
 """Generated calls over all routes (about 100 a route): some 10 s on 2 cores."""
 
 AS_GATEWAY = (("Authorization", b"Bearer {token}"), ("Content-Type", b"application/json"))
@@ -92,16 +93,29 @@ FOUND_READING = [
 ]
 """Cases found while reading the agent: a 500 each before."""
 
+UPGRADE_CASES = [
+    pytest.param(Call(UPGRADE, "/v1/upgrade", AS_GATEWAY,
+                      b'{"version": "0123456789ab", "force": true}'), 400,
+                 "force: unknown field; allowed: version", id="upgrade-unknown-field"),
+    pytest.param(Call(UPGRADE, "/v1/upgrade", AS_GATEWAY, b'{"version": "latest"}'), 400,
+                 'version: must be 12 hex digits (a runtimeVersion the stack publishes), '
+                 'got "latest"', id="upgrade-not-a-version"),
+]
+"""An upgrade took a mistyped field for none and started installing."""
+
 
 @dataclass
 class Node:
     agent: Agent
     resident: str
     """A running scheduler, which every refused request must leave running."""
+    version: str
+    """The runtime version the agent runs (an upgrade to it changes nothing)."""
 
     def send(self, call: Call) -> Answer:
         return send(self.agent.url, resolve(call, {"process": self.resident,
-                                                   "token": self.agent.token}))
+                                                   "token": self.agent.token,
+                                                   "version": self.version}))
 
     def processes(self) -> dict[str, str]:
         """Every process the agent knows, and its state."""
@@ -147,12 +161,14 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     agent = Agent(tmp_path_factory.mktemp("hostile-agent"), "scheduler").start()
     try:
         _spawn_scheduler(agent, "resident")
-        yield Node(agent, "resident")
+        version = requests.get(f"{agent.url}/v1/capacity", headers=agent.headers,
+                               timeout=10).json()["runtime_version"]
+        yield Node(agent, "resident", version)
     finally:
         agent.close()
 
 
-@pytest.mark.parametrize(("call", "status", "message"), WHY + FOUND_READING)
+@pytest.mark.parametrize(("call", "status", "message"), WHY + FOUND_READING + UPGRADE_CASES)
 def test_each_case_found_by_hand_gets_a_clear_4xx_and_changes_nothing(
         node: Node, call: Call, status: int, message: str) -> None:
     assert_refused(node, call, status, message)
@@ -189,6 +205,10 @@ _spawn_fields = {
     "cores": st.sampled_from([0.1, 0.2]), "memory_gb": st.just(0.1),
     "labels": st.dictionaries(st.text(max_size=8), st.text(max_size=8), max_size=2),
 }
+NO_SUCH_VERSION = "0123456789ab"
+"""A well-formed version no artifacts bucket holds: its install fails (this machine was
+not installed by user data) and the agent keeps serving; one install at a time."""
+_upgrade_fields = {"version": either(st.just("{version}"), st.just(NO_SUCH_VERSION))}
 
 
 def _calls(route: str, paths: st.SearchStrategy[str],
@@ -204,6 +224,7 @@ AGENT_CALLS = st.one_of(
         lambda pair: f"/v1/processes/{pair[0]}?grace={pair[1]}")),
     _calls(LOG, st.tuples(_id, query_values(["1", "200"])).map(
         lambda pair: f"/v1/processes/{pair[0]}/log?lines={pair[1]}")),
+    _calls(UPGRADE, st.just("/v1/upgrade"), bodies(_upgrade_fields)),
 )
 
 
