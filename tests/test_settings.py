@@ -14,9 +14,12 @@ import yaml
 
 from daskplatform.settings import (
     ClusterSettings,
+    DataAccessSettings,
     GatewayHostSettings,
     GroupQuota,
     HostSettings,
+    MonitoringSettings,
+    PipelineSettings,
     PlatformSettings,
     PortSettings,
     QuotaSettings,
@@ -841,6 +844,8 @@ def _group(values: dict[str, Any]) -> GroupQuota:
 _gateway, _workers = GatewayHostSettings.model_validate, WorkerPoolSettings.model_validate
 _quotas, _clusters = QuotaSettings.model_validate, ClusterSettings.model_validate
 _timeouts = TimeoutSettings.model_validate
+_access, _monitoring = DataAccessSettings.model_validate, MonitoringSettings.model_validate
+_pipeline = PipelineSettings.model_validate
 
 # Each setting's documented range: the values at its edges are accepted, the first value
 # past one edge is refused with pydantic's words for the bound.
@@ -897,6 +902,23 @@ BOUNDS = [
     (_timeouts, "orphanGraceSeconds", (86400,), 86401, "less than or equal to 86400"),
     (_timeouts, "drainSeconds", (0.5, 604800), 0, "greater than 0"),
     (_timeouts, "drainSeconds", (604800,), 604801, "less than or equal to 604800"),
+    (_access, "sessionMinutes", (15, 60), 14, "greater than or equal to 15"),
+    (_access, "sessionMinutes", (60,), 61, "less than or equal to 60"),
+    (_monitoring, "workerCpuPercent", (0.5, 100), 0, "greater than 0"),
+    (_monitoring, "workerCpuPercent", (100,), 100.5, "less than or equal to 100"),
+    (_monitoring, "queuedTasks", (1,), 0, "greater than or equal to 1"),
+    (_monitoring, "clusterStartP90Seconds", (0.5, 3600), 0, "greater than 0"),
+    (_monitoring, "clusterStartP90Seconds", (3600,), 3601, "less than or equal to 3600"),
+    (_monitoring, "workerMemoryPercent", (0.5, 100), 0, "greater than 0"),
+    (_monitoring, "workerMemoryPercent", (100,), 100.5, "less than or equal to 100"),
+    (_monitoring, "efsBurstCreditGib", (0.5, 2150), 0, "greater than 0"),
+    (_monitoring, "efsBurstCreditGib", (2150,), 2150.5, "less than or equal to 2150"),
+    (_pipeline, "workers", (1, 20), 0, "greater than or equal to 1"),
+    (_pipeline, "workers", (20,), 21, "less than or equal to 20"),
+    (_pipeline, "maxReceives", (1, 1000), 0, "greater than or equal to 1"),
+    (_pipeline, "maxReceives", (1000,), 1001, "less than or equal to 1000"),
+    (_pipeline, "retrySeconds", (30, 43200), 29, "greater than or equal to 30"),
+    (_pipeline, "retrySeconds", (43200,), 43201, "less than or equal to 43200"),
 ]
 
 
@@ -1045,3 +1067,79 @@ def test_a_wrong_type_is_described_not_called_unknown() -> None:
 
 def test_config_keys_are_namespaced_and_dotted() -> None:
     assert config_key("quotas", "groups", "admins") == "dask-platform:quotas.groups.admins"
+
+
+def test_monitoring_and_pipeline_defaults_a_user_sees() -> None:
+    m = settings().monitoring
+    assert (m.worker_cpu_percent, m.queued_tasks, m.cluster_start_p90_seconds,
+            m.worker_memory_percent, m.efs_burst_credit_gib, m.webhooks) == (
+        85, 50, 120, 85, 512, ())
+    p = settings().pipeline
+    assert (p.raw_prefix, p.service_user, p.workers, p.max_receives, p.retry_seconds) == (
+        "appsflyer/", "svc-pipeline", 2, 3, 600)
+    assert settings().runtime().pipeline == p
+
+
+def hook(name: str, url: str = "https://events.pagerduty.com/integration/k/enqueue") -> dict:
+    return {"name": name, "url": url}
+
+
+def test_webhooks_need_distinct_short_names_and_https() -> None:
+    hooks = settings(monitoring={"webhooks": [hook("pagerduty"), hook("a" * 40)]})
+    assert [h.name for h in hooks.monitoring.webhooks] == ["pagerduty", "a" * 40]
+    assert ("dask-platform:monitoring.webhooks: webhook name(s) pagerduty used more than "
+            "once; give each webhook its own name") in rejected(
+        monitoring={"webhooks": [hook("pagerduty"), hook("slack"), hook("pagerduty")]})
+    for name in ("a" * 41, "-relay", "Pager"):
+        assert (f"{name!r} must be 1-40 lowercase letters, digits or dashes"
+                in rejected(monitoring={"webhooks": [hook(name)]}))
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("http://example.com/hook", "'http://example.com/hook'"),
+    ("https://", "'https://'"),
+    ("https://example.com/a b", "'https://example.com/a b'"),
+    ("http://example.com/" + "x" * 41, repr("http://example.com/" + "x" * 41)),  # 60
+    ("http://example.com/" + "x" * 42, repr("http://example.com/" + "x" * 38 + "...")),
+])
+def test_a_webhook_url_that_is_not_https_is_shown_cut_short(url: str, shown: str) -> None:
+    assert f"{shown} is not an https:// URL; webhooks must be https" in rejected(
+        monitoring={"webhooks": [hook("relay", url)]})
+
+
+@pytest.mark.parametrize("prefix, ok", [
+    ("appsflyer/", True), ("drops/appsflyer/", True), ("a/", True), ("appsflyer", False),
+    ("/appsflyer/", False), ("app flyer/", False), ("", False)])
+def test_the_pipelines_raw_prefix_is_a_key_prefix_ending_in_a_slash(prefix: str,
+                                                                    ok: bool) -> None:
+    if ok:
+        assert settings(pipeline={"rawPrefix": prefix}).pipeline.raw_prefix == prefix
+    else:
+        assert (f"dask-platform:pipeline.rawPrefix: {prefix!r} must be a key prefix ending in "
+                "/") in rejected(pipeline={"rawPrefix": prefix})
+
+
+@pytest.mark.parametrize("user, ok", [
+    ("svc-pipeline", True), ("_etl.1", True), ("a" * 32, True), ("a" * 33, False),
+    ("Svc", False), ("1svc", False), ("svc pipeline", False)])
+def test_the_pipelines_service_user_is_a_login_name(user: str, ok: bool) -> None:
+    if ok:
+        assert settings(pipeline={"serviceUser": user}).pipeline.service_user == user
+    else:
+        assert (f"dask-platform:pipeline.serviceUser: {user!r} is not a directory login name"
+                in rejected(pipeline={"serviceUser": user}))
+
+
+def test_data_access_names_each_problem_exactly() -> None:
+    engineers = {"raw": "readwrite", "processed": "readwrite"}
+    assert ("dask-platform:dataAccess.groups: missing group(s) data_analysts; give each of "
+            "admins, data_engineers, data_analysts its access, e.g. {raw: none, processed: "
+            "read}") in rejected(dataAccess={"groups": {"admins": engineers,
+                                                         "data_engineers": engineers}})
+    assert "dask-platform:dataAccess.groups: unknown group(s) interns; give each of" in rejected(
+        dataAccess={"groups": {g: engineers for g in ("admins", "data_engineers",
+                                                      "data_analysts", "interns")}})
+    platform = {"admins": {**engineers, "artifacts": "read", "audit": "read"},
+                "data_engineers": engineers, "data_analysts": engineers}
+    assert ("dask-platform:dataAccess.groups.admins: artifacts, audit: no group gets access "
+            "to the platform's own buckets") in rejected(dataAccess={"groups": platform})
