@@ -259,6 +259,9 @@ class PoolBackend(DBBackendBase):
         config=True)
     usage_period = Float(60, min=0.1, help="""Seconds between usage rounds: budget alerts,
         per-group metrics, the daily report (default 60).""", config=True)
+    audit_log = Unicode("", help="""The audit trail's file (JSON lines), as the gateway's
+        --audit-log names it; the process's trail (audit.py) writes there. Default: ""
+        (set by config_from_argv: audit.log in the temp dir).""", config=True)
     audit_bucket = Unicode("", help="""The audit bucket: daily usage reports. Default: ""
         (no reports).""", config=True)
     alert_topic_arn = Unicode("", help="""SNS topic for budget alerts. Default: "" (logged

@@ -390,8 +390,6 @@ def config_from_argv(argv: list[str] | None = None) -> Config:
     if args.external_proxy and args.address.rpartition(":")[2] in ("", "0"):
         raise SystemExit(f"dask-platform gateway: --external-proxy needs a fixed --address "
                          f"port (got {args.address}): the proxy finds the gateway there")
-    # One trail for the authenticator and the backend of this process (audit.py).
-    os.environ[AUDIT_LOG_ENV] = args.audit_log or str(temp_dir / "audit.log")
     config = gateway_config(
         settings,
         address=args.address, proxy_address=args.proxy_address,
@@ -410,6 +408,9 @@ def config_from_argv(argv: list[str] | None = None) -> Config:
     )
     if args.config:
         config.DaskGateway.config_file = args.config
+    # Where this process's trail goes; main() points audit.py at it (never a caller's
+    # environment: a test reading a host's config must not redirect its own trail).
+    config.PoolBackend.audit_log = args.audit_log or str(temp_dir / "audit.log")
     return config
 
 
@@ -427,6 +428,9 @@ def main(argv: list[str] | None = None) -> int:
         from daskplatform.gateway.hub_host import run_hub_host
 
         return run_hub_host(args, gateway_argv(argv))
-    gateway = create_gateway(config_from_argv(argv))
+    config = config_from_argv(argv)
+    # One trail for the authenticator and the backend of this process (audit.py).
+    os.environ[AUDIT_LOG_ENV] = config.PoolBackend.audit_log
+    gateway = create_gateway(config)
     gateway.start()
     return 0

@@ -5,17 +5,21 @@ agent's must reach the same token. AWS is moto's server; the stack runs under mo
 
 from __future__ import annotations
 
+import os
+
 from pathlib import Path
 
 import pytest
 from traitlets.config import Config
 
+from daskplatform.audit import AUDIT_LOG_ENV
 from daskplatform.aws import aws_client
 from daskplatform.gateway.hub_host import advertise_address, gateway_child_argv
 from daskplatform.gateway.metrics import CloudWatchPublisher, PoolFigures, WorkerMemory
 from daskplatform.gateway.server import LDAP_AUTHENTICATOR, STATIC_AUTHENTICATOR, gateway_argv
 from daskplatform.gateway.server import _parser as server_parser
 from daskplatform.gateway.server import config_from_argv as gateway_config_from_argv
+from daskplatform.host.units import AUDIT_LOG
 from daskplatform.host.userdata import BOOT_FAILURES_METRIC
 from daskplatform.node import agent
 from daskplatform.settings import (
@@ -72,7 +76,12 @@ def test_the_gateway_command_resolves_to_this_stacks_wiring(
         advertise = advertise_address(hub)
     # What the hub host hands its gateway child.
     argv = gateway_child_argv(hub.proxy_tcp_address, gateway_argv(host_args), advertise)
+    before = os.environ.get(AUDIT_LOG_ENV)
     config = gateway_config_from_argv(argv)
+    # The host's trail goes to the file the CloudWatch agent ships; reading the config
+    # redirects nobody's trail (the gateway's main() alone points audit.py at it).
+    assert config.PoolBackend.audit_log == AUDIT_LOG
+    assert os.environ.get(AUDIT_LOG_ENV) == before
     # Schedulers on the scheduler host send heartbeats to the host's private address,
     # on the port the security groups open to them (the gateway's scheduler proxy).
     assert config.PoolBackend.api_url == "http://10.0.33.4:8786/services/dask-gateway/api"
