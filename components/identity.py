@@ -89,14 +89,13 @@ class Identity(pulumi.ComponentResource):
         super().__init__("daskplatform:aws:Identity", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         tags = dict(tags)
-        self.ldap_secret = aws.secretsmanager.Secret(
-            f"{name}-ldap-bind-password",
-            name=inputs.ldap_secret_name,
-            recovery_window_in_days=7,
-            tags=tags,
-            opts=child,
-            description="LDAP bind password of the gateway's FreeIPA service account",
-        )
+        def secret(suffix: str, secret_name: str, description: str) -> aws.secretsmanager.Secret:
+            return aws.secretsmanager.Secret(
+                f"{name}-{suffix}", name=secret_name, recovery_window_in_days=7, tags=tags,
+                opts=child, description=description)
+
+        self.ldap_secret = secret("ldap-bind-password", inputs.ldap_secret_name,
+                                  "LDAP bind password of the gateway's FreeIPA service account")
         if settings.ldap_bind_password is not None:
             aws.secretsmanager.SecretVersion(
                 f"{name}-ldap-bind-password-value",
@@ -106,22 +105,11 @@ class Identity(pulumi.ComponentResource):
             )
         # Created empty: the gateway generates the token at its first start, so it
         # never enters stack state (docs/node-agent.md).
-        self.agent_token_secret = aws.secretsmanager.Secret(
-            f"{name}-agent-token",
-            name=inputs.agent_token_secret_name,
-            recovery_window_in_days=7,
-            tags=tags,
-            opts=child,
-            description="Bearer token of the node agents; the gateway fills it",
-        )
-        self.pipeline_password_secret = aws.secretsmanager.Secret(
-            f"{name}-pipeline-password",
-            name=inputs.pipeline_password_secret_name,
-            recovery_window_in_days=7,
-            tags=tags,
-            opts=child,
-            description="Directory password of the pipeline watcher's service account",
-        )
+        self.agent_token_secret = secret("agent-token", inputs.agent_token_secret_name,
+                                         "Bearer token of the node agents; the gateway fills it")
+        self.pipeline_password_secret = secret(
+            "pipeline-password", inputs.pipeline_password_secret_name,
+            "Directory password of the pipeline watcher's service account")
         self.roles, self.instance_profiles = {}, {}
         for role in HOST_ROLES:
             iam_role = aws.iam.Role(
